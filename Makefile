@@ -1,0 +1,25 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both build a private virtualenv in .venv on first use (Python >= 3.10).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/socs-tcp demo
+
+test: $(VENV)/.installed
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/compare.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

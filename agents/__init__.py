@@ -1,0 +1,1 @@
+"""Sample OCS agents built on socs_tcp (installed as ``socs_tcp.agents``)."""

@@ -1,0 +1,30 @@
+"""``socs-tcp``: the command line. Each subcommand lives in the module that owns it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module with ``main(argv) -> int``, one-line help)
+SUBCOMMANDS = {
+    'demo': ('socs_tcp.demo.run', 'run the demo: crossbar, simulators and agents on this machine'),
+    'simulate': ('socs_tcp.agents.simulate', 'run a simulated device (compressor or psu)'),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog='socs-tcp', description=__doc__)
+    parser.add_argument('command', choices=sorted(SUBCOMMANDS),
+                        help='; '.join(f'{k}: {v[1]}' for k, v in sorted(SUBCOMMANDS.items())))
+    if not argv or argv[0] in ('-h', '--help'):
+        parser.print_help()
+        return 0 if argv else 2
+    args = parser.parse_args(argv[:1])
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
