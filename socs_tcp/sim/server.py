@@ -1,0 +1,726 @@
+"""A simulated TCP device for tests, sample agents, the demo and benchmarks.
+
+`DeviceServer` listens on 127.0.0.1, answers each request through a handler
+(a callable or a dict), and injects the faults real lab devices show: going
+away and coming back on the same port, dropping connections, slow, silent or
+fragmented replies, unsolicited output, line noise, one-client limits.
+
+All of it runs in the Twisted reactor. Every public method may be called from
+any thread: in the reactor thread it acts at once; from another thread it hops
+into the reactor with `blockingCallFromThread` and waits for the outcome
+(methods that return a Deferred in the reactor thread return its result there).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Callable, Optional, Union
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import Logger
+from twisted.python import threadable
+from twisted.python.failure import Failure
+
+from socs_tcp.sim.faults import Faults
+from socs_tcp.sim.framing import Framer, TerminatorFramer
+
+Reply = Union[bytes, str, None]
+Handler = Union[Callable[[bytes], Reply], Mapping]
+
+# Marks "argument not given" where None is a meaningful value.
+_DEFAULT = object()
+
+log = Logger(namespace='socs_tcp.sim')
+
+
+def _as_bytes(value, name: str, *, allow_none: bool = False) -> Optional[bytes]:
+    """Return ``value`` as bytes (str is UTF-8 encoded) or raise naming ``name``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, str):
+        return value.encode('utf-8')
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    expected = 'bytes, str or None' if allow_none else 'bytes or str'
+    raise TypeError(f'{name} must be {expected}, got {type(value).__name__}')
+
+
+def _non_negative_seconds(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{name} must be a number of seconds, got {type(value).__name__}')
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f'{name} must be finite and >= 0, got {value!r}')
+    return float(value)
+
+
+def _positive_int_or_none(value, name: str) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int or None, got {type(value).__name__}')
+    if value < 1:
+        raise ValueError(f'{name} must be >= 1, got {value!r}')
+    return value
+
+
+def _table_handler(table: Mapping) -> Callable[[bytes], Reply]:
+    """Turn ``{request: reply}`` into a handler; unknown requests get no reply."""
+    normalized = {}
+    for key, value in table.items():
+        normalized[_as_bytes(key, 'handler key')] = _as_bytes(value, f'handler[{key!r}]',
+                                                              allow_none=True)
+    return normalized.get
+
+
+class _PendingReply:
+    """One reply waiting in a connection's outbox."""
+
+    __slots__ = ('due', 'chunks', 'interval')
+
+    def __init__(self, due: float, chunks: deque, interval: float):
+        self.due = due            # reactor time at which the next chunk may go
+        self.chunks = chunks
+        self.interval = interval
+
+
+class DeviceConnection(Protocol):
+    """One client connection to a `DeviceServer` (built by its factory).
+
+    Requests are framed from the byte stream, handed to the server, and
+    replies go out through an outbox in request order, so a delayed or
+    fragmented reply is never overtaken by a later one.
+    """
+
+    def __init__(self, server: 'DeviceServer'):
+        self._server = server
+        self._buf = bytearray()
+        self._outbox: deque = deque()
+        self._timer = None
+        self._lost_waiters: list = []
+        self.closing = False   # abort requested: the slot is free, input ignored
+        self.lost = False
+
+    # -- Protocol -----------------------------------------------------------
+    def connectionMade(self):
+        # Replies are small and latency matters more than segment count
+        # (fragments must also leave as separate segments).
+        set_no_delay = getattr(self.transport, 'setTcpNoDelay', None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        self._server._connection_made(self)
+
+    def dataReceived(self, data: bytes):
+        if self.closing:
+            return
+        self._buf += data
+        framer = self._server._framer
+        while not self.closing:
+            try:
+                request = framer(self._buf)
+            except Exception:
+                log.failure('Framing error; dropping the connection')
+                self.abort()
+                return
+            if request is None:
+                return
+            self._server._request_received(self, request)
+
+    def connectionLost(self, reason=None):
+        self.closing = True
+        self.lost = True
+        self._outbox.clear()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._server._connection_lost(self)
+        waiters, self._lost_waiters = self._lost_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- used by the server -------------------------------------------------
+    def abort(self):
+        """Drop this connection at once (RST), without sending queued replies."""
+        if self.closing:
+            return
+        self.closing = True
+        self._outbox.clear()
+        self.transport.abortConnection()
+
+    def when_lost(self) -> defer.Deferred:
+        """Deferred that fires (with None) once the connection is gone."""
+        if self.lost:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._lost_waiters.append(d)
+        return d
+
+    def write_now(self, data: bytes):
+        if not self.closing and data:
+            self.transport.write(data)
+
+    def queue_reply(self, data: bytes, faults: Faults):
+        """Send ``data`` shaped by the delay and fragment faults, in order."""
+        if not faults.shapes_replies and not self._outbox:
+            self.write_now(data)
+            return
+        size = faults.fragment_size
+        if size is None:
+            chunks = deque([data])
+        else:
+            chunks = deque(data[i:i + size] for i in range(0, len(data), size))
+        reactor = self._server._reactor
+        self._outbox.append(_PendingReply(reactor.seconds() + faults.delay, chunks,
+                                          faults.fragment_interval))
+        if self._timer is None:
+            self._pump()
+
+    def _pump(self):
+        """Write what is due from the outbox; schedule the next step if any."""
+        self._timer = None
+        reactor = self._server._reactor
+        while self._outbox and not self.closing:
+            reply = self._outbox[0]
+            now = reactor.seconds()
+            if reply.due > now:
+                self._timer = reactor.callLater(reply.due - now, self._pump)
+                return
+            self.transport.write(reply.chunks.popleft())
+            if not reply.chunks:
+                self._outbox.popleft()
+                continue
+            # Always go through the reactor between chunks, even with a zero
+            # interval, so each chunk leaves in its own write.
+            reply.due = now + reply.interval
+            self._timer = reactor.callLater(reply.interval, self._pump)
+            return
+
+
+class DeviceServerFactory(Factory):
+    """Builds `DeviceConnection` s; refuses those over ``max_connections``."""
+
+    def __init__(self, server: 'DeviceServer'):
+        self._server = server
+
+    def buildProtocol(self, addr: IAddress) -> Optional[DeviceConnection]:
+        # Returning None makes Twisted close the new socket at once: a
+        # one-client instrument that refuses a second client.
+        if not self._server._has_free_slot():
+            self._server.rejected_count += 1
+            log.debug('Refusing connection from {addr}: max_connections reached', addr=addr)
+            return None
+        return DeviceConnection(self._server)
+
+
+class DeviceServer:
+    """A simulated request/response device on a TCP port, with faults.
+
+    Parameters
+    ----------
+    handler : callable or dict
+        ``handler(request: bytes) -> bytes | str | None`` or a dict
+        ``{request: reply}`` (bytes or str keys and values). A None reply (or
+        a request missing from the dict) sends nothing. A handler that raises
+        is logged and sends nothing; the connection stays up.
+    terminator : bytes or str
+        Ends each request; removed before the handler sees it. Ignored when
+        ``framer`` is given.
+    reply_terminator : bytes, str or None
+        Appended to every reply. Defaults to ``terminator``, or to None
+        (append nothing) when ``framer`` is given.
+    framer : callable, optional
+        ``framer(buf: bytearray) -> bytes | None`` removing one complete
+        request from ``buf`` (see `socs_tcp.sim.framing`, e.g. `mbap_framer`).
+        A framer that raises drops that connection.
+    host : str
+        Interface to listen on (loopback by default).
+    port : int
+        Port to listen on; 0 picks a free one at the first start, which every
+        later start reuses.
+    max_connections : int, optional
+        Connections beyond this many open ones are closed at once.
+    greeting : bytes or str, optional
+        Sent to each client as soon as it connects (a prompt or banner).
+    reactor : IReactorTCP and IReactorTime, optional
+        Reactor to use; the global one by default. Tests may pass
+        ``twisted.internet.testing.MemoryReactorClock``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument, naming it.
+    """
+
+    def __init__(self, handler: Handler, *, terminator: Union[bytes, str] = b'\n',
+                 reply_terminator=_DEFAULT, framer: Optional[Framer] = None,
+                 host: str = '127.0.0.1', port: int = 0,
+                 max_connections: Optional[int] = None,
+                 greeting: Union[bytes, str, None] = None, reactor=None):
+        if isinstance(handler, Mapping):
+            self._handler = _table_handler(handler)
+        elif callable(handler):
+            self._handler = handler
+        else:
+            raise TypeError(f'handler must be callable or a dict, got {type(handler).__name__}')
+        if framer is not None:
+            if not callable(framer):
+                raise TypeError(f'framer must be callable, got {type(framer).__name__}')
+            self._framer = framer
+            self.terminator = None
+        else:
+            self.terminator = _as_bytes(terminator, 'terminator')
+            if not self.terminator:
+                raise ValueError('terminator must not be empty (use framer for binary protocols)')
+            self._framer = TerminatorFramer(self.terminator)
+        if reply_terminator is _DEFAULT:
+            reply_terminator = None if framer is not None else self.terminator
+        self.reply_terminator = _as_bytes(reply_terminator, 'reply_terminator', allow_none=True)
+        if not isinstance(host, str):
+            raise TypeError(f'host must be str, got {type(host).__name__}')
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise TypeError(f'port must be int, got {type(port).__name__}')
+        if not 0 <= port <= 65535:
+            raise ValueError(f'port must be in 0..65535, got {port}')
+        self.host = host
+        self._port_number = port or None
+        self.max_connections = _positive_int_or_none(max_connections, 'max_connections')
+        self.greeting = _as_bytes(greeting, 'greeting', allow_none=True)
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+
+        self._factory = DeviceServerFactory(self)
+        self._listening_port = None          # IListeningPort while listening
+        self._stopping: Optional[defer.Deferred] = None   # old port still closing
+        self._listen_after_stop = False
+        self._connections: list[DeviceConnection] = []
+        self._requests: list[bytes] = []
+        self._faults = Faults()
+        self._connection_waiters: list = []  # (n, Deferred)
+        self._request_waiters: list = []     # (n, Deferred)
+        #: Connections refused because of ``max_connections``.
+        self.rejected_count = 0
+
+    def __repr__(self) -> str:
+        return (f'<DeviceServer {self.host}:{self._port_number} listening={self.listening} '
+                f'connections={self.connection_count}>')
+
+    # -- thread hopping -------------------------------------------------------
+    def _in_reactor(self) -> bool:
+        # A reactor that isn't running (not yet started, or a MemoryReactor)
+        # has no thread to hop into: act directly.
+        return not getattr(self._reactor, 'running', False) or threadable.isInIOThread()
+
+    def _call(self, f, *args):
+        if self._in_reactor():
+            return f(*args)
+        return blockingCallFromThread(self._reactor, f, *args)
+
+    # -- state (plain reads, safe from any thread) ----------------------------
+    @property
+    def port(self) -> Optional[int]:
+        """The port number (None before the first start with ``port=0``)."""
+        return self._port_number
+
+    @property
+    def listening(self) -> bool:
+        """True while new connections are accepted."""
+        return self._listening_port is not None
+
+    @property
+    def connection_count(self) -> int:
+        """Connections currently open (an aborted one counts until it's gone)."""
+        return len(self._connections)
+
+    @property
+    def requests(self) -> list[bytes]:
+        """A copy of all requests read so far, oldest first (framed, no terminator)."""
+        return list(self._requests)
+
+    @property
+    def faults(self) -> Faults:
+        """A copy of the current fault settings."""
+        f = self._faults
+        return Faults(f.delay, f.silent, f.fragment_size, f.fragment_interval,
+                      f.garbage, f.drop_countdown)
+
+    # -- listening ------------------------------------------------------------
+    def start(self) -> int:
+        """Start listening (again) and return the port.
+
+        The first start with ``port=0`` picks a free port; every later start
+        uses that same port. Starting while listening does nothing.
+
+        Returns
+        -------
+        int
+            The port. From another thread, the server listens when this
+            returns. In the reactor thread right after `stop_listening`
+            (whose Deferred hasn't fired yet), listening resumes once the old
+            port has closed, later in this reactor turn.
+
+        Raises
+        ------
+        twisted.internet.error.CannotListenError
+            If the port can't be bound (e.g. someone else took it meanwhile).
+        """
+        if not self._in_reactor():
+            return blockingCallFromThread(self._reactor, self._start)
+        d = self._start()
+        result = []
+        d.addBoth(result.append)
+        if not result:
+            return self._port_number
+        if isinstance(result[0], Failure):
+            result[0].raiseException()
+        return result[0]
+
+    def start_listening(self) -> int:
+        """Same as `start` (resume accepting connections after `stop_listening`)."""
+        return self.start()
+
+    def _start(self) -> defer.Deferred:
+        if self._listening_port is not None:
+            return defer.succeed(self._port_number)
+        if self._stopping is not None:
+            # Binding before the old socket is closed would fail (EADDRINUSE):
+            # listen once it is, unless stop_listening() came again meanwhile.
+            self._listen_after_stop = True
+
+            def resume(_):
+                if not self._listen_after_stop:
+                    return self._port_number
+                return self._start()
+
+            return self._stopping_or_done().addCallback(resume)
+        self._listen_after_stop = False
+        self._listening_port = self._reactor.listenTCP(
+            self._port_number or 0, self._factory, interface=self.host)
+        if self._port_number is None:
+            self._port_number = self._listening_port.getHost().port
+        log.debug('Device server listening on {host}:{port}', host=self.host,
+                  port=self._port_number)
+        return defer.succeed(self._port_number)
+
+    def stop_listening(self) -> Optional[defer.Deferred]:
+        """Stop accepting connections; open connections stay up.
+
+        Clients connecting meanwhile are refused, like a device that is off
+        or rebooting. Does nothing if not listening.
+
+        Returns
+        -------
+        Deferred or None
+            In the reactor thread, a Deferred that fires once the port is
+            closed; from another thread, returns once it is.
+        """
+        return self._call(self._stop_listening)
+
+    def _stop_listening(self) -> defer.Deferred:
+        self._listen_after_stop = False
+        if self._listening_port is None:
+            return self._stopping_or_done()
+        port, self._listening_port = self._listening_port, None
+        d = defer.maybeDeferred(port.stopListening)
+        self._stopping = d
+
+        def done(result):
+            if self._stopping is d:
+                self._stopping = None
+            return result
+
+        d.addBoth(done)
+        return self._stopping_or_done()
+
+    def _stopping_or_done(self) -> defer.Deferred:
+        if self._stopping is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._stopping.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
+
+    def stop(self) -> Optional[defer.Deferred]:
+        """Stop listening and abort every connection.
+
+        Returns
+        -------
+        Deferred or None
+            In the reactor thread, a Deferred that fires once the port is
+            closed and every connection is gone; from another thread, returns
+            once that is so. `start` may be called again afterwards.
+        """
+        return self._call(self._stop)
+
+    def _stop(self) -> defer.Deferred:
+        d = defer.gatherResults([self._stop_listening(), self._drop_connections()],
+                                consumeErrors=True)
+        return d.addCallback(lambda _: None)
+
+    # -- connections ----------------------------------------------------------
+    def drop_connections(self) -> Optional[defer.Deferred]:
+        """Abort every open connection now (the peer sees a reset).
+
+        Queued replies are discarded. The server keeps listening.
+
+        Returns
+        -------
+        Deferred or None
+            In the reactor thread, a Deferred that fires once those
+            connections are gone; from another thread, returns once they are.
+        """
+        return self._call(self._drop_connections)
+
+    def _drop_connections(self) -> defer.Deferred:
+        conns = list(self._connections)
+        for conn in conns:
+            conn.abort()
+        d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
+        return d.addCallback(lambda _: None)
+
+    def send_unsolicited(self, data: Union[bytes, str]) -> None:
+        """Write ``data`` to every open connection now, outside any reply.
+
+        Raises
+        ------
+        TypeError
+            If ``data`` is not bytes or str.
+        """
+        data = _as_bytes(data, 'data')
+        self._call(self._send_unsolicited, data)
+
+    def _send_unsolicited(self, data: bytes) -> None:
+        for conn in self._connections:
+            conn.write_now(data)
+
+    def _has_free_slot(self) -> bool:
+        # A connection being aborted has freed its slot already, as a device
+        # that closed its socket has.
+        if self.max_connections is None:
+            return True
+        return sum(not c.closing for c in self._connections) < self.max_connections
+
+    def _connection_made(self, conn: DeviceConnection) -> None:
+        self._connections.append(conn)
+        log.debug('Device server: client connected ({n} open)', n=len(self._connections))
+        if self.greeting:
+            conn.write_now(self.greeting)
+        self._notify_connections()
+
+    def _connection_lost(self, conn: DeviceConnection) -> None:
+        if conn in self._connections:
+            self._connections.remove(conn)
+        log.debug('Device server: client gone ({n} open)', n=len(self._connections))
+        self._notify_connections()
+
+    # -- requests -------------------------------------------------------------
+    def clear_requests(self) -> None:
+        """Forget the recorded requests (`when_requests` counts from zero again)."""
+        self._call(self._requests.clear)
+
+    def _request_received(self, conn: DeviceConnection, request: bytes) -> None:
+        self._requests.append(request)
+        try:
+            self._handle(conn, request)
+        finally:
+            # Waiters run only now, so a test that changes faults as soon as
+            # the request is seen never changes how this request is treated.
+            self._notify_requests()
+
+    def _handle(self, conn: DeviceConnection, request: bytes) -> None:
+        faults = self._faults
+        if faults.drop_countdown is not None:
+            faults.drop_countdown -= 1
+            if faults.drop_countdown <= 0:
+                faults.drop_countdown = None
+                log.debug('Device server: dropping the connection at request {r!r}', r=request)
+                conn.abort()
+                return
+        if faults.silent:
+            return
+        try:
+            reply = self._handler(request)
+            if reply is None:
+                return
+            reply = _as_bytes(reply, 'handler reply')
+        except Exception:
+            log.failure('Device server handler failed for request {request!r}', request=request)
+            return
+        if self.reply_terminator:
+            reply += self.reply_terminator
+        if faults.garbage:
+            reply = faults.garbage + reply
+            faults.garbage = b''
+        conn.queue_reply(reply, faults)
+
+    # -- faults ---------------------------------------------------------------
+    def drop_after(self, n: Optional[int]) -> None:
+        """Abort a connection at the ``n``-th request read from now on.
+
+        That request (on whichever connection) is read and recorded but not
+        answered, then its connection is aborted. The fault then clears
+        itself (one drop). ``None`` cancels a pending drop.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``n`` is not None or an int >= 1.
+        """
+        n = _positive_int_or_none(n, 'n')
+        self._call(setattr, self._faults, 'drop_countdown', n)
+
+    def set_delay(self, seconds: float) -> None:
+        """Start each reply ``seconds`` after its request is read (0: at once).
+
+        Replies still leave in request order. The reactor is never blocked.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``seconds`` is not a finite number >= 0.
+        """
+        seconds = _non_negative_seconds(seconds, 'seconds')
+        self._call(setattr, self._faults, 'delay', seconds)
+
+    def set_silent(self, silent: bool = True) -> None:
+        """While ``silent``, read and record requests but never answer them."""
+        self._call(setattr, self._faults, 'silent', bool(silent))
+
+    def set_fragments(self, size: Optional[int], interval: float = 0.0) -> None:
+        """Write replies in chunks of ``size`` bytes, ``interval`` s apart.
+
+        ``size=None`` writes replies whole again. Each chunk is a separate
+        write (TCP_NODELAY is on) even with ``interval=0``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``size`` is not None or an int >= 1, or ``interval`` < 0.
+        """
+        size = _positive_int_or_none(size, 'size')
+        interval = _non_negative_seconds(interval, 'interval')
+
+        def apply():
+            self._faults.fragment_size = size
+            self._faults.fragment_interval = interval
+
+        self._call(apply)
+
+    def set_garbage(self, data: Union[bytes, str]) -> None:
+        """Put ``data`` in front of the next reply sent (once; b'' cancels).
+
+        Raises
+        ------
+        TypeError
+            If ``data`` is not bytes or str.
+        """
+        data = _as_bytes(data, 'data')
+        self._call(setattr, self._faults, 'garbage', data)
+
+    def reset_faults(self) -> None:
+        """Turn every reply fault off (delay, silent, fragments, garbage, drop_after).
+
+        Listening state and open connections are left as they are; replies
+        already queued keep their timing.
+        """
+        self._call(setattr, self, '_faults', Faults())
+
+    # -- waiting --------------------------------------------------------------
+    def when_connections(self, n: int, timeout: Optional[float] = None):
+        """Wait until exactly ``n`` connections are open.
+
+        Parameters
+        ----------
+        n : int
+            Connection count to wait for (0 waits for every client to be gone).
+        timeout : float, optional
+            Give up after this many seconds.
+
+        Returns
+        -------
+        Deferred or int
+            In the reactor thread, a Deferred firing with ``n`` (at once if
+            already so); from another thread, returns ``n`` once so.
+
+        Raises
+        ------
+        TimeoutError
+            (or the Deferred fails with it) if ``timeout`` passes first.
+        """
+        n = self._check_count(n, 'n')
+        timeout = None if timeout is None else _non_negative_seconds(timeout, 'timeout')
+        return self._call(self._when, 'connections', n, timeout)
+
+    def when_requests(self, n: int, timeout: Optional[float] = None):
+        """Wait until at least ``n`` requests have been recorded.
+
+        Returns
+        -------
+        Deferred or list of bytes
+            In the reactor thread, a Deferred firing with a copy of
+            `requests` (at once if already so); from another thread, returns
+            that list once so.
+
+        Raises
+        ------
+        TimeoutError
+            (or the Deferred fails with it) if ``timeout`` passes first.
+        """
+        n = self._check_count(n, 'n')
+        timeout = None if timeout is None else _non_negative_seconds(timeout, 'timeout')
+        return self._call(self._when, 'requests', n, timeout)
+
+    @staticmethod
+    def _check_count(n, name: str) -> int:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f'{name} must be an int, got {type(n).__name__}')
+        if n < 0:
+            raise ValueError(f'{name} must be >= 0, got {n}')
+        return n
+
+    def _when(self, what: str, n: int, timeout: Optional[float]):
+        d = defer.Deferred()
+        if what == 'connections':
+            self._connection_waiters.append((n, d))
+            self._notify_connections()
+        else:
+            self._request_waiters.append((n, d))
+            self._notify_requests()
+        if timeout is not None and not d.called:
+            def on_timeout(result, _timeout):
+                if isinstance(result, Failure) and result.check(defer.TimeoutError):
+                    return Failure(TimeoutError(
+                        f'DeviceServer: no {n} {what} within {_timeout} s '
+                        f'(connections={self.connection_count}, '
+                        f'requests={len(self._requests)})'))
+                return result
+
+            d.addTimeout(timeout, self._reactor)
+            d.addErrback(on_timeout, timeout)
+        return d
+
+    def _notify_connections(self) -> None:
+        count = len(self._connections)
+        self._fire(self._connection_waiters, lambda n: count == n, count)
+
+    def _notify_requests(self) -> None:
+        count = len(self._requests)
+        self._fire(self._request_waiters, lambda n: count >= n, None)
+
+    def _fire(self, waiters: list, ready, value) -> None:
+        """Fire the waiters that are ``ready``; keep the rest in ``waiters``."""
+        keep = []
+        due = []
+        for n, d in waiters:
+            if d.called:         # timed out or cancelled meanwhile
+                continue
+            if ready(n):
+                due.append(d)
+            else:
+                keep.append((n, d))
+        waiters[:] = keep
+        for d in due:
+            d.callback(value if value is not None else list(self._requests))
