@@ -1,0 +1,23 @@
+"""socs_tcp: reactor-owned TCP connections to lab devices for OCS agents.
+
+``TCPInterface`` is a drop-in for ``socs.tcp.TCPInterface`` that worker
+threads call; ``DeviceProtocol`` and ``DeviceClientFactory`` are the Twisted
+pair it stands on, for code that runs in the reactor thread.
+"""
+
+from socs_tcp.backoff import Backoff
+from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected, ReactorThreadError
+from socs_tcp.factory import DeviceClientFactory
+from socs_tcp.interface import TCPInterface
+from socs_tcp.protocol import DeviceProtocol
+
+__all__ = [
+    'Backoff',
+    'DeviceClientFactory',
+    'DeviceDisconnected',
+    'DeviceProtocol',
+    'DeviceTimeout',
+    'NotConnected',
+    'ReactorThreadError',
+    'TCPInterface',
+]

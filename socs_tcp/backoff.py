@@ -1,0 +1,57 @@
+"""Retry timing for reconnects, as a value rather than constants in the code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.protocol import ReconnectingClientFactory
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with jitter between reconnect attempts.
+
+    The defaults suit lab devices: the first retry comes quickly (a device that
+    blinked is back at once), and the cap keeps a dead device from being
+    forgotten for long (``ReconnectingClientFactory``'s own cap is an hour).
+    The delay goes back to ``initial`` after every successful connection.
+
+    Parameters
+    ----------
+    initial : float
+        Seconds before the first retry after a failure or a lost connection.
+    factor : float
+        Growth of the delay after each further failure (>= 1).
+    max_delay : float
+        The cap on the delay, in seconds.
+    jitter : float
+        Relative spread of each delay (0 <= jitter < 1), so that many devices
+        that failed together do not retry in lockstep.
+    """
+
+    initial: float = 0.25
+    factor: float = 2.0
+    max_delay: float = 5.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ('initial', 'factor', 'max_delay', 'jitter'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f'Backoff {name} must be a number, not {type(value).__name__}')
+        if self.initial <= 0:
+            raise ValueError(f'Backoff initial must be > 0, got {self.initial!r}')
+        if self.factor < 1:
+            raise ValueError(f'Backoff factor must be >= 1, got {self.factor!r}')
+        if self.max_delay < self.initial:
+            raise ValueError(f'Backoff max_delay ({self.max_delay!r}) must be >= initial ({self.initial!r})')
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f'Backoff jitter must be in [0, 1), got {self.jitter!r}')
+
+    def apply_to(self, factory: ReconnectingClientFactory) -> None:
+        """Set ``factory``'s retry attributes from this policy and reset its delay."""
+        factory.initialDelay = self.initial
+        factory.factor = self.factor
+        factory.maxDelay = self.max_delay
+        factory.jitter = self.jitter
+        factory.delay = self.initial
