@@ -136,9 +136,4 @@ class ServerProcess:
 
 def start_echo_process() -> ServerProcess:
     """Start the line echo server (``socs_tcp.sim.echo``) in another process."""
-    try:
-        return ServerProcess(['-m', 'socs_tcp.sim.echo', '--port', '0'])
-    except RuntimeError:
-        pass
-    # Stand-in until the simulator's echo lands.
-    return ServerProcess([str(BENCH_DIR / 'echo_server.py')])
+    return ServerProcess(['-m', 'socs_tcp.sim.echo', '--port', '0'])

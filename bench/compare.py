@@ -1,0 +1,285 @@
+#!/usr/bin/env python
+"""socs_tcp side by side with socs.tcp and a raw socket: cost and behaviour under faults.
+
+One run measures, on this machine, against simulated devices in other processes:
+
+1. query latency p50/p99 and queries/s with 1 and 4 worker threads on one
+   interface (``query_latency.py``, interleaved, every reply checked);
+2. time to fail when the device is refused / silent / blackholed, worst case
+   per call;
+3. recovery: device back -> first good reply, for callers that retry every
+   1 s (the seed's agent loop) and every 50 ms;
+4. scale: 1000 interfaces to one server in one process (RSS, threads, fds,
+   CPU idle and with every device down), in a fresh process per library;
+5. correctness counts throughout, and every figure next to its target.
+
+Usage::
+
+    python bench/compare.py [--json FILE] [--plot FILE] [--quick]
+
+Defaults finish in under 2 minutes on a 2-core machine; ``--quick`` is a
+few-seconds smoke run (small counts, short timeouts: figures not meaningful).
+Exit status 1 when a target is missed, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from fault_timing import client_labels, measure_faults, measure_recovery
+from query_clients import KINDS, available_kinds
+from query_latency import Progress, format_table
+from query_latency import measure as measure_latency
+from server_process import BENCH_DIR, ServerProcess, start_echo_process
+from targets import check_targets
+
+SECTIONS = ('latency', 'faults', 'recovery', 'scale')
+
+DEFAULTS = dict(runs=3, queries=2000, blocks=5, threads=4, timeout=1.0, calls=4,
+                periods=(1.0, 0.05), reps=3, count=1000, window=3.0, steady=True)
+QUICK = dict(runs=1, queries=200, blocks=2, threads=4, timeout=0.3, calls=2,
+             periods=(1.0, 0.05), reps=1, count=50, window=0.5, steady=False)
+
+
+def machine_info() -> dict:
+    """CPU count, model, whether it is a VM, and library versions."""
+    info = {'cpus': os.cpu_count(), 'python': platform.python_version(),
+            'kernel': platform.release(), 'kind': 'machine', 'cpu_model': platform.processor()}
+    try:
+        with open('/proc/cpuinfo') as fh:
+            cpuinfo = fh.read()
+        for line in cpuinfo.splitlines():
+            if line.startswith('model name'):
+                info['cpu_model'] = line.split(':', 1)[1].strip()
+                break
+        if ' hypervisor' in cpuinfo:
+            info['kind'] = 'VM'
+    except OSError:
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+    for package in ('twisted', 'socs', 'socs_tcp'):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = None
+    return info
+
+
+def run_scale(kind: str, count: int, window: float, steady: bool) -> dict:
+    """Run ``scale_usage.py`` for ``kind`` in a fresh process; return its figures."""
+    argv = [sys.executable, str(BENCH_DIR / 'scale_usage.py'), '--kind', kind,
+            '--count', str(count), '--window', str(window)]
+    if steady:
+        argv.append('--steady')
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f'scale run for {kind} failed:\n{done.stderr[-3000:]}')
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def correctness(results: dict) -> dict:
+    """socs_tcp's wrong replies and unexpected exceptions, summed over all phases."""
+    mismatches = other = 0
+    lat = results.get('latency')
+    if lat and 'socs_tcp' in lat['summary']:
+        for s in lat['summary']['socs_tcp'].values():
+            mismatches += s['mismatches']
+            other += s['errors']     # no fault during the latency runs: any error is unexpected
+    faults = results.get('faults')
+    if faults:
+        for scenario in ('refused', 'silent', 'blackhole'):
+            c = faults[scenario]['clients'].get('socs_tcp')
+            if c:
+                mismatches += c['mismatches']
+                other += len(c['other_errors'])
+    for per_label in results.get('recovery', {}).values():
+        c = per_label.get('socs_tcp')
+        if c:
+            mismatches += c['mismatches']
+            other += len(c['other_errors']) + c['early_success']
+    scale = results.get('scale', {}).get('socs_tcp')
+    if scale:
+        mismatches += scale['mismatches']
+        other += scale['errors']
+    return {'socs_tcp_mismatches': mismatches, 'socs_tcp_other_errors': other}
+
+
+def run(config: dict, sections: tuple[str, ...], progress) -> dict:
+    """Measure every section in ``sections`` with ``config``; return all figures."""
+    kinds = available_kinds()
+    results: dict = {'date': datetime.datetime.now(datetime.timezone.utc)
+                     .strftime('%Y-%m-%d %H:%M UTC'),
+                     'machine': machine_info(), 'kinds': list(kinds),
+                     'config': {k: list(v) if isinstance(v, tuple) else v
+                                for k, v in config.items()}}
+    if 'latency' in sections:
+        with start_echo_process() as echo:
+            results['latency'] = measure_latency(
+                echo.port, kinds=kinds, runs=config['runs'], blocks=config['blocks'],
+                queries=config['queries'], threads=config['threads'], progress=progress)
+    labels = client_labels(kinds)
+    if 'faults' in sections or 'recovery' in sections:
+        with ServerProcess([str(BENCH_DIR / 'device_process.py'), '--devices',
+                            str(len(labels))], ports=len(labels)) as devices:
+            if 'faults' in sections:
+                results['faults'] = measure_faults(devices, labels, timeout=config['timeout'],
+                                                   calls=config['calls'], progress=progress)
+            if 'recovery' in sections:
+                results['recovery'] = measure_recovery(
+                    devices, labels, periods=tuple(config['periods']), reps=config['reps'],
+                    timeout=config['timeout'], progress=progress)
+    if 'scale' in sections:
+        results['scale'] = {}
+        for kind in ('socs.tcp', 'socs_tcp'):
+            if kind in kinds:
+                progress(f'scale: {config["count"]} {kind} interfaces')
+                results['scale'][kind] = run_scale(kind, config['count'], config['window'],
+                                                   config['steady'])
+    results['correctness'] = correctness(results)
+    results['targets'] = [c.as_dict() for c in check_targets(results)]
+    return results
+
+
+def _ms(seconds) -> str:
+    return '-' if seconds is None else f'{seconds * 1000:.1f}'
+
+
+def format_report(results: dict) -> str:
+    """All figures as text tables, ending with the targets."""
+    m = results['machine']
+    out = [f'socs_tcp vs socs.tcp vs raw socket: {results["date"]}, {m["cpus"]}-core '
+           f'{m["kind"]} ({m["cpu_model"]}), Python {m["python"]}, Twisted {m["twisted"]}, '
+           f'socs {m["socs"]}, loopback, devices in another process']
+    lat = results.get('latency')
+    if lat:
+        cfg = results['config']
+        out += ['', f'== Query latency: echo server in another process, {cfg["runs"]} '
+                    f'interleaved runs (medians), every reply checked ==',
+                format_table(lat)]
+        if 'p50_ratio_runs' in lat:
+            out.append('p50 ratio socs_tcp/socs.tcp per run: '
+                       + ', '.join(f'{r:.2f}' for r in lat['p50_ratio_runs']))
+    faults = results.get('faults')
+    if faults:
+        labels = list(faults['refused']['clients'])
+        out += ['', f'== Time to fail: timeout {faults["timeout_s"]:g} s, {faults["calls"]} '
+                    f'calls back to back; worst / median per call, ms ==',
+                f'{"scenario":<10} ' + ' '.join(f'{lb:>17}' for lb in labels)]
+        for scenario in ('refused', 'silent', 'blackhole'):
+            cells = []
+            for lb in labels:
+                c = faults[scenario]['clients'][lb]
+                flag = '' if not (c['successes'] or c['mismatches'] or c['other_errors']) else '*'
+                cells.append(f'{_ms(c["worst_s"]) + " / " + _ms(c["median_s"]) + flag:>17}')
+            out.append(f'{scenario:<10} ' + ' '.join(cells))
+        for scenario in ('refused', 'silent', 'blackhole'):
+            out.append(f'  {scenario}: {faults[scenario]["description"]}')
+        odd = [(s, lb, c) for s in ('refused', 'silent', 'blackhole')
+               for lb, c in faults[s]['clients'].items()
+               if c['successes'] or c['mismatches'] or c['other_errors']]
+        for s, lb, c in odd:
+            out.append(f'  * {s}/{lb}: {c["successes"]} replies, {c["mismatches"]} wrong, '
+                       f'other errors {c["other_errors"][:2]}')
+    rec = results.get('recovery')
+    if rec:
+        periods = list(rec)
+        labels = list(rec[periods[0]])
+        reps = results['config']['reps']
+        out += ['', f'== Recovery: device back -> first good reply, worst of {reps}; '
+                    f'ms after the next retry / after the device was back ==',
+                f'{"retry every":<12} ' + ' '.join(f'{lb:>17}' for lb in labels)]
+        for p in periods:
+            cells = []
+            for lb in labels:
+                r = rec[p][lb]
+                text = (f'{_ms(r["worst_retry_to_good_s"])} / {_ms(r["worst_back_to_good_s"])}'
+                        + ('!' if r['gave_up'] else ''))
+                cells.append(f'{text:>17}')
+            out.append(f'{p:<12} ' + ' '.join(cells))
+    scale = results.get('scale')
+    if scale:
+        kinds = list(scale)
+        count = scale[kinds[0]]['count']
+        out += ['', f'== Scale: {count} interfaces to one simulated server, one process '
+                    f'(fresh process per library) ==',
+                f'{"":<28} ' + ' '.join(f'{k:>10}' for k in kinds)]
+        rows = [('RSS per interface, KB', 'rss_per_iface_kb', '{:.1f}'),
+                ('threads added', 'threads_added', '{:d}'),
+                ('fds per interface', 'fds_per_iface', '{:.2f}'),
+                ('CPU idle, % of a core', 'cpu_idle_pct', '{:.2f}'),
+                (f'CPU all down, first {scale[kinds[0]]["window_s"]:g} s, %',
+                 'cpu_down_first_pct', '{:.2f}'),
+                ('CPU all down, steady, %', 'cpu_down_steady_pct', '{:.2f}'),
+                ('replies checked ok', 'replies_ok', '{:d}'),
+                ('wrong replies + errors', None, '{:d}')]
+        for title, key, fmt in rows:
+            cells = []
+            for k in kinds:
+                if key is None:
+                    value = scale[k]['mismatches'] + scale[k]['errors']
+                else:
+                    value = scale[k].get(key)
+                cells.append(f'{"-" if value is None else fmt.format(value):>10}')
+            out.append(f'{title:<28} ' + ' '.join(cells))
+    c = results['correctness']
+    out += ['', f'Correctness (socs_tcp, all phases): {c["socs_tcp_mismatches"]} wrong replies, '
+                f'{c["socs_tcp_other_errors"]} unexpected exceptions']
+    targets = results['targets']
+    if targets:
+        out += ['', '== Targets (issue 5), socs_tcp ==']
+        for t in targets:
+            out.append(f'{t["name"]:<58} {t["shown"]:>24}  {t["target"]:<32} '
+                       f'{"PASS" if t["ok"] else "FAIL"}')
+    lat = results.get('latency')
+    if lat and 'p50_ratio' in lat:
+        out.append(f'p50 ratio socs_tcp/socs: {lat["p50_ratio"]:.2f}')
+    return '\n'.join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--json', metavar='FILE', help='write every figure as JSON')
+    parser.add_argument('--plot', metavar='FILE', help='write a PNG of the figures')
+    parser.add_argument('--quick', action='store_true',
+                        help='a few-seconds smoke run (tiny counts; figures not meaningful)')
+    parser.add_argument('--sections', default=','.join(SECTIONS),
+                        help=f'comma-separated subset of {",".join(SECTIONS)}')
+    parser.add_argument('--count', type=int, help='interfaces in the scale section')
+    args = parser.parse_args(argv)
+    sections = tuple(s for s in args.sections.split(',') if s)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f'--sections: unknown {sorted(unknown)}; choose from {SECTIONS}')
+    config = dict(QUICK if args.quick else DEFAULTS)
+    if args.count is not None:
+        if args.count < 2:
+            parser.error('--count must be >= 2')
+        config['count'] = args.count
+    progress = Progress()
+    t0 = time.monotonic()
+    results = run(config, sections, progress)
+    results['elapsed_s'] = time.monotonic() - t0
+    progress.done()
+    print(format_report(results))
+    missing = [k for k in KINDS if k not in results['kinds']]
+    if missing:
+        print(f'not measured (import failed): {", ".join(missing)}')
+    print(f'(took {results["elapsed_s"]:.0f} s)')
+    if args.json:
+        with open(args.json, 'w') as fh:
+            json.dump(results, fh, indent=2)
+    if args.plot:
+        from figure import write_plot
+        write_plot(results, args.plot)
+    return 0 if all(t['ok'] for t in results['targets']) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

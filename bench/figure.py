@@ -1,0 +1,127 @@
+"""The one-page PNG of compare.py's figures (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use('Agg')   # no display here, and none needed for a PNG
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {'raw': '#9e9e9e', 'socs.tcp': '#e69f00', 'socs.tcp reset': '#f0c060',
+          'socs_tcp': '#0072b2'}
+
+
+def _bars(ax, groups: list[str], series: dict[str, list[float]], *, fmt: str = '{:.0f}'):
+    """Grouped bars: one group per entry of ``groups``, one bar per series."""
+    n = len(series)
+    width = 0.8 / max(n, 1)
+    for j, (label, values) in enumerate(series.items()):
+        xs = [i + (j - (n - 1) / 2) * width for i in range(len(groups))]
+        vals = [v if v is not None and not math.isnan(v) else 0 for v in values]
+        bars = ax.bar(xs, vals, width, label=label, color=COLORS.get(label))
+        for bar, v in zip(bars, values):
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                continue
+            ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha='center', va='bottom', fontsize=7, xytext=(0, 1),
+                        textcoords='offset points')
+    ax.set_xticks(range(len(groups)), groups)
+
+
+def _target(ax, y: float, text: str):
+    ax.axhline(y, color='#d62728', linestyle='--', linewidth=1)
+    ax.annotate(text, (1.0, y), xycoords=('axes fraction', 'data'), ha='right', va='bottom',
+                fontsize=7, color='#d62728')
+
+
+def write_plot(results: dict, path: str) -> None:
+    """Draw the latency, throughput, time-to-fail, recovery and scale panels into ``path``."""
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    machine = results.get('machine', {})
+    fig.suptitle(f'socs_tcp vs socs.tcp vs raw socket, loopback, '
+                 f'{machine.get("cpus", "?")}-core {machine.get("kind", "machine")}, '
+                 f'{results.get("date", "")}', fontsize=13)
+
+    lat = results.get('latency')
+    ax = axes[0][0]
+    if lat:
+        kinds = list(lat['summary'])
+        n = str(lat['threads'])
+        _bars(ax, ['p50, 1 thread', 'p99, 1 thread', f'p50, {n} threads'],
+              {k: [lat['summary'][k]['1']['p50_us'], lat['summary'][k]['1']['p99_us'],
+                   lat['summary'][k][n]['p50_us']] for k in kinds})
+        ax.set_ylabel('µs per query (lower is better)')
+        ratio = lat.get('p50_ratio')
+        ax.set_title('Query latency' + (f' (p50 socs_tcp/socs.tcp = {ratio:.2f}x, '
+                                        f'target <= 2.5x)' if ratio else ''))
+        ax.legend(fontsize=8)
+        ax = axes[0][1]
+        _bars(ax, ['1 thread', f'{n} threads on one interface'],
+              {k: [lat['summary'][k]['1']['qps'], lat['summary'][k][n]['qps']] for k in kinds})
+        ax.set_ylabel('queries/s (higher is better)')
+        ax.set_title(f'Throughput ({n} threads: raw, socs.tcp need a lock)')
+    else:
+        axes[0][1].set_visible(False)
+        ax.set_visible(False)
+
+    faults = results.get('faults')
+    ax = axes[0][2]
+    if faults:
+        scenarios = ['refused', 'silent', 'blackhole']
+        labels = list(faults['refused']['clients'])
+        _bars(ax, scenarios, {lb: [faults[s]['clients'][lb]['worst_s'] * 1000 for s in scenarios]
+                              for lb in labels}, fmt='{:.0f}')
+        ax.set_yscale('log')
+        t = faults['timeout_s'] * 1000
+        _target(ax, t + 250, f'timeout + 0.25 s')
+        _target(ax, 10, 'refused target 10 ms')
+        ax.set_ylabel('worst call, ms (log)')
+        ax.set_title(f'Time to fail, timeout {faults["timeout_s"]:g} s')
+        ax.legend(fontsize=8, loc='upper left')
+    else:
+        ax.set_visible(False)
+
+    rec = results.get('recovery')
+    ax = axes[1][0]
+    if rec:
+        periods = list(rec)
+        labels = list(rec[periods[0]])
+        _bars(ax, [f'retry every {p}' for p in periods],
+              {lb: [(rec[p][lb]['worst_retry_to_good_s'] or math.nan) * 1000 for p in periods]
+               for lb in labels}, fmt='{:.0f}')
+        _target(ax, 100, 'target 100 ms')
+        ax.set_ylabel('ms, worst (lower is better)')
+        ax.set_title("Recovery: caller's next retry -> first good reply")
+        ax.legend(fontsize=8)
+    else:
+        ax.set_visible(False)
+
+    scale = results.get('scale')
+    ax, ax2 = axes[1][1], axes[1][2]
+    if scale:
+        kinds = list(scale)
+        count = scale[kinds[0]]['count']
+        _bars(ax, ['RSS per interface, KB', 'threads added', 'fds per interface'],
+              {k: [scale[k]['rss_per_iface_kb'], scale[k]['threads_added'],
+                   scale[k]['fds_per_iface']] for k in kinds}, fmt='{:.1f}')
+        _target(ax, 30, 'RSS target 30 KB')
+        ax.set_title(f'{count} interfaces to one server, one process')
+        ax.legend(fontsize=8)
+        groups = ['idle', 'all down, first seconds', 'all down, steady']
+        _bars(ax2, groups, {k: [scale[k]['cpu_idle_pct'], scale[k]['cpu_down_first_pct'],
+                                scale[k].get('cpu_down_steady_pct', math.nan)] for k in kinds},
+              fmt='{:.1f}')
+        _target(ax2, 5, 'down target 5 %')
+        _target(ax2, 2, 'idle target 2 %')
+        ax2.set_ylabel('% of one core')
+        ax2.set_title(f'CPU of {count} interfaces')
+        ax2.legend(fontsize=8)
+    else:
+        ax.set_visible(False)
+        ax2.set_visible(False)
+
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

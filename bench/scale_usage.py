@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""What N interfaces to one simulated server cost a process: memory, threads, fds, CPU.
+
+Run by ``compare.py`` in a fresh process per client kind, so nothing else
+(earlier benchmark phases, other libraries) is in the figures::
+
+    python bench/scale_usage.py --kind socs_tcp --count 1000 --window 3
+
+It starts a ``device_process.py`` echo device, builds ``count`` interfaces to
+it, checks one reply on each, and prints one JSON line:
+
+- ``rss_per_iface_kb``, ``threads_added``, ``fds_added``: growth from one
+  interface (libraries loaded, reactor thread started) to ``count``;
+- ``cpu_idle_pct``: CPU of this process, in % of one core, over ``window``
+  seconds with every interface connected and nobody calling;
+- ``cpu_down_first_pct``: the same over the first ``window`` seconds after the
+  device went down (every connection lost at once: the reconnect storm);
+- ``cpu_down_steady_pct``: the same over ``window`` seconds once the reconnect
+  backoff has reached its cap (``settle`` seconds after the device went down):
+  what a site with dead devices pays all day;
+- ``replies_ok``, ``mismatches``, ``errors``: the checked replies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import sys
+import time
+
+import psutil
+
+from query_clients import make_client
+from server_process import ServerProcess, BENCH_DIR
+
+
+def usage(proc: psutil.Process) -> dict:
+    """RSS (bytes), threads, open fds and CPU seconds (user+system) of ``proc`` now."""
+    cpu = proc.cpu_times()
+    return {'rss': proc.memory_info().rss, 'threads': proc.num_threads(),
+            'fds': proc.num_fds(), 'cpu_s': cpu.user + cpu.system}
+
+
+def cpu_percent_over(proc: psutil.Process, seconds: float) -> float:
+    """CPU used by ``proc`` over the next ``seconds``, in % of one core."""
+    before = usage(proc)['cpu_s']
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    return 100.0 * (usage(proc)['cpu_s'] - before) / elapsed
+
+
+def backoff_settle_time() -> float:
+    """Seconds until socs_tcp's default reconnect delay reaches its cap."""
+    from socs_tcp import Backoff
+    b = Backoff()
+    delay, total = b.initial, 0.0
+    while delay < b.max_delay:
+        total += delay
+        delay *= b.factor
+    # The attempt at the cap happens one capped delay later at most.
+    return total + b.max_delay * (1 + b.jitter)
+
+
+def measure(kind: str, count: int, window: float, settle: float | None) -> dict:
+    """Build ``count`` interfaces of ``kind`` to one device and measure; see module doc."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    proc = psutil.Process()
+    out = {'kind': kind, 'count': count, 'window_s': window}
+    with ServerProcess([str(BENCH_DIR / 'device_process.py'), '--devices', '1']) as device:
+        port = device.port
+        ifaces = [make_client(kind, '127.0.0.1', port, 5.0)]
+        ok = mismatches = errors = 0
+
+        def check(client, n):
+            nonlocal ok, mismatches, errors
+            payload = f'scale-{n}'.encode()
+            try:
+                reply = client.query(payload)
+            except Exception:
+                errors += 1
+                return
+            if reply == payload:
+                ok += 1
+            else:
+                mismatches += 1
+
+        check(ifaces[0], 0)
+        gc.collect()
+        time.sleep(0.2)
+        base = usage(proc)
+        for n in range(1, count):
+            ifaces.append(make_client(kind, '127.0.0.1', port, 5.0))
+        for n, client in enumerate(ifaces[1:], 1):
+            check(client, n)
+        gc.collect()
+        time.sleep(0.2)
+        full = usage(proc)
+        out['connections_at_server'] = int(device.command('connections').split()[2])
+        added = max(1, count - 1)
+        out.update(rss_per_iface_kb=(full['rss'] - base['rss']) / added / 1024,
+                   rss_base_mb=base['rss'] / 2**20, rss_full_mb=full['rss'] / 2**20,
+                   threads_base=base['threads'], threads_full=full['threads'],
+                   threads_added=full['threads'] - base['threads'],
+                   fds_added=full['fds'] - base['fds'],
+                   fds_per_iface=(full['fds'] - base['fds']) / added)
+        out['cpu_idle_pct'] = cpu_percent_over(proc, window)
+        t_down = time.monotonic()
+        device.command('down 0')
+        out['cpu_down_first_pct'] = cpu_percent_over(proc, window)
+        if settle is not None:
+            time.sleep(max(0.0, t_down + settle - time.monotonic()))
+            out['cpu_down_steady_pct'] = cpu_percent_over(proc, window)
+            out['settle_s'] = settle
+        out['threads_down'] = proc.num_threads()
+        out.update(replies_ok=ok, mismatches=mismatches, errors=errors)
+        for client in ifaces:
+            client.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--kind', required=True, choices=('raw', 'socs.tcp', 'socs_tcp'))
+    parser.add_argument('--count', type=int, default=1000)
+    parser.add_argument('--window', type=float, default=3.0,
+                        help='seconds of each CPU measurement (default 3)')
+    parser.add_argument('--steady', action='store_true',
+                        help="also measure CPU once socs_tcp's reconnect backoff has settled")
+    args = parser.parse_args(argv)
+    if args.count < 2:
+        parser.error('--count must be >= 2')
+    if args.window <= 0:
+        parser.error('--window must be > 0')
+    settle = backoff_settle_time() if args.steady else None
+    print(json.dumps(measure(args.kind, args.count, args.window, settle)))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
