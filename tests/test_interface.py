@@ -1,0 +1,474 @@
+"""TCPInterface against a simulated device over real TCP on 127.0.0.1.
+
+The reactor runs in the main thread (pytest-twisted), as in an OCS agent;
+each test body runs in a worker thread, as an OCS blocking task does.
+"""
+
+import select
+import socket
+import threading
+import time
+
+import pytest
+import pytest_twisted
+
+from socs_tcp import (DeviceDisconnected, DeviceTimeout, NotConnected, ReactorThreadError,
+                      TCPInterface)
+from socs_tcp.sim import DeviceServer
+from tests.conftest import in_worker
+
+# A blocking call may overrun its timeout by at most this much.
+MARGIN = 0.25
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def timed(fn, *args, **kwargs):
+    """Call fn; return (exception or result, seconds taken)."""
+    start = time.monotonic()
+    try:
+        result = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        result = exc
+    return result, time.monotonic() - start
+
+
+def line_interface(device, timeout=2.0, **kwargs):
+    return TCPInterface('127.0.0.1', device.port, timeout, read_termination=b'\n',
+                        write_termination=b'\n', **kwargs)
+
+
+# -- seed semantics --------------------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_constructing_connects_and_comm_is_socket_like(line_device):
+    def body():
+        with TCPInterface('127.0.0.1', str(line_device.port), 2) as dev:
+            assert dev.connected and dev.port == line_device.port
+            assert line_device.connection_count == 1
+            dev.comm.sendall(b'ping\n')
+            assert dev.comm.recv(4096) == b'ping\n'
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_device_that_is_down_does_not_make_construction_raise():
+    def body():
+        dev, took = timed(TCPInterface, '127.0.0.1', free_port(), 2)
+        assert isinstance(dev, TCPInterface), dev
+        assert dev.comm is None and not dev.connected
+        assert took < 1.0
+        with pytest.raises(NotConnected):
+            dev.send(b'x')
+        dev.close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_reconnects_first_when_the_device_came_back():
+    device = DeviceServer(lambda r: r, port=free_port())
+    def body():
+        dev = TCPInterface('127.0.0.1', device.port, 2)
+        assert dev.comm is None
+        device.start()
+        dev.send('hello\n')  # str is encoded, as SOCS drivers pass both
+        assert dev.recv() == b'hello\n'
+        dev.close()
+    try:
+        yield in_worker(body)
+    finally:
+        yield device.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_retries_once_on_a_new_connection_after_a_failed_write(line_device, monkeypatch):
+    from socs_tcp.protocol import DeviceProtocol
+    real_write = DeviceProtocol.write_all
+    failures = []
+
+    def fail_first(self, data, deadline):
+        if not failures:
+            failures.append(self)
+            raise DeviceDisconnected('broken pipe (injected)')
+        return real_write(self, data, deadline)
+
+    def body():
+        with line_interface(line_device) as dev:
+            monkeypatch.setattr(DeviceProtocol, 'write_all', fail_first)
+            dev.send(b'second try\n')
+            assert dev.recv() == b'second try\n'
+            assert dev.stats['connects'] == 2  # the write went out on a new connection
+    yield in_worker(body)
+    assert len(failures) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_raises_when_the_retry_fails_too(line_device, monkeypatch):
+    from socs_tcp.protocol import DeviceProtocol
+
+    def always_fail(self, data, deadline):
+        raise DeviceDisconnected('broken pipe (injected)')
+
+    def body():
+        with line_interface(line_device) as dev:
+            monkeypatch.setattr(DeviceProtocol, 'write_all', always_fail)
+            with pytest.raises(ConnectionError):
+                dev.send(b'x\n')
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_recv_returns_as_soon_as_one_byte_is_there_up_to_bufsize(line_device):
+    def body():
+        with line_interface(line_device) as dev:
+            dev.send(b'abcdef\n')
+            assert dev.read_exactly(7) == b'abcdef\n'
+            line_device.send_unsolicited(b'xyz')
+            assert dev.recv(2) == b'xy'
+            assert dev.recv(100) == b'z'
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_recv_with_nothing_to_read_times_out_as_a_connection_and_timeout_error(line_device):
+    def body():
+        with line_interface(line_device, timeout=0.2) as dev:
+            error, took = timed(dev.recv)
+            assert isinstance(error, ConnectionError) and isinstance(error, TimeoutError)
+            assert 0.19 <= took < 0.2 + MARGIN
+            assert dev.connected  # a quiet device is not a lost one
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_recv_reset_on_error_drops_the_connection(line_device):
+    def body():
+        with line_interface(line_device, timeout=0.2) as dev:
+            with pytest.raises(DeviceTimeout):
+                dev.recv(reset_on_error=True)
+            assert dev.query('after reset') == b'after reset'
+            assert dev.stats['connects'] == 2
+    yield in_worker(body)
+
+
+# -- where we do better -------------------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_peer_close_returns_buffered_input_then_raises(line_device):
+    def body():
+        with line_interface(line_device) as dev:
+            dev.send(b'last words\n')
+            line_device.when_requests(1, timeout=2)
+            deadline = time.monotonic() + 2
+            while len(line_device.requests) < 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert dev.read_until(b'\n') == b'last words\n'
+            dev.send(b'more\n')
+            while dev.stats['bytes_in'] < len(b'last words\nmore\n') and time.monotonic() < deadline:
+                time.sleep(0.005)
+            line_device.drop_connections()
+            assert dev.recv() == b'more\n'
+            with pytest.raises(DeviceDisconnected):
+                dev.recv()  # socs.tcp returned b'' here, forever
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_late_reply_never_answers_a_later_query(line_device):
+    def body():
+        with line_interface(line_device) as dev:
+            line_device.set_delay(0.4)
+            error, took = timed(dev.query, 'first', timeout=0.15)
+            assert isinstance(error, DeviceTimeout), error
+            assert took < 0.15 + MARGIN
+            line_device.set_delay(0)
+            # The reply to 'first' arrives while this query waits; it must not be taken.
+            assert dev.query('second') == b'second'
+            time.sleep(0.4)  # let the late reply land, if it could
+            assert dev.query('third') == b'third'
+    yield in_worker(body)
+
+
+@pytest.mark.parametrize('args, kwargs, exc, word', [
+    ((None, 1), {}, TypeError, 'ip_address'),
+    (('127.0.0.1', 0), {}, ValueError, 'port'),
+    (('127.0.0.1', 70000), {}, ValueError, 'port'),
+    (('127.0.0.1', 'http'), {}, TypeError, 'port'),
+    (('127.0.0.1', 1, 0), {}, ValueError, 'timeout'),
+    (('127.0.0.1', 1, -1), {}, ValueError, 'timeout'),
+    (('127.0.0.1', 1, '10'), {}, TypeError, 'timeout'),
+    (('127.0.0.1', 1), {'read_termination': 5}, TypeError, 'read_termination'),
+])
+def test_bad_constructor_arguments_raise_at_once_naming_them(args, kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        TCPInterface(*args, **kwargs)
+
+
+@pytest_twisted.inlineCallbacks
+def test_bad_call_arguments_raise_at_once_and_cause_no_reconnect(line_device):
+    def body():
+        with line_interface(line_device) as dev:
+            before = dev.stats['connects']
+            for call, exc, word in [
+                (lambda: dev.send(42), TypeError, 'msg'),
+                (lambda: dev.send(['a']), TypeError, 'msg'),
+                (lambda: dev.recv(0), ValueError, 'bufsize'),
+                (lambda: dev.recv(-5), ValueError, 'bufsize'),
+                (lambda: dev.recv('4096'), TypeError, 'bufsize'),
+                (lambda: dev.query(b'x', timeout=0), ValueError, 'timeout'),
+                (lambda: dev.query(b'x', size=0), ValueError, 'size'),
+                (lambda: dev.query(b'x', terminator=b'\n', size=3), ValueError, 'terminator or size'),
+                (lambda: dev.read_exactly(0), ValueError, 'n'),
+                (lambda: dev.read_until(b''), ValueError, 'terminator'),
+            ]:
+                with pytest.raises(exc, match=word):
+                    call()
+            assert dev.stats['connects'] == before and dev.stats['disconnects'] == 0
+            assert dev.stats['bytes_out'] == 0
+            with pytest.raises(ValueError, match='timeout'):
+                dev.timeout = 0
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_reconnects_in_the_background_after_the_device_comes_back(line_device):
+    from socs_tcp import Backoff
+
+    def body():
+        with line_interface(line_device, backoff=Backoff(initial=0.05, max_delay=0.2)) as dev:
+            line_device.stop_listening()
+            line_device.drop_connections()
+            deadline = time.monotonic() + 2
+            while dev.connected and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not dev.connected
+            line_device.start_listening()
+            while not dev.connected and time.monotonic() < deadline:  # no call made: the reactor did it
+                time.sleep(0.01)
+            assert dev.connected
+            assert dev.stats['connects'] == 2
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_call_after_an_outage_reconnects_at_once_not_after_the_backoff(line_device):
+    from socs_tcp import Backoff
+
+    def body():
+        with line_interface(line_device, backoff=Backoff(initial=30, max_delay=60)) as dev:
+            line_device.stop_listening()
+            line_device.drop_connections()
+            with pytest.raises(ConnectionError):
+                dev.query('down')
+            line_device.start_listening()
+            reply, took = timed(dev.query, 'back')
+            assert reply == b'back' and took < 0.5
+    yield in_worker(body)
+
+
+# -- bounded in every fault -----------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_every_call_is_bounded_by_its_timeout_in_every_fault(line_device):
+    timeout = 0.3
+
+    def body():
+        # refused: fails at once
+        dev = TCPInterface('127.0.0.1', free_port(), timeout)
+        error, took = timed(dev.query, b'x')
+        assert isinstance(error, NotConnected) and took < 0.1
+        dev.close()
+        # silent: accepts, reads, never answers
+        with line_interface(line_device, timeout=timeout) as dev:
+            line_device.set_silent(True)
+            error, took = timed(dev.query, 'hello?')
+            assert isinstance(error, DeviceTimeout) and took < timeout + MARGIN
+            line_device.set_silent(False)
+            # closing mid-reply: a fragment, then the connection goes
+            line_device.set_fragments(3, interval=0.05)
+            line_device.drop_after(1)
+            error, took = timed(dev.query, 'a long reply')
+            assert isinstance(error, ConnectionError) and took < timeout + MARGIN
+            line_device.reset_faults()
+        # blackholed: a listener that never accepts, its backlog full
+        hole = socket.socket()
+        hole.bind(('127.0.0.1', 0))
+        hole.listen(0)
+        fillers = []
+        try:
+            for _ in range(4):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(hole.getsockname())
+                fillers.append(s)
+            start = time.monotonic()
+            dev = TCPInterface('127.0.0.1', hole.getsockname()[1], timeout)
+            error, took = timed(dev.query, b'x')
+            assert isinstance(error, ConnectionError)
+            assert time.monotonic() - start < 2 * timeout + 2 * MARGIN  # construction + call
+            assert took < timeout + MARGIN
+            dev.close()
+        finally:
+            for s in fillers:
+                s.close()
+            hole.close()
+    yield in_worker(body)
+
+
+def test_a_blocking_call_in_the_reactor_thread_raises_instead_of_deadlocking(line_device):
+    # Under pytest-twisted this test body runs in the reactor thread.
+    dev = TCPInterface('127.0.0.1', line_device.port, 1)
+    try:
+        for call in (lambda: dev.send(b'x'), dev.recv, lambda: dev.query(b'x'),
+                     lambda: dev.read_until(b'\n'), lambda: dev.read_exactly(1), dev.clear):
+            with pytest.raises(ReactorThreadError, match='reactor thread'):
+                call()
+    finally:
+        dev.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_queries_from_several_threads_never_interleave(line_device):
+    n_threads, n_queries = 4, 100
+    mismatches = []
+
+    def worker(dev, k):
+        for i in range(n_queries):
+            request = f'thread{k}-query{i}-' + 'x' * (i % 40)
+            reply = dev.query(request)
+            if reply != request.encode():
+                mismatches.append((request, reply))
+
+    def body():
+        with line_interface(line_device) as dev:
+            threads = [threading.Thread(target=worker, args=(dev, k)) for k in range(n_threads)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert not any(t.is_alive() for t in threads)
+    yield in_worker(body)
+    assert mismatches == []
+    # every request reached the device whole: none was cut by another's bytes
+    assert len(line_device.requests) == n_threads * n_queries
+    assert all(r.startswith(b'thread') and b'query' in r for r in line_device.requests)
+
+
+@pytest_twisted.inlineCallbacks
+def test_on_connect_runs_after_every_reconnect_before_user_io():
+    device = DeviceServer(lambda r: r, greeting=b'WELCOME\n')
+    device.start()
+    greetings = []
+
+    def drain_prompt(dev):
+        greetings.append(dev.read_until(b'\n'))
+
+    def body():
+        with line_interface(device, on_connect=drain_prompt) as dev:
+            assert dev.query('one') == b'one'  # not b'WELCOME'
+            device.drop_connections()
+            deadline = time.monotonic() + 2
+            while dev.connected and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert dev.query('two') == b'two'
+    try:
+        yield in_worker(body)
+    finally:
+        yield device.stop()
+    assert greetings == [b'WELCOME\n', b'WELCOME\n']
+
+
+@pytest_twisted.inlineCallbacks
+def test_select_on_comm_is_readable_exactly_while_input_waits(line_device):
+    def body():
+        with line_interface(line_device) as dev:
+            assert select.select([dev.comm], [], [], 0.05)[0] == []
+            dev.send(b'prompt>\n')
+            assert select.select([dev.comm], [], [], 2)[0] == [dev.comm]
+            assert dev.recv() == b'prompt>\n'
+            assert select.select([dev.comm], [], [], 0.05)[0] == []
+    yield in_worker(body)
+
+
+# -- the rest of the API ----------------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_query_read_until_read_exactly_clear_close_stats(line_device):
+    def body():
+        dev = line_interface(line_device)
+        assert dev.query('*IDN?') == b'*IDN?'
+        assert dev.query('abc', terminator=None, size=4) == b'abc\n'
+        assert dev.query(b'x', terminator=b'x') == b''
+        assert dev.clear() == 1  # the '\n' after 'x' was left over
+        line_device.send_unsolicited(b'noise\n')
+        assert dev.read_until('\n') == b'noise\n'
+        line_device.send_unsolicited(b'stale\n')
+        deadline = time.monotonic() + 2
+        while dev.stats['buffered'] < 6 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert dev.query('fresh') == b'fresh'  # stale input is flushed first
+        stats = dev.stats
+        assert stats['connects'] == 1 and stats['queries'] == 4
+        assert stats['bytes_out'] > 0 and stats['bytes_in'] > 0 and stats['stale_bytes_dropped'] >= 7
+        dev.close()
+        dev.close()  # idempotent
+        assert not dev.connected and dev.comm is None
+        with pytest.raises(NotConnected, match='closed'):
+            dev.query('x')
+    yield in_worker(body)
+    deadline = time.monotonic() + 2
+    while line_device.connection_count and time.monotonic() < deadline:
+        yield in_worker(time.sleep, 0.01)
+    assert line_device.connection_count == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_nodelay_and_keepalive_are_on(line_device):
+    def body():
+        with line_interface(line_device) as dev:
+            sock = dev._factory.current.transport.getHandle()
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_trace_logs_io_at_debug_level(line_device):
+    from twisted.logger import LogLevel, globalLogPublisher
+    events = []
+    globalLogPublisher.addObserver(events.append)
+
+    def body():
+        with line_interface(line_device, trace=True) as dev:
+            dev.query('traced')
+    try:
+        yield in_worker(body)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    traced = [e for e in events if e.get('log_level') is LogLevel.debug and b'traced' in
+              repr(e.get('data', b'')).encode()]
+    assert traced, 'no debug trace of the I/O'
+
+
+@pytest_twisted.inlineCallbacks
+def test_factory_deferred_api_in_the_reactor_thread(line_device):
+    from socs_tcp import DeviceClientFactory
+    factory = DeviceClientFactory('127.0.0.1', line_device.port, connect_timeout=1)
+    try:
+        proto = yield factory.whenConnected(timeout=2)
+        assert proto.usable
+        reply = yield factory.query(b'hi\n', terminator=b'\n', timeout=1)
+        assert reply == b'hi'
+        line_device.set_silent(True)
+        with pytest.raises(DeviceTimeout):
+            yield factory.query(b'lost\n', terminator=b'\n', timeout=0.2)
+        line_device.set_silent(False)
+        reply = yield factory.query(b'again\n', terminator=b'\n', timeout=1)
+        assert reply == b'again'
+        assert factory.stats.connects == 2  # the timed-out connection was dropped
+    finally:
+        yield factory.close()
