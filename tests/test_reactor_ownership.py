@@ -1,0 +1,131 @@
+"""Who runs the reactor: a plain script (background thread) or an OCS agent (main thread).
+
+Each case runs as its own Python process, talking over loopback to a device
+served by this test process's reactor.
+"""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest_twisted
+
+from tests.conftest import in_worker
+
+
+def run_script(source: str, *args, timeout: float = 20):
+    """Run ``source`` in a fresh interpreter; return (returncode, stdout, stderr, seconds)."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(source), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
+
+
+PLAIN_SCRIPT = """
+    import sys, threading
+    from socs_tcp import TCPInterface
+
+    class Device(TCPInterface):
+        def __init__(self, ip_address, port=501, timeout=10, *args, **kwargs):
+            super().__init__(ip_address, port, timeout)
+
+        def get_data(self):
+            self.send(b'get_data\\n')
+            return self.recv()
+
+    print(Device('127.0.0.1', int(sys.argv[1]), 2).get_data())
+    print('threads', sorted(t.name for t in threading.enumerate()))
+    # no close(): the script must still exit promptly
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_plain_script_just_works_and_exits_cleanly(line_device):
+    rc, out, err, took = yield in_worker(run_script, PLAIN_SCRIPT, line_device.port)
+    assert rc == 0, err
+    assert "b'get_data\\n'" in out
+    assert 'socs_tcp-reactor' in out  # a background reactor thread served it
+    assert took < 10
+
+
+REACTOR_STOPS = """
+    import sys, threading, time
+    from twisted.internet import reactor
+    from socs_tcp import TCPInterface
+
+    dev = TCPInterface('127.0.0.1', int(sys.argv[1]), 5, read_termination=b'\\n')
+    result = {}
+    def call():
+        start = time.monotonic()
+        try:
+            dev.query(b'silent\\n')
+        except ConnectionError as exc:
+            result['error'] = type(exc).__name__
+        result['took'] = time.monotonic() - start
+    worker = threading.Thread(target=call)
+    worker.start()
+    time.sleep(0.3)  # the query is waiting for a reply that never comes
+    reactor.callFromThread(reactor.stop)
+    worker.join(10)
+    print(result['error'], round(result['took'], 3))
+    start = time.monotonic()
+    try:
+        dev.query(b'after\\n')
+    except ConnectionError as exc:
+        print('after-stop', type(exc).__name__, round(time.monotonic() - start, 3))
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_calls_end_promptly_when_the_reactor_stops(line_device):
+    line_device.set_silent(True)
+    rc, out, err, _ = yield in_worker(run_script, REACTOR_STOPS, line_device.port)
+    assert rc == 0, err
+    first, second = out.strip().splitlines()
+    name, took = first.split()
+    assert name in ('NotConnected', 'DeviceDisconnected') and float(took) < 1.0  # not the 5 s timeout
+    label, name, took = second.split()
+    assert name == 'NotConnected' and float(took) < 0.1
+
+
+OCS_AGENT = """
+    import sys, time
+    import ocs.ocs_agent  # an OCS agent: its runner will run the reactor in this thread
+    from twisted.internet import reactor, threads
+    from socs_tcp import ReactorThreadError, TCPInterface
+
+    class Agent:
+        def __init__(self):
+            self.dev = TCPInterface('127.0.0.1', int(sys.argv[1]), 2, read_termination=b'\\n')
+            print('built before the reactor runs; comm is', self.dev.comm)
+            try:
+                self.dev.query(b'too early\\n')
+            except ReactorThreadError as exc:
+                print('blocking in __init__ refused:', 'before the reactor runs' in str(exc))
+
+        def acq(self):  # what OCS runs in a worker thread
+            deadline = time.monotonic() + 2
+            while not self.dev.connected and time.monotonic() < deadline:
+                time.sleep(0.01)  # the reactor connects by itself once it runs
+            return self.dev.connected, self.dev.query(b'from a worker\\n')
+
+    agent = Agent()
+    def done(result):
+        print('worker got', result)
+        reactor.stop()
+    def failed(f):
+        print('worker failed', f.getErrorMessage())
+        reactor.stop()
+    reactor.callWhenRunning(lambda: threads.deferToThread(agent.acq).addCallbacks(done, failed))
+    reactor.run()
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_interface_built_before_the_agents_reactor_runs_connects_once_it_runs(line_device):
+    rc, out, err, _ = yield in_worker(run_script, OCS_AGENT, line_device.port)
+    assert rc == 0, err
+    assert 'comm is None' in out
+    assert 'blocking in __init__ refused: True' in out
+    assert "worker got (True, b'from a worker')" in out
