@@ -2,10 +2,14 @@
 
 Every process runs in its own process group (so the terminal's Ctrl-C reaches
 only the parent, which then stops the children in order) with its output in a
-log file (never a pipe nobody reads). Stopping escalates SIGINT, SIGTERM,
-SIGKILL with a bounded wait at each step, for many processes at once. Every
-process still running when the interpreter exits is stopped by an ``atexit``
-hook, so a crashed or interrupted parent leaves no orphans behind.
+log file (never a pipe nobody reads), and its stdin a pipe the parent holds
+open and never writes: when the parent dies, even by SIGKILL, the pipe closes,
+and children that watch stdin (the simulators) exit by themselves.
+
+Stopping escalates SIGINT, SIGTERM, SIGKILL with a bounded wait at each step,
+for many processes at once. Every process still running when the interpreter
+exits is stopped by an ``atexit`` hook, so a crashed or interrupted parent
+leaves no orphans behind.
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ class ManagedProcess:
             # start_new_session: own process group and no controlling terminal,
             # so Ctrl-C in the terminal is delivered to the parent only.
             self.popen = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                self.argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
                 env=dict(env) if env is not None else None, cwd=cwd,
                 start_new_session=True, close_fds=True)
         self.pid = self.popen.pid
@@ -265,6 +269,8 @@ def stop_processes(procs: Iterable[ManagedProcess],
             record = StopRecord(proc.name, proc.pid, last_signal.get(proc, 'exited'),
                                 proc.returncode, end - first_signal.get(proc, end))
         proc.stop_record = record
+        if proc.popen.stdin is not None and record.returncode is not None:
+            proc.popen.stdin.close()
         if record.returncode is None:
             log.error('{name} (pid {pid}) survived SIGKILL', name=proc.name, pid=proc.pid)
         else:
