@@ -94,16 +94,20 @@ class ControlChannel:
     def start(self) -> int:
         """Listen (reactor thread); return the port."""
         factory = Factory.forProtocol(_ControlProtocol)
+        factory.noisy = False
         factory.channel = self
         self._listening = self._reactor.listenTCP(self.port, factory, interface=self.host)
         self.port = self._listening.getHost().port
         return self.port
 
-    def stop(self) -> Optional[defer.Deferred]:
-        """Stop listening and cancel a pending restart (reactor thread)."""
+    def stop(self) -> defer.Deferred:
+        """Stop listening and cancel a pending restart (reactor thread).
+
+        Returns a Deferred that fires once the port is closed.
+        """
         self._cancel_restart()
         if self._listening is None:
-            return None
+            return defer.succeed(None)
         listening, self._listening = self._listening, None
         return defer.maybeDeferred(listening.stopListening)
 
