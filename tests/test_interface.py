@@ -472,3 +472,21 @@ def test_factory_deferred_api_in_the_reactor_thread(line_device):
         assert factory.stats.connects == 2  # the timed-out connection was dropped
     finally:
         yield factory.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_forgotten_interface_closes_its_connection(line_device):
+    import gc
+
+    def body():
+        dev = line_interface(line_device)
+        assert dev.query('x') == b'x'
+        factory = dev._factory
+        del dev
+        gc.collect()
+        deadline = time.monotonic() + 2
+        while line_device.connection_count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert line_device.connection_count == 0
+        assert factory.state.value == 'closed'  # and it does not reconnect
+    yield in_worker(body)
