@@ -73,9 +73,9 @@ class ConnectionState:
             return False
         self.outage_started = self._clock()
         self.outages += 1
-        self.log.error('Lost contact with {device}: {error}. Retrying every {retry:g} s; '
+        self.log.error('Lost contact with {device} ({error}); retrying every {retry:g} s, '
                        'further failures are not logged until the connection is '
-                       're-established.', device=self.device, error=self.last_error,
+                       're-established', device=self.device, error=self.last_error,
                        retry=RETRY_INTERVAL)
         return True
 

@@ -6,11 +6,14 @@ commands" agent needs, so each agent file shows only its device's tasks:
 - the driver is built lazily, in a worker thread, on first use (never in the
   main thread before the reactor runs);
 - one `TimeoutLock` is shared by the tasks and ``acq``; ``acq`` calls
-  ``release_and_acquire`` every loop so a waiting task always gets in;
+  ``release_and_acquire`` every loop so a waiting task always gets in, and a
+  task wakes ``acq`` from its wait between samples so it gets in at once
+  rather than up to one ``--sample-interval`` later;
 - ``acq`` survives every device fault (unreachable, silent, garbage,
   refused): it marks the session degraded, logs once per outage, retries every
-  `RETRY_INTERVAL` s on a stop Event (stop is prompt), and logs "Connection
-  re-established" when the device answers again;
+  `RETRY_INTERVAL` s, and logs "Connection re-established" when the device
+  answers again; it waits on an Event that a stop request sets, so stopping
+  is prompt;
 - ``session.data`` always holds the latest readings (``fields``), their
   ``timestamp`` and the connection state (``connected``, ``last_error``,
   ``outage_started``, ``outages``);
@@ -86,6 +89,8 @@ class PolledDeviceAgent:
         self.latest_time: Optional[float] = None
         self._device = None
         self._stop_events: dict = {}   # acq session id -> threading.Event
+        # Set by a task (or a stop request) to end acq's wait between samples early.
+        self._wakeup = threading.Event()
         self.agent.register_feed(self.feed_name, record=True,
                                  agg_params={'frame_length': 60}, buffer_time=1)
 
@@ -136,6 +141,7 @@ class PolledDeviceAgent:
             busy, the device is known to be down (not attempted), or the
             device fails or refuses. The lock is free again in every case.
         """
+        self._wakeup.set()     # acq hands the lock over at its next loop, now
         with self.lock.acquire_timeout(self.lock_wait, job=job) as acquired:
             if not acquired:
                 return False, f'{job}: could not acquire the lock (held by {self.lock.job})'
@@ -223,7 +229,8 @@ class PolledDeviceAgent:
                 ok = self._sample(session)
                 if params['test_mode']:
                     break
-                stop.wait(self.sample_interval if ok else RETRY_INTERVAL)
+                self._wakeup.wait(self.sample_interval if ok else RETRY_INTERVAL)
+                self._wakeup.clear()
                 held = self.lock.release_and_acquire(timeout=self.lock_wait)
         finally:
             if held:
@@ -237,5 +244,6 @@ class PolledDeviceAgent:
         if session.status not in ('starting', 'running'):
             return False, 'acq is not running'
         self._stop_events.setdefault(session.session_id, threading.Event()).set()
+        self._wakeup.set()
         session.set_status('stopping')
         return True, 'Requested acq to stop.'

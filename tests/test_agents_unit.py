@@ -255,6 +255,26 @@ def test_stop_is_prompt_even_with_a_long_sample_interval():
     session.set_status.assert_called_with('stopping')
 
 
+def test_a_task_gets_the_lock_at_once_while_acq_waits_between_samples():
+    device = FakeDevice([SAMPLE, SAMPLE, SAMPLE])
+    psu, _ = make_psu(device, sample_interval=60.0)
+    session = MagicMock(session_id=1, status='running', degraded=False, data={})
+    sampled = threading.Event()
+    device.on_call = lambda n: sampled.set()
+    acq = threading.Thread(target=psu.acq, args=(session, {'test_mode': False}))
+    acq.start()
+    try:
+        assert sampled.wait(5)
+        start = time.monotonic()
+        ok, msg = psu.set_voltage(new_session('set_voltage'), {'voltage': 2.0})
+        assert ok, msg
+        assert time.monotonic() - start < 1.0       # not one 60 s sample interval
+    finally:
+        psu._stop_acq(session, {})
+        acq.join(5)
+    assert not acq.is_alive()
+
+
 def test_task_while_device_known_down_fails_fast_without_touching_it():
     device = FakeDevice([SAMPLE])
     psu, _ = make_psu(device)
