@@ -1,0 +1,194 @@
+"""End to end: a real crossbar, both agents launched by ``ocs-agent-cli``,
+driven by ``OCSClient`` the way an operator drives them.
+
+The first test runs ``socs-tcp demo`` itself as a user would; the others share
+one stack (``ocs_stack``, see ``ocs_stack_fixtures.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import ocs
+import pytest
+
+from ocs_stack_fixtures import DEVICE_TIMEOUT, SAMPLE_INTERVAL, ocs_stack, wait_for  # noqa: F401
+from socs_tcp.demo.processes import processes_with_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+OP_RUNNING, OP_DEGRADED = 3, 8   # ocs.base.OpCode values in a session's op_code
+
+
+def _connected_with_readings(session: dict, after: float = 0.0) -> bool:
+    data = session.get('data') or {}
+    return bool(session.get('status') == 'running' and data.get('connected')
+                and data.get('fields') and (data.get('timestamp') or 0) > after)
+
+
+def _task(client, name: str, **params):
+    """Start a task and wait for it (bounded); return the final reply."""
+    op = getattr(client, name)
+    reply = op.start(**params)
+    if reply.status != ocs.OK:
+        return reply
+    return op.wait(timeout=15)
+
+
+# -- the demo command -------------------------------------------------------------------
+
+def _read_lines(stream, lines: "queue.Queue[str | None]") -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def test_demo_command_runs_every_step_then_stops_cleanly_on_ctrl_c(tmp_path):
+    """``socs-tcp demo --keep-running`` as a user runs it, then Ctrl-C."""
+    # Every process the demo starts inherits this marker, so survivors can be found
+    # whatever their parent became.
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, SOCS_TCP_E2E_DEMO=marker)
+    env.pop('TERM', None)
+    # Run the console script's code with the default SIGINT handler, whatever this
+    # process inherited (a shell may start background jobs with SIGINT ignored).
+    launcher = ('import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); '
+                'from socs_tcp.cli import main; sys.exit(main())')
+    started = time.monotonic()
+    demo = subprocess.Popen(
+        [sys.executable, '-c', launcher, 'demo', '--duration', '0', '--outage', '3',
+         '--keep-running', '--workdir', str(tmp_path)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_read_lines, args=(demo.stdout, lines), daemon=True).start()
+    out: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any('running until Ctrl-C' in line for line in out):
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, 'demo exited early:\n' + ''.join(out)
+            out.append(line)
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=30)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    while (line := lines.get(timeout=5)) is not None:
+        out.append(line)
+    text = ''.join(out)
+    elapsed = time.monotonic() - started
+    # all steps done, then Ctrl-C in --keep-running mode is the normal way out
+    assert demo.returncode == 0, f'exit {demo.returncode}\n{text}'
+    assert re.search(r'readings arriving \(compressor-1 \d+, psu-1 \d+\)', text), text
+    assert 'DEGRADED' in text and 're-established' in text, text
+    assert re.search(r'set_voltage\(12\) read back 1[12]\.\d+ V', text), text
+    assert 'FAIL' not in text and 'Traceback' not in text, text
+    assert 'Ctrl-C: shutting down' in text, text
+    # summary: five processes, each stopped by SIGINT with status 0
+    stopped = re.findall(r'stopped\s+(\S+)\s+pid (\d+)\s+by (\S+)\s+in\s+[\d.]+ s, '
+                         r'exit status (-?\d+)', text)
+    assert {s[0] for s in stopped} == {'crossbar', 'compressor-sim', 'psu-sim',
+                                       'compressor-1', 'psu-1'}, text
+    assert all(how == 'SIGINT' and rc == '0' for _, _, how, rc in stopped), text
+    assert processes_with_env('SOCS_TCP_E2E_DEMO', marker) == []
+    assert elapsed < 60, f'demo --duration 0 took {elapsed:.0f} s'
+    # not a terminal: plain lines, never cursor movement
+    assert '\x1b[' not in text
+
+
+# -- one shared stack ---------------------------------------------------------------------
+
+def test_readings_arrive_from_both_agents(ocs_stack):
+    for which, keys in (('compressor', {'helium_temp', 'high_pressure', 'motor_current',
+                                        'operating_state'}),
+                        ('psu', {'voltage', 'current', 'output'})):
+        first = ocs_stack.wait_acq(which, _connected_with_readings, 10,
+                                   f'{which} acq readings')
+        assert first['op_code'] == OP_RUNNING and first['degraded'] is False
+        assert keys <= set(first['data']['fields']), first['data']['fields']
+        # and they keep coming: a newer timestamp within a few sample intervals
+        stamp = first['data']['timestamp']
+        ocs_stack.wait_acq(which, lambda s: _connected_with_readings(s, after=stamp),
+                           5 * SAMPLE_INTERVAL + 2, f'{which} acq next reading')
+
+
+def test_outage_shows_degraded_and_recovery_clears_it(ocs_stack):
+    sim = ocs_stack.sims['compressor']
+    client = ocs_stack.clients['compressor']
+    ocs_stack.wait_acq('compressor', _connected_with_readings, 10, 'readings before the cut')
+    sim.control('stop')          # the device goes away: refuses connections, drops ours
+    try:
+        down = ocs_stack.wait_acq(
+            'compressor', lambda s: s['degraded'] and s['op_code'] == OP_DEGRADED
+            and s['data']['connected'] is False, 3 * DEVICE_TIMEOUT + 5, 'degraded')
+        assert down['status'] == 'running', 'acq must survive the outage'
+        assert down['data']['last_error'] and down['data']['outage_started']
+        assert down['data']['fields'], 'the last readings stay in session.data'
+
+        # A task while the device is down fails fast, with a message saying why.
+        t0 = time.monotonic()
+        reply = _task(client, 'power', state='on')
+        assert time.monotonic() - t0 < 2 * SAMPLE_INTERVAL + DEVICE_TIMEOUT + 2
+        assert reply.session['success'] is False
+        assert any('not attempted' in m[1] or 'unreachable' in m[1]
+                   for m in reply.session['messages']), reply.session['messages']
+
+        # Still degraded a few retries later: acq keeps running and keeps retrying.
+        ocs_stack.wait_acq('compressor', lambda s: s['degraded'] and s['status'] == 'running',
+                           3, 'still degraded')
+    finally:
+        sim.control('start')
+    t_back = time.time()
+    up = ocs_stack.wait_acq(
+        'compressor', lambda s: not s['degraded'] and s['op_code'] == OP_RUNNING
+        and _connected_with_readings(s, after=t_back), 10, 'recovery')
+    assert up['data']['outage_started'] is None and up['data']['outages'] >= 1
+
+    # The lock is free again: a task succeeds right after recovery.
+    assert _task(client, 'init').session['success'] is True
+    # The operator's view in the log: one loss message per outage, one recovery.
+    log = ocs_stack.agent_log('compressor')
+    assert log.count('Lost contact with compressor') == up['data']['outages'], log[-3000:]
+    assert 'Connection re-established' in log
+
+
+def test_task_succeeds_and_acq_reads_it_back(ocs_stack):
+    client = ocs_stack.clients['psu']
+    for name, params in (('set_current', {'current': 2.0}), ('set_output', {'state': 'on'}),
+                         ('set_voltage', {'voltage': 7.5})):
+        reply = _task(client, name, **params)
+        assert reply.session['success'] is True, (name, reply)
+    t_set = time.time()
+    session = ocs_stack.wait_acq(
+        'psu', lambda s: _connected_with_readings(s, after=t_set)
+        and s['data']['fields'].get('voltage_setpoint') == 7.5, 5, 'read back 7.5 V')
+    fields = session['data']['fields']
+    assert fields['output'] == 1
+    assert fields['voltage'] == pytest.approx(7.5, abs=0.1)
+    assert fields['current'] == pytest.approx(0.75, abs=0.05)   # 7.5 V on the 10 ohm load
+
+
+@pytest.mark.parametrize('name, params, param', [
+    ('set_voltage', {'voltage': 99.0}, 'voltage'),
+    ('set_current', {'current': -1}, 'current'),
+    ('set_output', {'state': 'maybe'}, 'state'),
+])
+def test_bad_param_is_refused_with_a_message_naming_it(ocs_stack, name, params, param):
+    client = ocs_stack.clients['psu']
+    before = getattr(client, name).status().session
+    reply = _task(client, name, **params)
+    assert reply.status == ocs.ERROR
+    assert f"'{param}'" in reply.msg, reply.msg
+    # refused before running: no new session was started (OCS drops the old, done one)
+    after = getattr(client, name).status().session
+    assert after == {} or after['session_id'] == before.get('session_id'), after
