@@ -4,7 +4,7 @@
 switch, a resistive load, and an error queue. With the output on it regulates
 like a real bench supply: constant voltage (``V = Vset``, ``I = Vset / R``)
 until the load would draw more than the current limit, then constant current
-(``I = Iset``, ``V = Iset * R``). Readings carry a little noise. Bad commands
+(``I = Iset``, ``V = Iset * R``). Readings carry a little noise while the output is on. Bad commands
 and out-of-range values are not answered; they queue a SCPI error that
 ``SYST:ERR?`` returns, oldest first, as real supplies do.
 
@@ -107,8 +107,8 @@ class PowerSupplyModel:
     def measure(self) -> tuple[float, float]:
         """Measured (volts, amps) at the output, noise included."""
         if not self.output:
-            volts = amps = 0.0
-        elif self.voltage / self.load_ohms <= self.current:
+            return 0.0, 0.0        # nothing to measure: read exactly zero
+        if self.voltage / self.load_ohms <= self.current:
             volts, amps = self.voltage, self.voltage / self.load_ohms   # constant voltage
         else:
             volts, amps = self.current * self.load_ohms, self.current   # constant current
