@@ -217,6 +217,8 @@ def format_report(results: dict) -> str:
                 (f'CPU all down, first {scale[kinds[0]]["window_s"]:g} s, %',
                  'cpu_down_first_pct', '{:.2f}'),
                 ('CPU all down, steady, %', 'cpu_down_steady_pct', '{:.2f}'),
+                ('  CPU per failed reconnect, µs', 'cpu_per_failed_connect_us', '{:.0f}'),
+                ('  reconnect backoff cap, s', 'backoff_max_delay_s', '{:g}'),
                 ('replies checked ok', 'replies_ok', '{:d}'),
                 ('wrong replies + errors', None, '{:d}')]
         for title, key, fmt in rows:

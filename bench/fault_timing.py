@@ -143,7 +143,7 @@ def measure_faults(devices, labels: list[str], *, timeout: float, calls: int,
                     'first_s': log.durations[0], 'calls': len(log.durations),
                     'failures': log.failures, 'successes': log.successes,
                     'mismatches': log.mismatches, 'other_errors': log.other_errors}
-            for label, log in logs.items()}}
+            for label, log in ((lb, logs[lb]) for lb in labels)}}
     return out
 
 

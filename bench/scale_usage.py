@@ -15,9 +15,10 @@ it, checks one reply on each, and prints one JSON line:
   seconds with every interface connected and nobody calling;
 - ``cpu_down_first_pct``: the same over the first ``window`` seconds after the
   device went down (every connection lost at once: the reconnect storm);
-- ``cpu_down_steady_pct``: the same over ``window`` seconds once the reconnect
-  backoff has reached its cap (``settle`` seconds after the device went down):
-  what a site with dead devices pays all day;
+- ``cpu_down_steady_pct``: the same once the reconnect backoff has reached its
+  cap (``settle_s`` after the device went down), over at least one capped
+  delay: what a site with dead devices pays all day; with
+  ``cpu_per_failed_connect_us``, what each failed reconnect attempt costs;
 - ``replies_ok``, ``mismatches``, ``errors``: the checked replies.
 """
 
@@ -37,34 +38,36 @@ from server_process import ServerProcess, BENCH_DIR
 
 
 def usage(proc: psutil.Process) -> dict:
-    """RSS (bytes), threads, open fds and CPU seconds (user+system) of ``proc`` now."""
+    """RSS (bytes), threads, open fds and CPU seconds (user, system) of ``proc`` now."""
     cpu = proc.cpu_times()
     return {'rss': proc.memory_info().rss, 'threads': proc.num_threads(),
-            'fds': proc.num_fds(), 'cpu_s': cpu.user + cpu.system}
+            'fds': proc.num_fds(), 'cpu_s': cpu.user + cpu.system, 'user_s': cpu.user,
+            'system_s': cpu.system}
 
 
-def cpu_percent_over(proc: psutil.Process, seconds: float) -> float:
-    """CPU used by ``proc`` over the next ``seconds``, in % of one core."""
-    before = usage(proc)['cpu_s']
+def cpu_percent_over(proc: psutil.Process, seconds: float) -> tuple[float, float]:
+    """CPU used by ``proc`` over the next ``seconds``: (total, system part), % of one core."""
+    before = usage(proc)
     t0 = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - t0
-    return 100.0 * (usage(proc)['cpu_s'] - before) / elapsed
+    after = usage(proc)
+    return (100.0 * (after['cpu_s'] - before['cpu_s']) / elapsed,
+            100.0 * (after['system_s'] - before['system_s']) / elapsed)
 
 
-def backoff_settle_time() -> float:
-    """Seconds until socs_tcp's default reconnect delay reaches its cap."""
-    from socs_tcp import Backoff
-    b = Backoff()
+def backoff_settle_time(b) -> float:
+    """Seconds until the reconnect delay of Backoff ``b`` reaches its cap."""
     delay, total = b.initial, 0.0
     while delay < b.max_delay:
         total += delay
         delay *= b.factor
-    # The attempt at the cap happens one capped delay later at most.
-    return total + b.max_delay * (1 + b.jitter)
+    # The first attempt at the cap comes one capped delay (plus jitter) later.
+    return total + b.max_delay * (1 + 2 * b.jitter)
 
 
-def measure(kind: str, count: int, window: float, settle: float | None) -> dict:
+def measure(kind: str, count: int, window: float, settle: float | None,
+            options: dict | None = None, steady_period: float = 0.0) -> dict:
     """Build ``count`` interfaces of ``kind`` to one device and measure; see module doc."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -72,7 +75,7 @@ def measure(kind: str, count: int, window: float, settle: float | None) -> dict:
     out = {'kind': kind, 'count': count, 'window_s': window}
     with ServerProcess([str(BENCH_DIR / 'device_process.py'), '--devices', '1']) as device:
         port = device.port
-        ifaces = [make_client(kind, '127.0.0.1', port, 5.0)]
+        ifaces = [make_client(kind, '127.0.0.1', port, 5.0, **(options or {}))]
         ok = mismatches = errors = 0
 
         def check(client, n):
@@ -93,7 +96,7 @@ def measure(kind: str, count: int, window: float, settle: float | None) -> dict:
         time.sleep(0.2)
         base = usage(proc)
         for n in range(1, count):
-            ifaces.append(make_client(kind, '127.0.0.1', port, 5.0))
+            ifaces.append(make_client(kind, '127.0.0.1', port, 5.0, **(options or {})))
         for n, client in enumerate(ifaces[1:], 1):
             check(client, n)
         gc.collect()
@@ -107,14 +110,25 @@ def measure(kind: str, count: int, window: float, settle: float | None) -> dict:
                    threads_added=full['threads'] - base['threads'],
                    fds_added=full['fds'] - base['fds'],
                    fds_per_iface=(full['fds'] - base['fds']) / added)
-        out['cpu_idle_pct'] = cpu_percent_over(proc, window)
+        out['cpu_idle_pct'], out['cpu_idle_system_pct'] = cpu_percent_over(proc, window)
         t_down = time.monotonic()
         device.command('down 0')
-        out['cpu_down_first_pct'] = cpu_percent_over(proc, window)
+        out['cpu_down_first_pct'], out['cpu_down_first_system_pct'] = \
+            cpu_percent_over(proc, window)
         if settle is not None:
             time.sleep(max(0.0, t_down + settle - time.monotonic()))
-            out['cpu_down_steady_pct'] = cpu_percent_over(proc, window)
-            out['settle_s'] = settle
+            # Retries come in waves one capped delay apart: average over a
+            # whole period at least, or the window catches a wave or misses it.
+            steady_window = max(window, steady_period)
+            failures = sum(c.iface.stats['connect_failures'] for c in ifaces)
+            cpu_before = usage(proc)['cpu_s']
+            out['cpu_down_steady_pct'], out['cpu_down_steady_system_pct'] = \
+                cpu_percent_over(proc, steady_window)
+            cpu_used = usage(proc)['cpu_s'] - cpu_before
+            failures = sum(c.iface.stats['connect_failures'] for c in ifaces) - failures
+            out.update(settle_s=settle, steady_window_s=steady_window,
+                       steady_connect_failures=failures,
+                       cpu_per_failed_connect_us=1e6 * cpu_used / failures if failures else None)
         out['threads_down'] = proc.num_threads()
         out.update(replies_ok=ok, mismatches=mismatches, errors=errors)
         for client in ifaces:
@@ -130,13 +144,26 @@ def main(argv: list[str] | None = None) -> int:
                         help='seconds of each CPU measurement (default 3)')
     parser.add_argument('--steady', action='store_true',
                         help="also measure CPU once socs_tcp's reconnect backoff has settled")
+    parser.add_argument('--backoff-max', type=float,
+                        help="socs_tcp only: Backoff max_delay (default: socs_tcp's default)")
     args = parser.parse_args(argv)
     if args.count < 2:
         parser.error('--count must be >= 2')
     if args.window <= 0:
         parser.error('--window must be > 0')
-    settle = backoff_settle_time() if args.steady else None
-    print(json.dumps(measure(args.kind, args.count, args.window, settle)))
+    options = {}
+    settle = None
+    if args.kind == 'socs_tcp':
+        from socs_tcp import Backoff
+        backoff = Backoff() if args.backoff_max is None else Backoff(max_delay=args.backoff_max)
+        options['backoff'] = backoff
+        if args.steady:
+            settle = backoff_settle_time(backoff)
+    period = options['backoff'].max_delay if 'backoff' in options else 0.0
+    out = measure(args.kind, args.count, args.window, settle, options, period)
+    if args.kind == 'socs_tcp':
+        out['backoff_max_delay_s'] = options['backoff'].max_delay
+    print(json.dumps(out))
     return 0
 
 
