@@ -268,6 +268,17 @@ def test_cli_compressor_on_a_given_port_exits_on_sigint(simulate):
     assert proc.wait(10) == 0
 
 
+def test_cli_says_so_and_exits_nonzero_when_the_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, '-m', 'socs_tcp.cli', 'simulate', 'psu',
+                                 '--port', str(port)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and 'cannot listen' in result.stderr
+    assert 'PORT' not in result.stdout
+
+
 def test_cli_rejects_a_bad_device_name():
     result = subprocess.run([sys.executable, '-m', 'socs_tcp.cli', 'simulate', 'toaster'],
                             capture_output=True, text=True, timeout=30)
