@@ -22,8 +22,10 @@ Terminal output is the user interface here; diagnostics of the stack go to
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -154,9 +156,11 @@ class Demo:
         self.view.event(f'{self.view.colour("FAIL", "red")} {step}: {detail}')
 
     def live_lines(self) -> list[str]:
-        c, p = self.watches.get(COMPRESSOR), self.watches.get(PSU)
+        """Status and readings of each agent: two lines each on a terminal (fits
+        80 columns), one line each in plain output."""
         lines = [self.view.colour(f'  [{self.phase}]', 'dim')]
-        for watch, body in ((c, self._compressor_text), (p, self._psu_text)):
+        for iid, body in ((COMPRESSOR, self._compressor_text), (PSU, self._psu_text)):
+            watch = self.watches.get(iid)
             if watch is None:
                 continue
             if watch.error:
@@ -167,14 +171,17 @@ class Demo:
                 state = self.view.colour('connected', 'green')
             else:
                 state = self.view.colour('waiting  ', 'yellow')
-            age = time.time() - watch.latest if watch.latest else float('nan')
-            lines.append(f'  {watch.instance_id:<12} {state}  {body(watch.fields)}  '
-                         f'({watch.readings} readings, last {age:4.1f} s ago)')
+            age = f'{time.time() - watch.latest:4.1f} s ago' if watch.latest else 'none yet'
+            head = f'  {iid:<13} {state}  {watch.readings:3d} readings, last {age}'
+            if self.view.ansi:
+                lines += [head, f'      {body(watch.fields)}']
+            else:
+                lines.append(f'{head}: {body(watch.fields)}')
         return lines
 
     @staticmethod
     def _compressor_text(f: dict) -> str:
-        return (f'{f.get("operating_state_name", "-"):<8} He {_num(f, "helium_temp", "5.1f")} C'
+        return (f'{f.get("operating_state_name", "-"):<8}  He {_num(f, "helium_temp", "4.1f")} C'
                 f'  oil {_num(f, "oil_temp", "4.1f")} C  LP {_num(f, "low_pressure", "5.1f")}'
                 f'  HP {_num(f, "high_pressure", "5.1f")} psi  motor '
                 f'{_num(f, "motor_current", "4.1f")} A')
@@ -257,9 +264,9 @@ class Demo:
         self.sim = sims['compressor']
         seconds = time.monotonic() - t_start
         self.facts['startup'] = seconds
-        self.ok('start', f'crossbar on 127.0.0.1:{crossbar.port}, simulators '
-                         f'compressor :{sims["compressor"].port} and psu :{sims["psu"].port}, '
-                         f'agents {COMPRESSOR} and {PSU} joined in {seconds:.1f} s')
+        self.ok('start', f'crossbar 127.0.0.1:{crossbar.port}, simulators '
+                         f':{sims["compressor"].port} :{sims["psu"].port}, '
+                         f'agents {COMPRESSOR} {PSU} joined in {seconds:.1f} s')
 
     def identify(self) -> None:
         comp, psu = self.watches[COMPRESSOR].client, self.watches[PSU].client
@@ -291,8 +298,9 @@ class Demo:
                             timeout=3 * DEVICE_TIMEOUT + 5):
             seen = time.monotonic() - t_cut
             self.facts['degraded_after'] = seen
+            self.view.event(f'{COMPRESSOR} reports: {comp.last_error}')
             self.ok('outage', f'{COMPRESSOR} acq {self.view.colour("DEGRADED", "red")} '
-                              f'{seen:.1f} s after the cut, still running ({comp.last_error})')
+                              f'{seen:.1f} s after the cut, still running')
         else:
             self.fail('outage', f'{COMPRESSOR} never showed degraded (status {comp.status}, '
                                 f'connected {comp.connected})')
@@ -371,10 +379,13 @@ class Demo:
     def summary(self, records: Sequence[StopRecord], total: float, interrupted: str) -> str:
         col = self.view.colour
         lines = ['', col('socs-tcp demo: summary', 'bold'), '-' * 60]
+        width = max(60, shutil.get_terminal_size((100, 24)).columns - 1)
         for step in self.steps.values():
             mark = {True: col('ok  ', 'green'), False: col('FAIL', 'red'),
                     None: col('--  ', 'yellow')}[step.ok]
-            lines.append(f' {mark} {step.name:<9} {step.detail or "not reached"}')
+            detail = textwrap.wrap(step.detail or 'not reached', width - 16) or ['']
+            lines.append(f' {mark} {step.name:<9} {detail[0]}')
+            lines += [' ' * 16 + more for more in detail[1:]]
         lines.append('-' * 60)
         counts = ', '.join(f'{w.instance_id} {w.readings}' for w in self.watches.values())
         lines.append(f' readings seen      {counts or "-"}')
@@ -391,7 +402,8 @@ class Demo:
         for r in records:
             lines.append(f' stopped            {r.name:<15} pid {r.pid:<7} by {r.ended_by:<7} '
                          f'in {r.seconds:4.1f} s, exit status {r.returncode}')
-        lines.append(f' total time         {total:.1f} s   logs: {self.stack.log_dir}')
+        lines.append(f' total time         {total:.1f} s')
+        lines.append(f' logs               {self.stack.log_dir}')
         if interrupted:
             lines.append(f' {interrupted}')
         return '\n'.join(lines)
