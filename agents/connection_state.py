@@ -52,6 +52,7 @@ class ConnectionState:
         self.outage_started: Optional[float] = None
         self.outages = 0
         self.failures = 0
+        self._ever_connected = False
 
     @property
     def down(self) -> bool:
@@ -73,7 +74,9 @@ class ConnectionState:
             return False
         self.outage_started = self._clock()
         self.outages += 1
-        self.log.error('Lost contact with {device} ({error}); retrying every {retry:g} s, '
+        # "Lost" only if it ever answered: at startup a wrong address is the likelier cause.
+        what = 'Lost contact with' if self._ever_connected else 'Cannot reach'
+        self.log.error(what + ' {device} ({error}); retrying every {retry:g} s, '
                        'further failures are not logged until the connection is '
                        're-established', device=self.device, error=self.last_error,
                        retry=RETRY_INTERVAL)
@@ -88,6 +91,7 @@ class ConnectionState:
             True if this success ended an outage.
         """
         self.connected = True
+        self._ever_connected = True
         if self.outage_started is None:
             return False
         duration = self._clock() - self.outage_started

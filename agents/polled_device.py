@@ -217,6 +217,7 @@ class PolledDeviceAgent:
             self._stop_events.pop(session.session_id, None)
             return False, f'Could not start acq: lock held by {self.lock.job}'
         held = True
+        self._wakeup.clear()      # a task that ran before this acq must not cut its first wait
         try:
             session.set_status('running')
             session.data = self.session_data()

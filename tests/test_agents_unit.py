@@ -134,6 +134,7 @@ def test_connection_state_logs_each_outage_once_and_the_recovery():
     log, now = MagicMock(), [100.0]
     state = ConnectionState(log, 'psu at x:1', clock=lambda: now[0])
     assert state.failed(NotConnected('refused')) is True
+    assert log.error.call_args.args[0].startswith('Cannot reach')   # never answered yet
     for _ in range(5):
         now[0] += 1
         assert state.failed(ConnectionError('still refused')) is False
@@ -147,6 +148,7 @@ def test_connection_state_logs_each_outage_once_and_the_recovery():
     assert state.as_dict()['outage_started'] is None and state.connected
     state.failed(ConnectionError('again'))
     assert log.error.call_count == 2 and state.outages == 2
+    assert log.error.call_args.args[0].startswith('Lost contact')
 
 
 # -- agents with a mocked OCS agent and a fake driver -------------------------------------
