@@ -1,0 +1,75 @@
+"""bench/compare.py runs end to end and writes every figure it promises.
+
+A tiny ``--quick`` configuration (a few seconds): its timings mean nothing,
+but the harness, the JSON layout, the plot and the correctness counts do.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / 'bench'
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('bench')
+    json_path, png_path = out / 'figures.json', out / 'figures.png'
+    done = subprocess.run(
+        [sys.executable, str(BENCH / 'compare.py'), '--quick', '--json', str(json_path),
+         '--plot', str(png_path)],
+        capture_output=True, text=True, timeout=90)
+    # Exit 1 means "a target missed", which quick figures may well do; 2+ is a crash.
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    return done, json.loads(json_path.read_text()), png_path
+
+
+@pytest.mark.timeout(120)
+def test_json_has_every_section(quick_run):
+    _, figures, _ = quick_run
+    kinds = ('raw', 'socs.tcp', 'socs_tcp')
+    assert set(figures['latency']['summary']) == set(kinds)
+    for kind in kinds:
+        for threads in ('1', '4'):
+            s = figures['latency']['summary'][kind][threads]
+            assert s['p50_us'] > 0 and s['p99_us'] >= s['p50_us'] and s['qps'] > 0
+            assert s['queries'] > 0
+    assert figures['latency']['p50_ratio'] > 0
+    for scenario in ('refused', 'silent', 'blackhole'):
+        clients = figures['faults'][scenario]['clients']
+        assert set(clients) == {'raw', 'socs.tcp', 'socs.tcp reset', 'socs_tcp'}
+        for c in clients.values():
+            assert c['worst_s'] >= c['median_s'] > 0
+            assert c['failures'] == c['calls']   # every call in a fault fails
+    assert len(figures['recovery']) == 2
+    for per_label in figures['recovery'].values():
+        rec = per_label['socs_tcp']
+        assert rec['gave_up'] == 0 and rec['worst_retry_to_good_s'] is not None
+    for kind in ('socs.tcp', 'socs_tcp'):
+        scale = figures['scale'][kind]
+        for key in ('rss_per_iface_kb', 'threads_added', 'fds_per_iface', 'cpu_idle_pct',
+                    'cpu_down_first_pct', 'replies_ok'):
+            assert key in scale
+        assert scale['replies_ok'] == scale['count']
+    names = [t['name'] for t in figures['targets']]
+    assert any('p50' in n for n in names) and any('RSS' in n for n in names)
+    assert all(set(t) >= {'value', 'target', 'ok'} for t in figures['targets'])
+
+
+@pytest.mark.timeout(120)
+def test_replies_all_correct(quick_run):
+    _, figures, _ = quick_run
+    assert figures['latency']['mismatches'] == 0
+    assert figures['correctness'] == {'socs_tcp_mismatches': 0, 'socs_tcp_other_errors': 0}
+
+
+@pytest.mark.timeout(120)
+def test_table_and_plot(quick_run):
+    done, _, png_path = quick_run
+    assert done.stdout.splitlines()[-1].startswith('p50 ratio socs_tcp/socs: ')
+    assert '== Targets (issue 5), socs_tcp ==' in done.stdout
+    assert png_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert png_path.stat().st_size > 20_000
