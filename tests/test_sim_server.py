@@ -90,7 +90,8 @@ def make_server():
 
     yield make
     for srv in servers:
-        pytest_twisted.blockon(srv.stop())
+        # Bounded, so a broken stop() fails the test instead of hanging the run.
+        pytest_twisted.blockon(srv.stop().addTimeout(WAIT, reactor))
 
 
 def upper(request):
@@ -422,7 +423,7 @@ def test_public_methods_work_from_another_thread(make_server):
 # -- in-memory reactor: exact timing ------------------------------------------------
 
 def _memory_connection(srv):
-    conn = srv._factory.buildProtocol(None)
+    conn = srv.factory.buildProtocol(None)
     transport = StringTransport()
     conn.makeConnection(transport)
     return conn, transport
@@ -459,8 +460,9 @@ def test_memory_reactor_abort_cancels_pending_replies():
     assert tr.disconnected and not d.called   # aborted; gone only once the reactor says so
     conn.connectionLost(None)          # what the reactor does after an abort
     assert d.called and srv.connection_count == 0
+    assert not clock.getDelayedCalls()  # the pending reply's timer is cancelled
     clock.advance(2)
-    assert tr.value() == b'' and not clock.getDelayedCalls()
+    assert tr.value() == b''
 
 
 def test_memory_reactor_max_connections_counts_aborting_slot_as_free():
@@ -468,10 +470,10 @@ def test_memory_reactor_max_connections_counts_aborting_slot_as_free():
     srv = DeviceServer(upper, reactor=clock, max_connections=1)
     srv.start()
     conn, _ = _memory_connection(srv)
-    assert srv._factory.buildProtocol(None) is None
+    assert srv.factory.buildProtocol(None) is None
     srv.drop_connections()             # aborted, not yet gone
     assert srv.connection_count == 1
-    assert srv._factory.buildProtocol(None) is not None
+    assert srv.factory.buildProtocol(None) is not None
 
 
 # -- bad arguments -------------------------------------------------------------------

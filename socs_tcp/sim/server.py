@@ -327,6 +327,17 @@ class DeviceServer:
         return self._port_number
 
     @property
+    def factory(self) -> DeviceServerFactory:
+        """The server's protocol factory, for in-memory connections in tests.
+
+        E.g. ``conn = srv.factory.buildProtocol(None)`` then
+        ``conn.makeConnection(StringTransport())``, or
+        `twisted.test.iosim` to join it to a client protocol without sockets.
+        Reactor thread only.
+        """
+        return self._factory
+
+    @property
     def listening(self) -> bool:
         """True while new connections are accepted."""
         return self._listening_port is not None
