@@ -20,7 +20,7 @@ import uuid
 import ocs
 import pytest
 
-from ocs_stack_fixtures import DEVICE_TIMEOUT, SAMPLE_INTERVAL, ocs_stack, wait_for  # noqa: F401
+from ocs_stack_fixtures import DEVICE_TIMEOUT, SAMPLE_INTERVAL, ocs_stack  # noqa: F401 (fixture)
 from socs_tcp.demo.processes import processes_with_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
