@@ -378,6 +378,17 @@ def test_reset_faults_restores_normal_replies(make_server):
     assert srv.connection_count == 1
 
 
+@pytest_twisted.inlineCallbacks
+def test_max_recorded_bounds_history_but_counts_all(make_server):
+    srv = make_server(upper, max_recorded=2)
+    c = yield connect(srv.start())
+    c.send(b'a\nb\nc\n')
+    reqs = yield srv.when_requests(3, timeout=WAIT)
+    assert reqs == [b'b', b'c'] and srv.request_count == 3
+    srv.clear_requests()
+    assert srv.requests == [] and srv.request_count == 0
+
+
 # -- waiting ----------------------------------------------------------------------
 
 @pytest_twisted.inlineCallbacks
@@ -488,6 +499,7 @@ def test_memory_reactor_max_connections_counts_aborting_slot_as_free():
     (dict(port='80'), TypeError, 'port'),
     (dict(max_connections=0), ValueError, 'max_connections'),
     (dict(greeting=3), TypeError, 'greeting'),
+    (dict(max_recorded=-1), ValueError, 'max_recorded'),
 ])
 def test_bad_constructor_arguments_name_the_argument(kwargs, exc, name):
     kwargs.setdefault('handler', upper)
@@ -504,6 +516,7 @@ def test_bad_constructor_arguments_name_the_argument(kwargs, exc, name):
     (lambda s: s.set_garbage(None), TypeError, 'data'),
     (lambda s: s.send_unsolicited(1), TypeError, 'data'),
     (lambda s: s.when_requests(-1), ValueError, 'n'),
+    (lambda s: s.when_connections(1.5), TypeError, 'n'),
 ])
 def test_bad_fault_arguments_name_the_argument(call, exc, name):
     srv = DeviceServer(upper, reactor=MemoryReactorClock())

@@ -52,7 +52,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from socs_tcp.sim.server import DeviceServer
 
-    server = DeviceServer(lambda line: line, host=args.host, port=args.port)
+    # Benchmarks run for long: keep no request history.
+    server = DeviceServer(lambda line: line, host=args.host, port=args.port, max_recorded=0)
     port = server.start()
 
     def announce():

@@ -58,6 +58,14 @@ def _non_negative_seconds(value, name: str) -> float:
     return float(value)
 
 
+def _non_negative_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int, got {type(value).__name__}')
+    if value < 0:
+        raise ValueError(f'{name} must be >= 0, got {value!r}')
+    return value
+
+
 def _positive_int_or_none(value, name: str) -> Optional[int]:
     if value is None:
         return None
@@ -245,6 +253,10 @@ class DeviceServer:
         Connections beyond this many open ones are closed at once.
     greeting : bytes or str, optional
         Sent to each client as soon as it connects (a prompt or banner).
+    max_recorded : int, optional
+        Keep only the last this many requests in `requests` (0: none), so a
+        long-running server doesn't grow; `request_count` still counts all.
+        None (default) keeps every request.
     reactor : IReactorTCP and IReactorTime, optional
         Reactor to use; the global one by default. Tests may pass
         ``twisted.internet.testing.MemoryReactorClock``.
@@ -259,7 +271,8 @@ class DeviceServer:
                  reply_terminator=_DEFAULT, framer: Optional[Framer] = None,
                  host: str = '127.0.0.1', port: int = 0,
                  max_connections: Optional[int] = None,
-                 greeting: Union[bytes, str, None] = None, reactor=None):
+                 greeting: Union[bytes, str, None] = None,
+                 max_recorded: Optional[int] = None, reactor=None):
         if isinstance(handler, Mapping):
             self._handler = _table_handler(handler)
         elif callable(handler):
@@ -298,7 +311,10 @@ class DeviceServer:
         self._stopping: Optional[defer.Deferred] = None   # old port still closing
         self._listen_after_stop = False
         self._connections: list[DeviceConnection] = []
-        self._requests: list[bytes] = []
+        self.max_recorded = (None if max_recorded is None
+                             else _non_negative_int(max_recorded, 'max_recorded'))
+        self._requests: deque = deque(maxlen=self.max_recorded)
+        self._request_count = 0
         self._faults = Faults()
         self._connection_waiters: list = []  # (n, Deferred)
         self._request_waiters: list = []     # (n, Deferred)
@@ -349,8 +365,16 @@ class DeviceServer:
 
     @property
     def requests(self) -> list[bytes]:
-        """A copy of all requests read so far, oldest first (framed, no terminator)."""
+        """A copy of the requests read so far, oldest first (framed, no terminator).
+
+        Holds the last ``max_recorded`` only, if that was given.
+        """
         return list(self._requests)
+
+    @property
+    def request_count(self) -> int:
+        """How many requests were read (since start or `clear_requests`)."""
+        return self._request_count
 
     @property
     def faults(self) -> Faults:
@@ -530,10 +554,15 @@ class DeviceServer:
     # -- requests -------------------------------------------------------------
     def clear_requests(self) -> None:
         """Forget the recorded requests (`when_requests` counts from zero again)."""
-        self._call(self._requests.clear)
+        self._call(self._clear_requests)
+
+    def _clear_requests(self) -> None:
+        self._requests.clear()
+        self._request_count = 0
 
     def _request_received(self, conn: DeviceConnection, request: bytes) -> None:
         self._requests.append(request)
+        self._request_count += 1
         try:
             self._handle(conn, request)
         finally:
@@ -661,12 +690,12 @@ class DeviceServer:
         TimeoutError
             (or the Deferred fails with it) if ``timeout`` passes first.
         """
-        n = self._check_count(n, 'n')
+        n = _non_negative_int(n, 'n')
         timeout = None if timeout is None else _non_negative_seconds(timeout, 'timeout')
         return self._call(self._when, 'connections', n, timeout)
 
     def when_requests(self, n: int, timeout: Optional[float] = None):
-        """Wait until at least ``n`` requests have been recorded.
+        """Wait until at least ``n`` requests have been read (`request_count`).
 
         Returns
         -------
@@ -680,17 +709,9 @@ class DeviceServer:
         TimeoutError
             (or the Deferred fails with it) if ``timeout`` passes first.
         """
-        n = self._check_count(n, 'n')
+        n = _non_negative_int(n, 'n')
         timeout = None if timeout is None else _non_negative_seconds(timeout, 'timeout')
         return self._call(self._when, 'requests', n, timeout)
-
-    @staticmethod
-    def _check_count(n, name: str) -> int:
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f'{name} must be an int, got {type(n).__name__}')
-        if n < 0:
-            raise ValueError(f'{name} must be >= 0, got {n}')
-        return n
 
     def _when(self, what: str, n: int, timeout: Optional[float]):
         d = defer.Deferred()
@@ -706,7 +727,7 @@ class DeviceServer:
                     return Failure(TimeoutError(
                         f'DeviceServer: no {n} {what} within {_timeout} s '
                         f'(connections={self.connection_count}, '
-                        f'requests={len(self._requests)})'))
+                        f'requests={self._request_count})'))
                 return result
 
             d.addTimeout(timeout, self._reactor)
@@ -718,7 +739,7 @@ class DeviceServer:
         self._fire(self._connection_waiters, lambda n: count == n, count)
 
     def _notify_requests(self) -> None:
-        count = len(self._requests)
+        count = self._request_count
         self._fire(self._request_waiters, lambda n: count >= n, None)
 
     def _fire(self, waiters: list, ready, value) -> None:
