@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -259,3 +260,19 @@ def test_demo_rejects_bad_arguments_naming_them(argv, name, capsys):
         make_parser().parse_args(argv)
     assert exit_info.value.code == 2
     assert f'--{name}' in capsys.readouterr().err
+
+
+def test_demo_reports_a_failed_start_and_exits_non_zero(tmp_path, monkeypatch, capsys):
+    import socs_tcp.demo.stack as stack_module
+    from socs_tcp.demo import run
+
+    def missing(name, hint):
+        raise FileNotFoundError(f'{name!r} not found: {hint}')
+
+    monkeypatch.setattr(stack_module, 'find_executable', missing)
+    assert run.main(['--duration', '0', '--workdir', str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"FAIL start\s+FileNotFoundError: 'crossbar' not found: pip install "
+                     r"crossbar", out), out
+    assert re.search(r'ok\s+shutdown\s+0 processes stopped', out), out
+    assert (tmp_path / 'demo.log').exists()

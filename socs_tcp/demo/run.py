@@ -46,6 +46,7 @@ PSU_AMPS = 2.0            # current limit above 12 V / 10 ohm (the simulated loa
 PSU_BAD_VOLTS = 99.0      # outside the supply's 0..30 V: must be refused
 
 COMPRESSOR, PSU = 'compressor-1', 'psu-1'
+KEEP_RUNNING = 'running until Ctrl-C'
 
 
 class Terminated(Exception):
@@ -236,7 +237,7 @@ class Demo:
             self.view.event(f'watching for {remaining:.0f} s more')
             self.watch_until(lambda: False, remaining)
         if self.args.keep_running:
-            self.phase = 'running until Ctrl-C'
+            self.phase = KEEP_RUNNING
             self.view.event('all steps done; running until Ctrl-C')
             self.watch_until(lambda: False, float('inf'))
 
@@ -432,8 +433,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             demo.run()
         except (KeyboardInterrupt, Terminated) as exc:
             what = 'Ctrl-C' if isinstance(exc, KeyboardInterrupt) else 'SIGTERM'
-            if not (args.keep_running and all(s.ok for n, s in demo.steps.items()
-                                              if n != 'shutdown')):
+            if demo.phase != KEEP_RUNNING:   # there, Ctrl-C is the normal way out
                 interrupted = f'interrupted by {what} during "{demo.phase}"'
             view.event(f'{what}: shutting down')
         except Exception as exc:  # any failure still ends in a clean shutdown + summary
