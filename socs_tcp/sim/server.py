@@ -13,21 +13,23 @@ into the reactor with `blockingCallFromThread` and waits for the outcome
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Mapping
 from typing import Callable, Optional, Union
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 from twisted.python import threadable
 from twisted.python.failure import Failure
 
+from socs_tcp.sim.arguments import (as_bytes, non_negative_int, non_negative_seconds,
+                                    positive_int_or_none)
+from socs_tcp.sim.connection import DeviceConnection, DeviceServerFactory
 from socs_tcp.sim.faults import Faults
 from socs_tcp.sim.framing import Framer, TerminatorFramer
+
+__all__ = ['DeviceConnection', 'DeviceServer', 'DeviceServerFactory', 'Handler', 'Reply']
 
 Reply = Union[bytes, str, None]
 Handler = Union[Callable[[bytes], Reply], Mapping]
@@ -38,191 +40,13 @@ _DEFAULT = object()
 log = Logger(namespace='socs_tcp.sim')
 
 
-def _as_bytes(value, name: str, *, allow_none: bool = False) -> Optional[bytes]:
-    """Return ``value`` as bytes (str is UTF-8 encoded) or raise naming ``name``."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, str):
-        return value.encode('utf-8')
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    expected = 'bytes, str or None' if allow_none else 'bytes or str'
-    raise TypeError(f'{name} must be {expected}, got {type(value).__name__}')
-
-
-def _non_negative_seconds(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f'{name} must be a number of seconds, got {type(value).__name__}')
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f'{name} must be finite and >= 0, got {value!r}')
-    return float(value)
-
-
-def _non_negative_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{name} must be an int, got {type(value).__name__}')
-    if value < 0:
-        raise ValueError(f'{name} must be >= 0, got {value!r}')
-    return value
-
-
-def _positive_int_or_none(value, name: str) -> Optional[int]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{name} must be an int or None, got {type(value).__name__}')
-    if value < 1:
-        raise ValueError(f'{name} must be >= 1, got {value!r}')
-    return value
-
-
 def _table_handler(table: Mapping) -> Callable[[bytes], Reply]:
     """Turn ``{request: reply}`` into a handler; unknown requests get no reply."""
     normalized = {}
     for key, value in table.items():
-        normalized[_as_bytes(key, 'handler key')] = _as_bytes(value, f'handler[{key!r}]',
+        normalized[as_bytes(key, 'handler key')] = as_bytes(value, f'handler[{key!r}]',
                                                               allow_none=True)
     return normalized.get
-
-
-class _PendingReply:
-    """One reply waiting in a connection's outbox."""
-
-    __slots__ = ('due', 'chunks', 'interval')
-
-    def __init__(self, due: float, chunks: deque, interval: float):
-        self.due = due            # reactor time at which the next chunk may go
-        self.chunks = chunks
-        self.interval = interval
-
-
-class DeviceConnection(Protocol):
-    """One client connection to a `DeviceServer` (built by its factory).
-
-    Requests are framed from the byte stream, handed to the server, and
-    replies go out through an outbox in request order, so a delayed or
-    fragmented reply is never overtaken by a later one.
-    """
-
-    def __init__(self, server: 'DeviceServer'):
-        self._server = server
-        self._buf = bytearray()
-        self._outbox: deque = deque()
-        self._timer = None
-        self._lost_waiters: list = []
-        self.closing = False   # abort requested: the slot is free, input ignored
-        self.lost = False
-
-    # -- Protocol -----------------------------------------------------------
-    def connectionMade(self):
-        # Replies are small and latency matters more than segment count
-        # (fragments must also leave as separate segments).
-        set_no_delay = getattr(self.transport, 'setTcpNoDelay', None)
-        if set_no_delay is not None:
-            set_no_delay(True)
-        self._server._connection_made(self)
-
-    def dataReceived(self, data: bytes):
-        if self.closing:
-            return
-        self._buf += data
-        framer = self._server._framer
-        while not self.closing:
-            try:
-                request = framer(self._buf)
-            except Exception:
-                log.failure('Framing error; dropping the connection')
-                self.abort()
-                return
-            if request is None:
-                return
-            self._server._request_received(self, request)
-
-    def connectionLost(self, reason=None):
-        self.closing = True
-        self.lost = True
-        self._outbox.clear()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self._server._connection_lost(self)
-        waiters, self._lost_waiters = self._lost_waiters, []
-        for d in waiters:
-            d.callback(None)
-
-    # -- used by the server -------------------------------------------------
-    def abort(self):
-        """Drop this connection at once (RST), without sending queued replies."""
-        if self.closing:
-            return
-        self.closing = True
-        self._outbox.clear()
-        self.transport.abortConnection()
-
-    def when_lost(self) -> defer.Deferred:
-        """Deferred that fires (with None) once the connection is gone."""
-        if self.lost:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._lost_waiters.append(d)
-        return d
-
-    def write_now(self, data: bytes):
-        if not self.closing and data:
-            self.transport.write(data)
-
-    def queue_reply(self, data: bytes, faults: Faults):
-        """Send ``data`` shaped by the delay and fragment faults, in order."""
-        if not faults.shapes_replies and not self._outbox:
-            self.write_now(data)
-            return
-        size = faults.fragment_size
-        if size is None:
-            chunks = deque([data])
-        else:
-            chunks = deque(data[i:i + size] for i in range(0, len(data), size))
-        reactor = self._server._reactor
-        self._outbox.append(_PendingReply(reactor.seconds() + faults.delay, chunks,
-                                          faults.fragment_interval))
-        if self._timer is None:
-            self._pump()
-
-    def _pump(self):
-        """Write what is due from the outbox; schedule the next step if any."""
-        self._timer = None
-        reactor = self._server._reactor
-        while self._outbox and not self.closing:
-            reply = self._outbox[0]
-            now = reactor.seconds()
-            if reply.due > now:
-                self._timer = reactor.callLater(reply.due - now, self._pump)
-                return
-            self.transport.write(reply.chunks.popleft())
-            if not reply.chunks:
-                self._outbox.popleft()
-                continue
-            # Always go through the reactor between chunks, even with a zero
-            # interval, so each chunk leaves in its own write.
-            reply.due = now + reply.interval
-            self._timer = reactor.callLater(reply.interval, self._pump)
-            return
-
-
-class DeviceServerFactory(Factory):
-    """Builds `DeviceConnection` s; refuses those over ``max_connections``."""
-
-    def __init__(self, server: 'DeviceServer'):
-        self._server = server
-
-    def buildProtocol(self, addr: IAddress) -> Optional[DeviceConnection]:
-        # Returning None makes Twisted close the new socket at once: a
-        # one-client instrument that refuses a second client.
-        if not self._server._has_free_slot():
-            self._server.rejected_count += 1
-            log.debug('Refusing connection from {addr}: max_connections reached', addr=addr)
-            return None
-        return DeviceConnection(self._server)
-
 
 class DeviceServer:
     """A simulated request/response device on a TCP port, with faults.
@@ -285,13 +109,13 @@ class DeviceServer:
             self._framer = framer
             self.terminator = None
         else:
-            self.terminator = _as_bytes(terminator, 'terminator')
+            self.terminator = as_bytes(terminator, 'terminator')
             if not self.terminator:
                 raise ValueError('terminator must not be empty (use framer for binary protocols)')
             self._framer = TerminatorFramer(self.terminator)
         if reply_terminator is _DEFAULT:
             reply_terminator = None if framer is not None else self.terminator
-        self.reply_terminator = _as_bytes(reply_terminator, 'reply_terminator', allow_none=True)
+        self.reply_terminator = as_bytes(reply_terminator, 'reply_terminator', allow_none=True)
         if not isinstance(host, str):
             raise TypeError(f'host must be str, got {type(host).__name__}')
         if isinstance(port, bool) or not isinstance(port, int):
@@ -300,8 +124,8 @@ class DeviceServer:
             raise ValueError(f'port must be in 0..65535, got {port}')
         self.host = host
         self._port_number = port or None
-        self.max_connections = _positive_int_or_none(max_connections, 'max_connections')
-        self.greeting = _as_bytes(greeting, 'greeting', allow_none=True)
+        self.max_connections = positive_int_or_none(max_connections, 'max_connections')
+        self.greeting = as_bytes(greeting, 'greeting', allow_none=True)
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -312,7 +136,7 @@ class DeviceServer:
         self._listen_after_stop = False
         self._connections: list[DeviceConnection] = []
         self.max_recorded = (None if max_recorded is None
-                             else _non_negative_int(max_recorded, 'max_recorded'))
+                             else non_negative_int(max_recorded, 'max_recorded'))
         self._requests: deque = deque(maxlen=self.max_recorded)
         self._request_count = 0
         self._faults = Faults()
@@ -524,7 +348,7 @@ class DeviceServer:
         TypeError
             If ``data`` is not bytes or str.
         """
-        data = _as_bytes(data, 'data')
+        data = as_bytes(data, 'data')
         self._call(self._send_unsolicited, data)
 
     def _send_unsolicited(self, data: bytes) -> None:
@@ -585,7 +409,7 @@ class DeviceServer:
             reply = self._handler(request)
             if reply is None:
                 return
-            reply = _as_bytes(reply, 'handler reply')
+            reply = as_bytes(reply, 'handler reply')
         except Exception:
             log.failure('Device server handler failed for request {request!r}', request=request)
             return
@@ -609,7 +433,7 @@ class DeviceServer:
         TypeError, ValueError
             If ``n`` is not None or an int >= 1.
         """
-        n = _positive_int_or_none(n, 'n')
+        n = positive_int_or_none(n, 'n')
         self._call(setattr, self._faults, 'drop_countdown', n)
 
     def set_delay(self, seconds: float) -> None:
@@ -622,7 +446,7 @@ class DeviceServer:
         TypeError, ValueError
             If ``seconds`` is not a finite number >= 0.
         """
-        seconds = _non_negative_seconds(seconds, 'seconds')
+        seconds = non_negative_seconds(seconds, 'seconds')
         self._call(setattr, self._faults, 'delay', seconds)
 
     def set_silent(self, silent: bool = True) -> None:
@@ -640,8 +464,8 @@ class DeviceServer:
         TypeError, ValueError
             If ``size`` is not None or an int >= 1, or ``interval`` < 0.
         """
-        size = _positive_int_or_none(size, 'size')
-        interval = _non_negative_seconds(interval, 'interval')
+        size = positive_int_or_none(size, 'size')
+        interval = non_negative_seconds(interval, 'interval')
 
         def apply():
             self._faults.fragment_size = size
@@ -657,7 +481,7 @@ class DeviceServer:
         TypeError
             If ``data`` is not bytes or str.
         """
-        data = _as_bytes(data, 'data')
+        data = as_bytes(data, 'data')
         self._call(setattr, self._faults, 'garbage', data)
 
     def reset_faults(self) -> None:
@@ -690,8 +514,8 @@ class DeviceServer:
         TimeoutError
             (or the Deferred fails with it) if ``timeout`` passes first.
         """
-        n = _non_negative_int(n, 'n')
-        timeout = None if timeout is None else _non_negative_seconds(timeout, 'timeout')
+        n = non_negative_int(n, 'n')
+        timeout = None if timeout is None else non_negative_seconds(timeout, 'timeout')
         return self._call(self._when, 'connections', n, timeout)
 
     def when_requests(self, n: int, timeout: Optional[float] = None):
@@ -709,8 +533,8 @@ class DeviceServer:
         TimeoutError
             (or the Deferred fails with it) if ``timeout`` passes first.
         """
-        n = _non_negative_int(n, 'n')
-        timeout = None if timeout is None else _non_negative_seconds(timeout, 'timeout')
+        n = non_negative_int(n, 'n')
+        timeout = None if timeout is None else non_negative_seconds(timeout, 'timeout')
         return self._call(self._when, 'requests', n, timeout)
 
     def _when(self, what: str, n: int, timeout: Optional[float]):

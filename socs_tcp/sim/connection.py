@@ -1,0 +1,162 @@
+"""One client connection of a `DeviceServer`, and the factory that builds them.
+
+The connection frames requests out of the byte stream, hands each to its
+server, and sends replies through an outbox that applies the delay and
+fragment faults while keeping replies in request order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Optional
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+from socs_tcp.sim.faults import Faults
+
+if TYPE_CHECKING:
+    from socs_tcp.sim.server import DeviceServer
+
+log = Logger(namespace='socs_tcp.sim')
+
+
+class _PendingReply:
+    """One reply waiting in a connection's outbox."""
+
+    __slots__ = ('due', 'chunks', 'interval')
+
+    def __init__(self, due: float, chunks: deque, interval: float):
+        self.due = due            # reactor time at which the next chunk may go
+        self.chunks = chunks
+        self.interval = interval
+
+
+class DeviceConnection(Protocol):
+    """One client connection to a `DeviceServer` (built by its factory).
+
+    Requests are framed from the byte stream, handed to the server, and
+    replies go out through an outbox in request order, so a delayed or
+    fragmented reply is never overtaken by a later one.
+    """
+
+    def __init__(self, server: 'DeviceServer'):
+        self._server = server
+        self._buf = bytearray()
+        self._outbox: deque = deque()
+        self._timer = None
+        self._lost_waiters: list = []
+        self.closing = False   # abort requested: the slot is free, input ignored
+        self.lost = False
+
+    # -- Protocol -----------------------------------------------------------
+    def connectionMade(self):
+        # Replies are small and latency matters more than segment count
+        # (fragments must also leave as separate segments).
+        set_no_delay = getattr(self.transport, 'setTcpNoDelay', None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        self._server._connection_made(self)
+
+    def dataReceived(self, data: bytes):
+        if self.closing:
+            return
+        self._buf += data
+        framer = self._server._framer
+        while not self.closing:
+            try:
+                request = framer(self._buf)
+            except Exception:
+                log.failure('Framing error; dropping the connection')
+                self.abort()
+                return
+            if request is None:
+                return
+            self._server._request_received(self, request)
+
+    def connectionLost(self, reason=None):
+        self.closing = True
+        self.lost = True
+        self._outbox.clear()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._server._connection_lost(self)
+        waiters, self._lost_waiters = self._lost_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- used by the server -------------------------------------------------
+    def abort(self):
+        """Drop this connection at once (RST), without sending queued replies."""
+        if self.closing:
+            return
+        self.closing = True
+        self._outbox.clear()
+        self.transport.abortConnection()
+
+    def when_lost(self) -> defer.Deferred:
+        """Deferred that fires (with None) once the connection is gone."""
+        if self.lost:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._lost_waiters.append(d)
+        return d
+
+    def write_now(self, data: bytes):
+        if not self.closing and data:
+            self.transport.write(data)
+
+    def queue_reply(self, data: bytes, faults: Faults):
+        """Send ``data`` shaped by the delay and fragment faults, in order."""
+        if not faults.shapes_replies and not self._outbox:
+            self.write_now(data)
+            return
+        size = faults.fragment_size
+        if size is None:
+            chunks = deque([data])
+        else:
+            chunks = deque(data[i:i + size] for i in range(0, len(data), size))
+        reactor = self._server._reactor
+        self._outbox.append(_PendingReply(reactor.seconds() + faults.delay, chunks,
+                                          faults.fragment_interval))
+        if self._timer is None:
+            self._pump()
+
+    def _pump(self):
+        """Write what is due from the outbox; schedule the next step if any."""
+        self._timer = None
+        reactor = self._server._reactor
+        while self._outbox and not self.closing:
+            reply = self._outbox[0]
+            now = reactor.seconds()
+            if reply.due > now:
+                self._timer = reactor.callLater(reply.due - now, self._pump)
+                return
+            self.transport.write(reply.chunks.popleft())
+            if not reply.chunks:
+                self._outbox.popleft()
+                continue
+            # Always go through the reactor between chunks, even with a zero
+            # interval, so each chunk leaves in its own write.
+            reply.due = now + reply.interval
+            self._timer = reactor.callLater(reply.interval, self._pump)
+            return
+
+
+class DeviceServerFactory(Factory):
+    """Builds `DeviceConnection` s; refuses those over ``max_connections``."""
+
+    def __init__(self, server: 'DeviceServer'):
+        self._server = server
+
+    def buildProtocol(self, addr: IAddress) -> Optional[DeviceConnection]:
+        # Returning None makes Twisted close the new socket at once: a
+        # one-client instrument that refuses a second client.
+        if not self._server._has_free_slot():
+            self._server.rejected_count += 1
+            log.debug('Refusing connection from {addr}: max_connections reached', addr=addr)
+            return None
+        return DeviceConnection(self._server)
