@@ -215,6 +215,20 @@ def test_agent_classes_are_registered_plugins():
             assert importlib.util.find_spec(module) is not None, f'{cls}: module {module} not found'
 
 
+def test_instance_arguments_parse_with_the_agents_own_parser(capsys):
+    # A bad value would only show as a container in a restart loop.
+    plugin = importlib.import_module('socs_tcp.agents.plugin')
+    for host, block in load_site_config()['hosts'].items():
+        for inst in block['agent-instances']:
+            module = importlib.import_module(plugin.agents[inst['agent-class']]['module'])
+            where = f"{host}/{inst['instance-id']}"
+            try:
+                args = module.make_parser().parse_args(flat_arguments(inst))
+            except SystemExit:
+                pytest.fail(f'{where}: arguments rejected: {capsys.readouterr().err}')
+            assert args.mode == 'acq', f'{where}: acq does not start with the container'
+
+
 def test_agents_reach_crossbar_through_the_hub_the_site_config_names():
     compose, site = load_compose(), load_site_config()
     crossbar = compose['services']['crossbar']
