@@ -153,6 +153,17 @@ def test_binary_framer_mbap(make_server):
     assert srv.requests[0] == read_req
 
 
+@pytest_twisted.inlineCallbacks
+def test_framing_error_drops_only_that_connection(make_server):
+    srv = make_server(lambda frame: frame, framer=mbap_framer)
+    port = srv.start()
+    bad, good = yield defer.gatherResults([connect(port), connect(port)])
+    bad.send(b'\x00\x01\x00\x00\x00\x00\x01')          # MBAP length 0: invalid
+    assert isinstance((yield bad.wait_lost()), ConnectionLost)
+    good.send(b'\x00\x02\x00\x00\x00\x02\x01\x03')
+    assert (yield good.wait_bytes(8)) == b'\x00\x02\x00\x00\x00\x02\x01\x03'
+
+
 def test_framers_alone():
     buf = bytearray(b'\x00\x01\x00\x00\x00\x02\x01')
     assert mbap_framer(buf) is None and len(buf) == 7

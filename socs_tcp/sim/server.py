@@ -45,8 +45,9 @@ def _table_handler(table: Mapping) -> Callable[[bytes], Reply]:
     normalized = {}
     for key, value in table.items():
         normalized[as_bytes(key, 'handler key')] = as_bytes(value, f'handler[{key!r}]',
-                                                              allow_none=True)
+                                                             allow_none=True)
     return normalized.get
+
 
 class DeviceServer:
     """A simulated request/response device on a TCP port, with faults.
