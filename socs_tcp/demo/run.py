@@ -146,6 +146,7 @@ class Demo:
         self.watches: dict[str, AgentWatch] = {}
         self.facts: dict[str, object] = {}
         self.phase = 'starting'
+        self.sim = None     # the compressor's simulator (the outage is injected there)
 
     # -- helpers -------------------------------------------------------------
     def ok(self, step: str, detail: str) -> None:
@@ -238,7 +239,7 @@ class Demo:
             self.watch_until(lambda: False, remaining)
         if self.args.keep_running:
             self.phase = KEEP_RUNNING
-            self.view.event('all steps done; running until Ctrl-C')
+            self.view.event('script done; everything keeps running until Ctrl-C')
             self.watch_until(lambda: False, float('inf'))
 
     def start(self) -> None:
