@@ -374,12 +374,21 @@ def test_dockerignore_matcher_follows_docker_rules():
 
 
 def _has_build_backend() -> bool:
-    try:
-        import setuptools
-    except ImportError:
-        return False
+    """True if setuptools here can build the wheel without fetching anything:
+    >= 64 (pyproject.toml), and bdist_wheel built in (>= 70.1) or `wheel` installed."""
+    from importlib.metadata import PackageNotFoundError, version
     from packaging.version import Version
-    return Version(setuptools.__version__) >= Version('64')
+    try:
+        setuptools = Version(version('setuptools'))
+    except PackageNotFoundError:
+        return False
+    if setuptools < Version('64'):
+        return False
+    try:
+        version('wheel')
+    except PackageNotFoundError:
+        return setuptools >= Version('70.1')
+    return True
 
 
 @pytest.fixture(scope='module')
