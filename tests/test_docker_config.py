@@ -276,6 +276,13 @@ def test_every_service_restarts_and_images_are_pinned():
         assert repo and tag and tag != 'latest', f'{name}: image {image!r} is not pinned'
 
 
+def test_built_image_is_tagged_with_the_package_version():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / 'setup.cfg')
+    built = {svc['image'] for svc in load_compose()['services'].values() if 'build' in svc}
+    assert built == {f"socs-tcp:{cfg['metadata']['version']}"}
+
+
 def test_crossbar_and_base_image_come_from_one_ocs_release():
     base = dockerfile_from()
     crossbar = load_compose()['services']['crossbar']['image']
