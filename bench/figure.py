@@ -13,8 +13,25 @@ COLORS = {'raw': '#9e9e9e', 'socs.tcp': '#e69f00', 'socs.tcp reset': '#f0c060',
           'socs_tcp': '#0072b2'}
 
 
-def _bars(ax, groups: list[str], series: dict[str, list[float]], *, fmt: str = '{:.0f}'):
-    """Grouped bars: one group per entry of ``groups``, one bar per series."""
+def _ms_label(v: float) -> str:
+    """A duration in ms as a short label (seconds past one second)."""
+    if v >= 1000:
+        return f'{v / 1000:.2f} s'
+    return f'{v:.2g}' if v < 10 else f'{v:.0f}'
+
+
+def _period_label(key: str) -> str:
+    """'1s' -> 'retry every 1 s', '0.05s' -> 'retry every 50 ms'."""
+    seconds = float(key.rstrip('s'))
+    return f'retry every {seconds:g} s' if seconds >= 1 else f'retry every {seconds * 1000:g} ms'
+
+
+def _bars(ax, groups: list[str], series: dict[str, list[float]], *, fmt='{:.0f}'):
+    """Grouped bars: one group per entry of ``groups``, one bar per series.
+
+    ``fmt`` is a format string or a callable that labels each bar's value.
+    """
+    label_of = fmt if callable(fmt) else fmt.format
     n = len(series)
     width = 0.8 / max(n, 1)
     for j, (label, values) in enumerate(series.items()):
@@ -24,7 +41,7 @@ def _bars(ax, groups: list[str], series: dict[str, list[float]], *, fmt: str = '
         for bar, v in zip(bars, values):
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 continue
-            ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ax.annotate(label_of(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha='center', va='bottom', fontsize=7, xytext=(0, 1),
                         textcoords='offset points')
     ax.set_xticks(range(len(groups)), groups)
@@ -53,7 +70,8 @@ def write_plot(results: dict, path: str) -> None:
         _bars(ax, ['p50, 1 thread', 'p99, 1 thread', f'p50, {n} threads'],
               {k: [lat['summary'][k]['1']['p50_us'], lat['summary'][k]['1']['p99_us'],
                    lat['summary'][k][n]['p50_us']] for k in kinds})
-        ax.set_yscale('log')   # p99 tails are 10-50x the medians
+        ax.set_yscale('log')   # p99 tails can be 10-50x the medians
+        ax.set_ylim(bottom=10)
         ax.set_ylabel('µs per query, log (lower is better)')
         ratio = lat.get('p50_ratio')
         ax.set_title('Query latency' + (f' (p50 socs_tcp/socs.tcp = {ratio:.2f}x, '
@@ -74,14 +92,14 @@ def write_plot(results: dict, path: str) -> None:
         scenarios = ['refused', 'silent', 'blackhole']
         labels = list(faults['refused']['clients'])
         _bars(ax, scenarios, {lb: [faults[s]['clients'][lb]['worst_s'] * 1000 for s in scenarios]
-                              for lb in labels}, fmt='{:.3g}')
+                              for lb in labels}, fmt=_ms_label)
         ax.set_yscale('log')
         t = faults['timeout_s'] * 1000
         _target(ax, t + 250, f'timeout + 0.25 s')
         _target(ax, 10, 'refused target 10 ms')
         ax.set_ylabel('worst call, ms (log)')
         ax.set_title(f'Time to fail, timeout {faults["timeout_s"]:g} s')
-        ax.legend(fontsize=8, loc='upper left')
+        ax.legend(fontsize=8, loc='center left')   # the empty band between 10 ms and 1 s
     else:
         ax.set_visible(False)
 
@@ -90,7 +108,7 @@ def write_plot(results: dict, path: str) -> None:
     if rec:
         periods = list(rec)
         labels = list(rec[periods[0]])
-        _bars(ax, [f'retry every {p}' for p in periods],
+        _bars(ax, [_period_label(p) for p in periods],
               {lb: [(rec[p][lb]['worst_retry_to_good_s'] or math.nan) * 1000 for p in periods]
                for lb in labels}, fmt='{:.0f}')
         _target(ax, 100, 'target 100 ms')
