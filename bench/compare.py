@@ -6,7 +6,8 @@ One run measures, on this machine, against simulated devices in other processes:
 1. query latency p50/p99 and queries/s with 1 and 4 worker threads on one
    interface (``query_latency.py``, interleaved, every reply checked);
 2. time to fail when the device is refused / silent / blackholed, worst case
-   per call;
+   per call; and whether a reply that comes after its timeout answers a later
+   query (wrong replies counted);
 3. recovery: device back -> first good reply, for callers that retry every
    1 s (the seed's agent loop) and every 50 ms;
 4. scale: 1000 interfaces to one server in one process (RSS, threads, fds,
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import time
 
-from fault_timing import client_labels, measure_faults, measure_recovery
+from fault_timing import client_labels, measure_faults, measure_recovery, measure_stale
 from query_clients import KINDS, available_kinds
 from query_latency import Progress, format_table
 from query_latency import measure as measure_latency
@@ -99,6 +100,10 @@ def correctness(results: dict) -> dict:
             if c:
                 mismatches += c['mismatches']
                 other += len(c['other_errors'])
+    stale = results.get('stale', {}).get('clients', {}).get('socs_tcp')
+    if stale:
+        mismatches += stale['wrong_replies']
+        other += len(stale['other_errors'])
     for per_label in results.get('recovery', {}).values():
         c = per_label.get('socs_tcp')
         if c:
@@ -131,6 +136,8 @@ def run(config: dict, sections: tuple[str, ...], progress) -> dict:
             if 'faults' in sections:
                 results['faults'] = measure_faults(devices, labels, timeout=config['timeout'],
                                                    calls=config['calls'], progress=progress)
+                results['stale'] = measure_stale(devices, labels, timeout=config['timeout'],
+                                                 progress=progress)
             if 'recovery' in sections:
                 results['recovery'] = measure_recovery(
                     devices, labels, periods=tuple(config['periods']), reps=config['reps'],
@@ -187,6 +194,16 @@ def format_report(results: dict) -> str:
         for s, lb, c in odd:
             out.append(f'  * {s}/{lb}: {c["successes"]} replies, {c["mismatches"]} wrong, '
                        f'other errors {c["other_errors"][:2]}')
+    stale = results.get('stale')
+    if stale:
+        labels = list(stale['clients'])
+        out += ['', f'== Late reply: one reply comes 1.5 x timeout late, then {stale["calls"]} '
+                    f'more queries; wrong replies among them ==',
+                f'{"":<10} ' + ' '.join(f'{lb:>17}' for lb in labels),
+                f'{"wrong":<10} ' + ' '.join(
+                    f'{stale["clients"][lb]["wrong_replies"]:>17d}' for lb in labels),
+                f'{"good":<10} ' + ' '.join(
+                    f'{stale["clients"][lb]["good_replies"]:>17d}' for lb in labels)]
     rec = results.get('recovery')
     if rec:
         periods = list(rec)

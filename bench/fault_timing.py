@@ -247,3 +247,48 @@ def measure_recovery(devices, labels: list[str], *, periods: tuple[float, ...], 
             record['worst_back_to_good_s'] = max(record['back_to_good_s'], default=None)
         out[f'{period:g}s'] = per_label
     return out
+
+
+def measure_stale(devices, labels: list[str], *, timeout: float, calls: int = 3,
+                  progress=lambda text: None) -> dict:
+    """Does a reply that comes after its caller gave up answer a later query?
+
+    Each device answers one request 1.5 x ``timeout`` late (the call times
+    out), then answers at once again; the device sends replies in request
+    order, so the next reply comes right behind the late one. The client then
+    makes ``calls`` more queries, each reply checked against its request.
+
+    Returns
+    -------
+    dict
+        ``{'timeout_s', 'clients': {label: {'wrong_replies', 'good_replies',
+        'failures', 'first_timed_out'}}}``.
+    """
+    progress('faults: late reply')
+    clients = {label: _build(label, devices.ports[k], timeout)
+               for k, label in enumerate(labels)}
+
+    def job(label, client, k):
+        first = _timed_calls(client, 1, f'late-{label}')
+        _command(devices, 'reset', k)
+        after = _timed_calls(client, calls, f'after-{label}')
+        return {'first_timed_out': first.failures == 1, 'wrong_replies': after.mismatches,
+                'good_replies': after.successes, 'failures': after.failures,
+                'other_errors': after.other_errors + first.other_errors}
+
+    try:
+        for label, client in clients.items():
+            if not wait_connected(client):
+                raise RuntimeError(f'{label} could not reach its device')
+        for k in range(len(labels)):
+            _command(devices, f'delay {{i}} {1.5 * timeout:.3f}', k)
+        results = _run_side_by_side({
+            label: (lambda lb=label, c=client, k=k: job(lb, c, k))
+            for k, (label, client) in enumerate(clients.items())})
+    finally:
+        for k in range(len(labels)):
+            _command(devices, 'reset', k)
+        for client in clients.values():
+            client.close()
+    return {'timeout_s': timeout, 'calls': calls,
+            'clients': {label: results[label] for label in labels}}

@@ -44,6 +44,8 @@ def test_json_has_every_section(quick_run):
         for c in clients.values():
             assert c['worst_s'] >= c['median_s'] > 0
             assert c['failures'] == c['calls']   # every call in a fault fails
+    stale = figures['stale']['clients']
+    assert stale['socs_tcp']['first_timed_out'] and stale['socs_tcp']['wrong_replies'] == 0
     assert len(figures['recovery']) == 2
     for per_label in figures['recovery'].values():
         rec = per_label['socs_tcp']
