@@ -13,8 +13,12 @@ class Backoff:
 
     The defaults suit lab devices: the first retry comes quickly (a device that
     blinked is back at once), and the cap keeps a dead device from being
-    forgotten for long (``ReconnectingClientFactory``'s own cap is an hour).
-    The delay goes back to ``initial`` after every successful connection.
+    forgotten for long (``ReconnectingClientFactory``'s own cap is an hour)
+    while a site with many dead devices does not spend its CPU on them (each
+    failed attempt costs a few hundred microseconds). Background retries only
+    matter for links nobody is using: a call that finds no connection
+    connects at once, whatever the backoff says. The delay goes back to
+    ``initial`` after every successful connection.
 
     Parameters
     ----------
@@ -31,7 +35,7 @@ class Backoff:
 
     initial: float = 0.25
     factor: float = 2.0
-    max_delay: float = 5.0
+    max_delay: float = 30.0
     jitter: float = 0.1
 
     def __post_init__(self) -> None:

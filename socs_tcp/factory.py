@@ -309,12 +309,10 @@ class DeviceClientFactory(ReconnectingClientFactory):
             self.failures += 1
             self.last_failure = message
             self.changed.notify_all()
-        if not self._outage_logged:
+        if not self._outage_logged:  # once per outage: dead devices must not flood the log
             self._outage_logged = True
             self.log.warn('{address}: cannot connect ({message}); retrying in the background',
                           address=self.address, message=message)
-        else:
-            self.log.debug('{address}: still cannot connect ({message})', address=self.address, message=message)
         self._fail_waiters(NotConnected(f'cannot connect to {self.address}: {message}'))
         self._retry_or_stop(connector, reason, super().clientConnectionFailed)
 
