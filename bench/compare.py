@@ -73,16 +73,26 @@ def machine_info() -> dict:
     return info
 
 
-def run_scale(kind: str, count: int, window: float, steady: bool) -> dict:
-    """Run ``scale_usage.py`` for ``kind`` in a fresh process; return its figures."""
+def start_scale(kind: str, count: int, window: float, steady: bool) -> subprocess.Popen:
+    """Start ``scale_usage.py`` for ``kind`` in a fresh process (see ``scale_result``)."""
     argv = [sys.executable, str(BENCH_DIR / 'scale_usage.py'), '--kind', kind,
             '--count', str(count), '--window', str(window)]
     if steady:
         argv.append('--steady')
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f'scale run for {kind} failed:\n{done.stderr[-3000:]}')
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def scale_result(kind: str, proc: subprocess.Popen) -> dict:
+    """Wait for a ``start_scale`` process; return its figures."""
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError(f'scale run for {kind} took over 300 s') from None
+    if proc.returncode != 0:
+        raise RuntimeError(f'scale run for {kind} failed:\n{err[-3000:]}')
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def correctness(results: dict) -> dict:
@@ -130,6 +140,14 @@ def run(config: dict, sections: tuple[str, ...], progress) -> dict:
                 echo.port, kinds=kinds, runs=config['runs'], blocks=config['blocks'],
                 queries=config['queries'], threads=config['threads'], progress=progress)
     labels = client_labels(kinds)
+    # socs_tcp's scale run spends most of its time waiting for the reconnect
+    # backoff of 1000 dead devices to reach its cap: it runs beside the other
+    # sections. Its figures are its own process's CPU, which they do not
+    # change; their timings are per call, in milliseconds, which it barely does.
+    background = None
+    if 'scale' in sections and 'socs_tcp' in kinds:
+        progress(f'scale: {config["count"]} socs_tcp interfaces (in the background)')
+        background = start_scale('socs_tcp', config['count'], config['window'], config['steady'])
     if 'faults' in sections or 'recovery' in sections:
         with ServerProcess([str(BENCH_DIR / 'device_process.py'), '--devices',
                             str(len(labels))], ports=len(labels)) as devices:
@@ -144,11 +162,13 @@ def run(config: dict, sections: tuple[str, ...], progress) -> dict:
                     timeout=config['timeout'], progress=progress)
     if 'scale' in sections:
         results['scale'] = {}
-        for kind in ('socs.tcp', 'socs_tcp'):
-            if kind in kinds:
-                progress(f'scale: {config["count"]} {kind} interfaces')
-                results['scale'][kind] = run_scale(kind, config['count'], config['window'],
-                                                   config['steady'])
+        if 'socs.tcp' in kinds:
+            progress(f'scale: {config["count"]} socs.tcp interfaces')
+            results['scale']['socs.tcp'] = scale_result(
+                'socs.tcp', start_scale('socs.tcp', config['count'], config['window'], False))
+        if background is not None:
+            progress('scale: waiting for the socs_tcp scale run (backoff reaching its cap)')
+            results['scale']['socs_tcp'] = scale_result('socs_tcp', background)
     results['correctness'] = correctness(results)
     results['targets'] = [c.as_dict() for c in check_targets(results)]
     return results

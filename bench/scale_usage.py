@@ -62,8 +62,10 @@ def backoff_settle_time(b) -> float:
     while delay < b.max_delay:
         total += delay
         delay *= b.factor
-    # The first attempt at the cap comes one capped delay (plus jitter) later.
-    return total + b.max_delay * (1 + 2 * b.jitter)
+    # From here on every interface's next attempt is a capped one: a window of
+    # one capped delay holds one attempt each, once the jitter that piled up
+    # over the growing delays (a few standard deviations) has passed.
+    return total + b.max_delay * 3 * b.jitter
 
 
 def measure(kind: str, count: int, window: float, settle: float | None,
