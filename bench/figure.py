@@ -95,7 +95,7 @@ def write_plot(results: dict, path: str) -> None:
                               for lb in labels}, fmt=_ms_label)
         ax.set_yscale('log')
         t = faults['timeout_s'] * 1000
-        _target(ax, t + 250, f'timeout + 0.25 s')
+        _target(ax, t + 250, 'timeout + 0.25 s')
         _target(ax, 10, 'refused target 10 ms')
         ax.set_ylabel('worst call, ms (log)')
         ax.set_title(f'Time to fail, timeout {faults["timeout_s"]:g} s')

@@ -285,7 +285,7 @@ def report(f: dict, violations: list[str]) -> str:
     lines = [
         f'soak: {f["devices"]} devices, {f["threads_per_device"]} threads each, '
         f'{f["seconds"]:.0f} s, timeout {f["timeout_s"]:g} s',
-        f'chaos events: ' + ', '.join(f'{k} {v}' for k, v in sorted(f['chaos'].items())),
+        'chaos events: ' + ', '.join(f'{k} {v}' for k, v in sorted(f['chaos'].items())),
         f'queries: {f["queries"]}',
         f'replies verified: {f["verified"]}',
         f'misattributed replies: {f["misattributed"]}',

@@ -340,6 +340,8 @@ class TCPInterface:
         except ConnectionError as exc:
             self.log.warn('Unable to connect to {address}: {error}', address=self._factory.address,
                           error=exc)
+        except Exception:
+            pass  # on_connect failed: logged, the connection dropped; the next call retries it
 
     def _begin(self, method: str, timeout: float | None) -> float:
         """Check the caller may block here; return the call's deadline."""

@@ -43,6 +43,7 @@ class DeviceProtocol(Protocol):
 
     def __init__(self) -> None:
         self.usable = False
+        self.generation = 0  # which of the factory's connections this is (set when made)
         self.lost_reason: Failure | None = None
         self._write_lock = threading.Lock()
         self._wsock: socket.socket | None = None

@@ -80,7 +80,7 @@ def test_stop_escalates_sigint_sigterm_sigkill_per_process_in_parallel(tmp_path)
 def test_stop_reaches_grandchildren_even_outside_the_process_group(tmp_path):
     marker = uuid.uuid4().hex
     env = dict(os.environ, MARK=marker)
-    parent = _ready_child(tmp_path, 'parent', f"""
+    parent = _ready_child(tmp_path, 'parent', """
         import subprocess, sys, time
         # one grandchild in our group, one that left it (like a daemonizing worker)
         kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']),

@@ -490,3 +490,20 @@ def test_a_forgotten_interface_closes_its_connection(line_device):
         assert line_device.connection_count == 0
         assert factory.state.value == 'closed'  # and it does not reconnect
     yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failing_on_connect_drops_the_connection_and_is_retried_on_the_next_call(line_device):
+    calls = []
+
+    def flaky_init(dev):
+        calls.append(dev.stats['connects'])
+        if len(calls) == 1:
+            raise ValueError('device answered garbage to its init')
+
+    def body():
+        dev = line_interface(line_device, on_connect=flaky_init)  # construction never raises
+        assert dev.query('after init') == b'after init'
+        assert calls == [1, 2]  # the hook ran again, on a new connection
+        dev.close()
+    yield in_worker(body)
