@@ -102,6 +102,9 @@ class TCPInterface:
         self._reactor = reactor
         self._io_lock = threading.RLock()
         self._hooked_generation = 0   # the connection whose on_connect has run
+        # The connection on which the last read timed out: its reply may still
+        # come, so the next request starts on a fresh connection instead.
+        self._overdue_on: DeviceProtocol | None = None
         self._closed = False
         self._comm = CommSocket(self)
         self._factory = DeviceClientFactory(ip_address, self.port, connect_timeout=connect_timeout,
@@ -153,7 +156,9 @@ class TCPInterface:
         """Send every byte of ``msg`` to the device.
 
         Connects first when not connected. If the write fails, reconnects and
-        writes once more.
+        writes once more. If the last read timed out (its reply may still
+        come), the message goes out on a fresh connection, so that late reply
+        is never read as the answer to this one.
 
         Raises
         ------
@@ -194,7 +199,7 @@ class TCPInterface:
         try:
             with self._locked(deadline):
                 self._run_hook_if_new()
-                return self._factory.buffer.take(Chunk(bufsize), deadline)
+                return self._take(Chunk(bufsize), deadline)
         except ConnectionError as exc:
             if reset_on_error:
                 self._reset(f'recv failed: {exc}')
@@ -365,12 +370,28 @@ class TCPInterface:
         deadline = self._begin(method, timeout)
         with self._locked(deadline):
             self._run_hook_if_new()
-            return self._factory.buffer.take(frame, deadline)
+            return self._take(frame, deadline)
+
+    def _take(self, frame, deadline: float) -> bytes:
+        """Read one frame, remembering a timeout: see ``_write``."""
+        try:
+            data = self._factory.buffer.take(frame, deadline)
+        except DeviceTimeout:
+            self._overdue_on = self._factory.current
+            raise
+        self._overdue_on = None
+        return data
 
     def _write(self, data: bytes, deadline: float, clear_stale: bool) -> DeviceProtocol:
         """Write ``data`` on a connection (made if needed), retrying once on a new one."""
         for attempt in (1, 2):
             proto = self._connection(deadline)
+            if proto is self._overdue_on:
+                # The last read on this connection timed out: the reply it
+                # waited for may still come and would answer this request.
+                self._overdue_on = None
+                self._drop(proto, 'the last read timed out; its reply may still come')
+                proto = self._connection(deadline)
             if clear_stale:
                 self._factory.stats.record_dropped(self._factory.buffer.clear())
             try:

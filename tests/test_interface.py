@@ -507,3 +507,29 @@ def test_a_failing_on_connect_drops_the_connection_and_is_retried_on_the_next_ca
         assert calls == [1, 2]  # the hook ran again, on a new connection
         dev.close()
     yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_recv_drivers_never_read_a_late_reply_either(line_device):
+    """The seed's pattern (send, then recv) after a recv timeout: socs.tcp returns the late reply."""
+    def body():
+        with line_interface(line_device, timeout=0.15) as dev:
+            line_device.set_delay(0.3)
+            dev.send(b'first\n')
+            with pytest.raises(DeviceTimeout):
+                dev.recv()
+            line_device.set_delay(0)
+            dev.send(b'second\n')  # on a fresh connection: 'first' can no longer arrive here
+            time.sleep(0.3)        # long enough for the late reply to land, if it could
+            assert dev.read_until(b'\n') == b'second\n'
+            assert dev.stats['connects'] == 2
+            # a late reply that *was* read (a polling loop) leaves the connection alone
+            line_device.set_delay(0.2)
+            dev.send(b'slow\n')
+            with pytest.raises(DeviceTimeout):
+                dev.recv()
+            assert dev.read_until(b'\n', timeout=1) == b'slow\n'
+            line_device.set_delay(0)
+            assert dev.query('third') == b'third'
+            assert dev.stats['connects'] == 2
+    yield in_worker(body)
