@@ -92,7 +92,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self._outage_logged = False
         self._waiters: list[tuple[Deferred, int | None]] = []
         self._query_lock = DeferredLock()
-        self._lost = Deferred()    # fires when a dropped connection is gone
+        self._lost = Deferred()    # fires when the current connection is gone; renewed then
         self._shutdown_trigger = None
 
     @property
@@ -262,7 +262,6 @@ class DeviceClientFactory(ReconnectingClientFactory):
             proto.generation = self.generation
             self.state = LinkState.CONNECTED
             self.changed.notify_all()
-        self._lost = Deferred()
         self.log.info('{address}: connected', address=self.address)
         self._outage_logged = False
         waiters, self._waiters = self._waiters, []
