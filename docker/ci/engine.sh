@@ -92,7 +92,7 @@ _pids_using() {
     for proc in /proc/[0-9]*; do
         pid=${proc#/proc/}
         [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
-        if tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF -- "$1"; then
+        if tr '\0' ' ' 2>/dev/null <"$proc/cmdline" | grep -qF -- "$1"; then
             echo "$pid"
         fi
     done
@@ -115,7 +115,7 @@ engine_stop() {
     [[ -n "$ENGINE_DIR" && -d "$ENGINE_DIR" ]] || return 0
     local pid
     for pid in $(_pids_using "$ENGINE_DIR"); do
-        echo "left behind by dockerd: pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-80)): SIGKILL" >&2
+        echo "left behind by dockerd: pid $pid ($(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | cut -c1-80)): SIGKILL" >&2
         kill -KILL "$pid" 2>/dev/null || true
     done
     local mnt

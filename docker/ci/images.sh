@@ -28,10 +28,11 @@ images_names() {
     fi
 }
 
-# debian_mirror SUITE: the host's own Debian mirror for SUITE (deb822
-# .sources files first, then one-line .list entries).
+# debian_mirror SUITE [APT_DIR]: the host's own Debian mirror for SUITE
+# (deb822 .sources files first, then one-line .list entries; APT_DIR is
+# /etc/apt unless given).
 debian_mirror() {
-    local suite=$1 file line uris='' suites=''
+    local suite=$1 apt=${2:-/etc/apt} file line uris='' suites=''
     _paragraph() {
         if [[ -n "$uris" && " $suites " == *" $suite "* ]]; then
             echo "$uris"
@@ -39,7 +40,7 @@ debian_mirror() {
         fi
         return 1
     }
-    for file in /etc/apt/sources.list.d/*.sources; do
+    for file in "$apt"/sources.list.d/*.sources; do
         [[ -e "$file" ]] || continue
         uris='' suites=''
         while IFS= read -r line || [[ -n "$line" ]]; do
@@ -51,9 +52,11 @@ debian_mirror() {
         done <"$file"
         _paragraph && return 0
     done
-    sed -nE "s/^deb +(\[[^]]*\] +)?([^ ]+) +$suite( .*)?$/\2/p" \
-        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n 1 | grep . ||
-        echo http://deb.debian.org/debian
+    local listed
+    listed=$(sed -nE "s/^deb +(\[[^]]*\] +)?([^ ]+) +$suite( .*)?$/\2/p" \
+        "$apt/sources.list" "$apt"/sources.list.d/*.list 2>/dev/null || true)
+    # Debian's own redirector when the host names none.
+    echo "${listed%%$'\n'*}" | grep . || echo http://deb.debian.org/debian
 }
 
 # _try_pull IMAGE: pull within 90 s; quiet; the reason on failure goes to $ENGINE_DIR/pull-*.log.
