@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench compose-check clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/compare.py
+
+# The docker compose deployment brought up for real and checked (as root: it
+# installs Debian's docker.io and runs a private dockerd; see docker/ci-up.sh).
+compose-check: $(VENV)/.installed
+	CI_UP_PYTHON=$(abspath $(BIN))/python bash docker/ci-up.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info
