@@ -1,7 +1,8 @@
 """The docker deployment's topology, run as plain processes on this machine.
 
-No Docker engine runs in CI, so the compose file can't be started there. This
-test runs what it describes instead: the simulators its simulator services
+The compose file itself runs in docker/ci-up.sh (CI, or ``make
+compose-check``), which needs a Docker engine and minutes. This test runs what
+it describes in seconds, without an engine: the simulators its simulator services
 run, crossbar (from PyPI) with docker/config/default.yaml's realm and
 address root, and every agent service's INSTANCE_ID launched by
 ``ocs-agent-cli`` from that very site config under its container hostname's
