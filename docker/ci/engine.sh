@@ -14,6 +14,11 @@
 ENGINE_PACKAGES=(docker.io docker-compose debootstrap)
 ENGINE_PID=
 ENGINE_DIR=
+# Paths dockerd writes outside its data and exec roots, whatever its flags
+# (20.10: its trust key, and the plugin socket dir). Those that do not exist
+# before it starts are removed after it stops.
+ENGINE_HOST_PATHS=(/etc/docker/key.json /run/docker)
+ENGINE_MADE=()
 # The Debian package's client speaks the engine's API version; another client
 # earlier on PATH (e.g. a newer static one) may want a newer API or buildx.
 DOCKER=docker
@@ -65,6 +70,11 @@ engine_start() {
     export DOCKER_HOST="unix://$ENGINE_DIR/docker.sock"
     # The client writes its own config (auth, contexts) here, not in ~/.docker.
     export DOCKER_CONFIG="$ENGINE_DIR/client"
+    local path
+    ENGINE_MADE=()
+    for path in "${ENGINE_HOST_PATHS[@]}"; do
+        [[ -e "$path" ]] || ENGINE_MADE+=("$path")
+    done
     dockerd --host "$DOCKER_HOST" --data-root "$ENGINE_DIR/data" --exec-root "$ENGINE_DIR/exec" \
         --pidfile "$ENGINE_DIR/dockerd.pid" --config-file "$ENGINE_DIR/daemon.json" \
         >"$ENGINE_DIR/dockerd.log" 2>&1 &
@@ -112,6 +122,11 @@ engine_stop() {
         wait "$ENGINE_PID" 2>/dev/null || true
     fi
     ENGINE_PID=
+    local made
+    for made in "${ENGINE_MADE[@]}"; do
+        rm -rf --one-file-system "$made"
+    done
+    ENGINE_MADE=()
     [[ -n "$ENGINE_DIR" && -d "$ENGINE_DIR" ]] || return 0
     local pid
     for pid in $(_pids_using "$ENGINE_DIR"); do

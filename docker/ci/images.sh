@@ -68,7 +68,7 @@ _try_pull() {
 # _base_image: the Debian base, from debootstrap (minbase) and the host's mirror.
 _base_image() {
     "$DOCKER" image inspect "$STANDIN_BASE" >/dev/null 2>&1 && return 0
-    local rootfs="$ENGINE_DIR/rootfs" mirror
+    local rootfs="$ENGINE_DIR/rootfs" mirror t0=$SECONDS
     mirror=$(debian_mirror "$STANDIN_SUITE")
     echo "  base $STANDIN_BASE: debootstrap --variant=minbase $STANDIN_SUITE from $mirror"
     if ! debootstrap --variant=minbase "$STANDIN_SUITE" "$rootfs" "$mirror" >"$ENGINE_DIR/debootstrap.log" 2>&1; then
@@ -81,22 +81,55 @@ _base_image() {
         return 1
     fi
     rm -rf --one-file-system "$rootfs"
+    echo "  base $STANDIN_BASE: done in $((SECONDS - t0)) s"
 }
 
-# _build_standin NAME IMAGE: build docker/standins/NAME as IMAGE, with the
-# host's local CA certificates in the build context (certs/).
-_build_standin() {
-    local name=$1 image=$2 ctx="$ENGINE_DIR/context-$1"
-    rm -rf "$ctx" && cp -r "$STANDINS_DIR/$name" "$ctx" && mkdir -p "$ctx/certs"
-    # Debian's place for a site's extra CAs (update-ca-certificates reads it).
-    find /usr/local/share/ca-certificates -name '*.crt' -exec cp {} "$ctx/certs/" \; 2>/dev/null || true
-    echo "  $image: stand-in from docker/standins/$name ($(find "$ctx/certs" -name '*.crt' | wc -l) host CA certificates)"
-    if ! "$DOCKER" build -q -t "$image" --build-arg "BASE=$STANDIN_BASE" \
-        --build-arg "OCS_VERSION=$OCS_RELEASE" "$ctx" >"$ENGINE_DIR/build-$name.log" 2>&1; then
-        echo "building the stand-in for $image failed; end of its log:" >&2
-        tail -n 30 "$ENGINE_DIR/build-$name.log" >&2
+# _standin_context NAME: docker/standins/NAME plus the host's local CA
+# certificates (certs/), in ENGINE_DIR/context-NAME.
+_standin_context() {
+    local ctx="$ENGINE_DIR/context-$1"
+    if [[ ! -d "$ctx" ]]; then
+        cp -r "$STANDINS_DIR/$1" "$ctx" && mkdir -p "$ctx/certs"
+        # Debian's place for a site's extra CAs (update-ca-certificates reads it).
+        find /usr/local/share/ca-certificates -name '*.crt' -exec cp {} "$ctx/certs/" \; 2>/dev/null || true
+    fi
+    echo "$ctx"
+}
+
+# _docker_build NAME LOG ARGS...: docker build of the stand-in NAME's context; on
+# failure, the end of LOG.
+_docker_build() {
+    local name=$1 log=$2 ctx
+    shift 2
+    ctx=$(_standin_context "$name")
+    if ! "$DOCKER" build -q --build-arg "BASE=$STANDIN_BASE" --build-arg "OCS_VERSION=$OCS_RELEASE" \
+        "$@" "$ctx" >"$log" 2>&1; then
+        echo "docker build of docker/standins/$name $* failed; end of its log:" >&2
+        tail -n 30 "$log" >&2
         return 1
     fi
+}
+
+# _build_standins NAME=IMAGE...: the shared python-base stage once, then every
+# stand-in side by side (their pip installs mostly wait on the network).
+_build_standins() {
+    local pair name image status=0 pid
+    local -a pids=()
+    name=${1%%=*}
+    echo "  python-base stage (shared by the stand-ins; $(find "$(_standin_context "$name")/certs" -name '*.crt' | wc -l) host CA certificates)"
+    local t0=$SECONDS
+    _docker_build "$name" "$ENGINE_DIR/build-python-base.log" --target python-base -t socs-tcp-ci/python-base || return 1
+    echo "  python-base stage: done in $((SECONDS - t0)) s"
+    t0=$SECONDS
+    for pair in "$@"; do
+        name=${pair%%=*} image=${pair#*=}
+        echo "  $image: stand-in from docker/standins/$name"
+        { _docker_build "$name" "$ENGINE_DIR/build-$name.log" -t "$image" &&
+            echo "  $image: done in $((SECONDS - t0)) s"; } &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+    return "$status"
 }
 
 # _image_title IMAGE: what the image says it is (stand-ins say so in their title label).
@@ -108,7 +141,8 @@ _image_title() {
 
 # images_ensure DOCKER_DIR: both OCS images present, pulled or stand-ins.
 images_ensure() {
-    local dir=$1 mode=${CI_UP_STANDINS:-auto} image name
+    local dir=$1 mode=${CI_UP_STANDINS:-auto} image pair
+    local -a wanted=()    # NAME=IMAGE of the stand-ins to build
     STANDINS_DIR="$dir/standins"
     images_names "$dir" || return 1
     declare -A standin_for=(["$OCS_IMAGE"]=ocs ["$CROSSBAR_IMAGE"]=ocs-crossbar)
@@ -130,10 +164,13 @@ images_ensure() {
             return 1
         fi
         [[ "$mode" == always ]] || echo "  $image: cannot be pulled ($(tail -n 1 "$ENGINE_DIR/pull-${image//[\/:]/_}.log" | cut -c1-100))"
-        name=${standin_for[$image]}
-        _base_image || return 1
-        _build_standin "$name" "$image" || return 1
+        wanted+=("${standin_for[$image]}=$image")
+    done
+    ((${#wanted[@]})) || return 0
+    _base_image || return 1
+    _build_standins "${wanted[@]}" || return 1
+    for pair in "${wanted[@]}"; do
         # shellcheck disable=SC2034  # read by ci-up.sh
-        IMAGE_SOURCE[$image]="stand-in (docker/standins/$name)"
+        IMAGE_SOURCE[${pair#*=}]="stand-in (docker/standins/${pair%%=*})"
     done
 }
