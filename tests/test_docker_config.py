@@ -392,6 +392,7 @@ def _has_build_backend() -> bool:
     """True if setuptools here can build the wheel without fetching anything:
     >= 64 (pyproject.toml), and bdist_wheel built in (>= 70.1) or `wheel` installed."""
     from importlib.metadata import PackageNotFoundError, version
+
     from packaging.version import Version
     try:
         setuptools = Version(version('setuptools'))
@@ -453,7 +454,7 @@ def test_image_install_resolves_every_entry_point(image_wheel):
     plugin_src = image_wheel.read(module_file(plugin_module)).decode()
     plugin_ns: dict = {}
     exec(compile(plugin_src, plugin_module, 'exec'), plugin_ns)
-    for cls, info in plugin_ns['agents'].items():
+    for info in plugin_ns['agents'].values():
         module_file(info['module'])
     # socs-tcp simulate|demo import their subcommand modules.
     cli = importlib.import_module('socs_tcp.cli')
@@ -722,3 +723,25 @@ def test_compose_deployment_comes_up_and_passes_the_check():
                             capture_output=True, text=True, timeout=1150)
     assert result.returncode == 0, (result.stdout[-6000:] + result.stderr[-6000:])
     assert 'ci-up: PASS' in result.stdout
+
+
+def _probe_module():
+    spec = importlib.util.spec_from_file_location('ci_probe', CI_DIR / 'probe.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_reads_both_kinds_of_acq_session():
+    probe = _probe_module()
+    ours = {'status': 'running', 'degraded': False,
+            'data': {'connected': True, 'fields': {'v': 1.0}, 'timestamp': 10.0, 'outages': 0}}
+    assert probe._healthy_reading(ours, after=None) == ours['data']
+    assert probe._healthy_reading(ours, after=10.0) is None, 'readings must be newer'
+    down = {'status': 'running', 'degraded': True, 'data': dict(ours['data'], connected=False)}
+    assert probe._healthy_reading(down, after=None) is None and probe._degraded(down) is down
+    # A SOCS agent's acq (e.g. CryomechCPAAgent) keeps nothing in session.data.
+    socs = {'status': 'running', 'degraded': False, 'data': {}}
+    assert probe._healthy_reading(socs, after=None)
+    assert probe._degraded(dict(socs, degraded=True))
+    assert probe._degraded(dict(socs, degraded=True, status='done')) is None, 'a crashed acq is not degraded'

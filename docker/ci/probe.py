@@ -28,8 +28,9 @@ data. ci-up.sh runs it twice: in a container on the compose network
 (``ws://crossbar:8001/ws``) and on the host through the published port.
 
 ``acq`` uses ``OCSClient`` (site config from ``OCS_CONFIG_DIR``) and
-succeeds once each instance's ``acq`` runs, is not degraded, and has
-published two successive readings from a connected device.
+succeeds once each instance's ``acq`` runs, is not degraded, and, where its
+session.data keeps readings (the sample agents do), holds two successive
+readings from a connected device.
 
 ``fault`` stops the device through its simulator's control port (``stop``),
 waits until the agent's ``acq`` is degraded and reports the device
@@ -122,17 +123,16 @@ def _site_instances(config_dir: str) -> dict[tuple[str, str], list[str]]:
     out: dict[tuple[str, str], list[str]] = {}
     for host, block in (site.get('hosts') or {}).items():
         for inst in (block or {}).get('agent-instances', []):
-            flat: list[str] = []
-
-            def walk(items: list) -> None:
-                for item in items:
-                    if isinstance(item, (list, tuple)):
-                        walk(item)
-                    else:
-                        flat.append(str(item))
-            walk(inst.get('arguments', []))
-            out[(host, inst['instance-id'])] = flat
+            out[(host, inst['instance-id'])] = _flatten(inst.get('arguments', []))
     return out
+
+
+def _flatten(items: list) -> list[str]:
+    """Instance arguments flattened the way ocs.site_config does."""
+    flat: list[str] = []
+    for item in items:
+        flat.extend(_flatten(item) if isinstance(item, (list, tuple)) else [str(item)])
+    return flat
 
 
 def plan(args: argparse.Namespace) -> int:
@@ -218,13 +218,31 @@ def _session(client) -> dict:
 
 
 def _healthy_reading(session: dict, after: float | None) -> dict | None:
-    """session.data when acq runs, is not degraded and has connected readings newer than ``after``."""
+    """session.data when acq runs and is not degraded, with fresh connected readings.
+
+    The sample agents keep ``connected``, ``fields`` and ``timestamp`` in
+    session.data and those are checked when present (readings newer than
+    ``after``). A SOCS agent's acq may keep nothing there: then running and
+    not degraded is what the session can tell (its feed is checked apart).
+    The returned dict is never empty, so it is truthy.
+    """
     data = session.get('data') or {}
-    stamp = data.get('timestamp')
-    if (session.get('status') == 'running' and not session.get('degraded')
-            and data.get('connected') and data.get('fields') and stamp is not None
-            and (after is None or stamp > after)):
-        return data
+    if session.get('status') != 'running' or session.get('degraded'):
+        return None
+    if 'connected' in data and not data['connected']:
+        return None
+    if 'timestamp' in data:
+        stamp = data['timestamp']
+        if stamp is None or (after is not None and stamp <= after) or not data.get('fields', True):
+            return None
+    return data or {'status': 'running'}
+
+
+def _degraded(session: dict) -> dict | None:
+    """The session when acq still runs but is degraded (and, if it says, not connected)."""
+    data = session.get('data') or {}
+    if session.get('status') == 'running' and session.get('degraded') and data.get('connected') is not True:
+        return session
     return None
 
 
@@ -251,10 +269,13 @@ def acq(args: argparse.Namespace) -> int:
     for instance in args.instance:
         client = _client(instance, args.timeout)
         first, t1 = _wait_healthy(client, instance, args.timeout)
+        if 'timestamp' not in first:
+            print(f'acq {instance}: running, not degraded (its session.data holds no readings) [{t1:.1f} s]')
+            continue
         later, t2 = _wait_healthy(client, instance, args.timeout, after=first['timestamp'])
-        numbers = {k: v for k, v in later['fields'].items()
+        numbers = {k: v for k, v in (later.get('fields') or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if not numbers:
+        if 'fields' in later and not numbers:
             raise ProbeFailed(f"{instance}: no numeric readings in {later['fields']}")
         shown = ', '.join(f'{k}={v:g}' for k, v in sorted(numbers.items())[:4])
         print(f'acq {instance}: running, not degraded, readings advance '
@@ -291,14 +312,10 @@ def fault(args: argparse.Namespace) -> int:
     print(f'fault {instance}: {control(args.control, "stop")} (device stopped via {args.control})')
     stopped_at = time.time()
     try:
-        def degraded():
-            s = _session(client)
-            data = s.get('data') or {}
-            return s if (s.get('status') == 'running' and s.get('degraded')
-                         and data.get('connected') is False) else None
-        session, took = _until(f'{instance}: acq degraded after the device stopped', args.timeout, degraded)
+        session, took = _until(f'{instance}: acq degraded after the device stopped', args.timeout,
+                               lambda: _degraded(_session(client)))
         print(f"fault {instance}: acq degraded after {took:.1f} s, still running "
-              f"(last_error={session['data'].get('last_error')!r})")
+              f"(last_error={(session.get('data') or {}).get('last_error')!r})")
         # It stays degraded (and running) while the device is away.
         time.sleep(args.hold)
         session = _session(client)
@@ -309,10 +326,13 @@ def fault(args: argparse.Namespace) -> int:
     print(f'fault {instance}: {answer} (device started)')
     started_at = time.time()
     data, took = _wait_healthy(client, instance, args.timeout, after=started_at)
-    if (data.get('outages') or 0) <= outages:
-        raise ProbeFailed(f"{instance}: recovered but outages={data.get('outages')} (was {outages})")
+    counted = ''
+    if 'outages' in data:
+        if (data['outages'] or 0) <= outages:
+            raise ProbeFailed(f"{instance}: recovered but outages={data['outages']} (was {outages})")
+        counted = f" counted: outages={data['outages']}"
     print(f"fault {instance}: degraded cleared, readings again after {took:.1f} s "
-          f"(outage of {started_at - stopped_at:.1f} s counted: outages={data.get('outages')})")
+          f"(outage of {started_at - stopped_at:.1f} s{counted})")
     return 0
 
 
@@ -339,8 +359,13 @@ def _import_autobahn_serializers() -> None:
 
 def _log_warnings_to_stderr() -> None:
     """Twisted/autobahn warnings and errors to stderr; stdout stays the probe's own."""
-    from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
-                                globalLogBeginner, textFileLogObserver)
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
     observer = FilteringLogObserver(textFileLogObserver(sys.stderr),
                                     [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
