@@ -322,7 +322,7 @@ main() {
     cd "$ROOT"
     preconditions
     trap cleanup EXIT
-    trap 'exit 130' INT TERM
+    trap 'echo "ci-up: interrupted" >&2; exit 130' INT TERM
     WORK=$(mktemp -d /tmp/socs-tcp-ci.XXXXXX)
 
     if [[ "$ENGINE_MODE" == private ]]; then

@@ -732,6 +732,11 @@ def _probe_module():
     return module
 
 
+def test_check_probe_runs_under_the_image_python():
+    # It also runs inside the agents' image (the in-network feed client): Python 3.10 there.
+    ast.parse((CI_DIR / 'probe.py').read_text(), 'probe.py', feature_version=IMAGE_PYTHON)
+
+
 def test_check_reads_both_kinds_of_acq_session():
     probe = _probe_module()
     ours = {'status': 'running', 'degraded': False,
