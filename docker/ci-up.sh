@@ -58,7 +58,6 @@ WORK=
 COMPOSE=()
 UP_DONE=
 DOWN_DONE=
-FAILED_AT=
 declare -a TIMINGS=()
 declare -a AGENTS=()     # "service instance device control" per agent
 declare -a PORTS=()      # "service host:port" per published port
@@ -89,8 +88,8 @@ step_end() {
 fail() {
     local reason=$1 service
     shift
-    FAILED_AT=${STEP:-setup}
-    echo "ci-up: FAILED in step '$FAILED_AT': $reason" >&2
+    local where=${STEP:-setup}
+    echo "ci-up: FAILED in step '$where': $reason" >&2
     if [[ -n "$UP_DONE" && -z "$DOWN_DONE" ]]; then
         echo "--- compose ps" >&2
         compose ps >&2 || true
