@@ -10,6 +10,7 @@ from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected, Rea
 from socs_tcp.factory import DeviceClientFactory
 from socs_tcp.interface import TCPInterface
 from socs_tcp.protocol import DeviceProtocol
+from socs_tcp.reactor_thread import set_reactor_owner
 
 __all__ = [
     'Backoff',
@@ -20,4 +21,5 @@ __all__ = [
     'NotConnected',
     'ReactorThreadError',
     'TCPInterface',
+    'set_reactor_owner',
 ]

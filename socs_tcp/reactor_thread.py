@@ -20,6 +20,9 @@ from socs_tcp.errors import NotConnected, ReactorThreadError
 #: (so starting one in the background would make its ``reactor.run()`` fail).
 APP_RUNS_REACTOR_MODULES = ('ocs.ocs_agent', 'pytest_twisted')
 
+#: What the application declared with ``set_reactor_owner`` (None: not declared).
+_declared_owner: str | None = None
+
 _start_lock = threading.Lock()
 _background: threading.Thread | None = None
 _STARTUP_TIMEOUT = 5.0
@@ -33,8 +36,29 @@ class Caller(enum.Enum):
     BEFORE_RUN = 'before-run'    # the thread that will run the reactor, before it does
 
 
+def set_reactor_owner(owner: str) -> None:
+    """Say who runs the reactor in this process: ``'application'`` or ``'background'``.
+
+    ``'application'``: the program runs it itself (an OCS agent's ``runner.run``).
+    ``'background'``: nobody will, so socs_tcp runs it in a daemon thread.
+    Undeclared, socs_tcp assumes ``'application'`` when OCS's agent module
+    (or pytest-twisted) is imported, and ``'background'`` otherwise.
+
+    Raises
+    ------
+    ValueError
+        ``owner`` is neither of the two.
+    """
+    global _declared_owner
+    if owner not in ('application', 'background'):
+        raise ValueError(f"owner must be 'application' or 'background', got {owner!r}")
+    _declared_owner = owner
+
+
 def app_runs_reactor() -> bool:
     """Whether this process's own code will run the reactor (OCS agents do)."""
+    if _declared_owner is not None:
+        return _declared_owner == 'application'
     return any(name in sys.modules for name in APP_RUNS_REACTOR_MODULES)
 
 

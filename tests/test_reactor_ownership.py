@@ -129,3 +129,25 @@ def test_an_interface_built_before_the_agents_reactor_runs_connects_once_it_runs
     assert 'comm is None' in out
     assert 'blocking in __init__ refused: True' in out
     assert "worker got (True, b'from a worker')" in out
+
+
+DECLARED_BACKGROUND = """
+    import sys, threading
+    import ocs.ocs_agent  # would mean 'the application runs the reactor' if undeclared
+    import socs_tcp
+    socs_tcp.set_reactor_owner('background')
+    dev = socs_tcp.TCPInterface('127.0.0.1', int(sys.argv[1]), 2, read_termination=b'\\n')
+    print(dev.query(b'declared\\n'), 'socs_tcp-reactor' in [t.name for t in threading.enumerate()])
+    try:
+        socs_tcp.set_reactor_owner('nobody')
+    except ValueError as exc:
+        print('refused:', exc)
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_declared_reactor_owner_wins_over_the_guess(line_device):
+    rc, out, err, _ = yield in_worker(run_script, DECLARED_BACKGROUND, line_device.port)
+    assert rc == 0, err
+    assert "b'declared' True" in out
+    assert "refused: owner must be 'application' or 'background', got 'nobody'" in out
