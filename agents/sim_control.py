@@ -7,6 +7,8 @@ line; each is answered by one line, ``OK ...`` or ``ERR ...``:
 ``status``                  ``OK listening=1 connections=1 requests=42 ...``
                             (server state, faults, then the device's state)
 ``drop``                    abort every open device connection (keeps listening)
+``hangup``                  close every open device connection cleanly (FIN),
+                            as a device that hangs up (keeps listening)
 ``drop-after <n>``          abort the connection carrying the n-th next request
 ``silent on|off``           read requests but never answer them
 ``delay <seconds>``         answer each request that much later
@@ -38,7 +40,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 
 log = Logger(namespace='socs_tcp.agents.sim_control')
 
-HELP = ('status | drop | drop-after <n> | silent on|off | delay <s> | '
+HELP = ('status | drop | hangup | drop-after <n> | silent on|off | delay <s> | '
         'fragments <n> [<s>]|off | garbage <hex> | stop | start | restart <s> | reset | help')
 
 
@@ -166,6 +168,12 @@ class ControlChannel:
         count = self.server.connection_count
         d = self.server.drop_connections()
         return d.addCallback(lambda _: f'dropped {count} connections')
+
+    def _cmd_hangup(self, *args):
+        self._arity(args, 0, 'hangup')
+        count = self.server.connection_count
+        d = self.server.hang_up()
+        return d.addCallback(lambda _: f'closed {count} connections')
 
     def _cmd_drop_after(self, *args):
         self._arity(args, 1, 'drop-after <n>')
@@ -340,6 +348,10 @@ class SimControl:
     def drop(self) -> str:
         """Abort every open device connection."""
         return self.send('drop')
+
+    def hang_up(self) -> str:
+        """Close every open device connection cleanly (the device hangs up)."""
+        return self.send('hangup')
 
     def drop_after(self, n: int) -> str:
         """Abort the connection carrying the ``n``-th next request."""

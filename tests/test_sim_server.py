@@ -284,6 +284,20 @@ def test_drop_connections_aborts_all_but_keeps_listening(make_server):
     assert (yield c.wait_bytes(3)) == b'OK\n'
 
 
+@pytest_twisted.inlineCallbacks
+def test_hang_up_closes_cleanly_unlike_drop_and_keeps_listening(make_server):
+    srv = make_server(upper)
+    port = srv.start()
+    a = yield connect(port)
+    yield srv.when_connections(1, timeout=WAIT)
+    yield srv.hang_up()
+    assert srv.connection_count == 0
+    assert isinstance((yield a.wait_lost()), ConnectionDone)   # FIN, not a reset
+    b = yield connect(port)
+    b.send(b'ok\n')
+    assert (yield b.wait_bytes(3)) == b'OK\n'
+
+
 # -- reply faults -------------------------------------------------------------------
 
 @pytest_twisted.inlineCallbacks

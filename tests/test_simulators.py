@@ -12,7 +12,7 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import reactor, task, threads
 
 from socs_tcp.agents.compressor import drivers as cpa
 from socs_tcp.agents.compressor.simulator import (IDLING, RUNNING, STARTING, STOPPING,
@@ -179,6 +179,20 @@ def test_control_stop_start_and_timed_restart(channel):
     while not sim.listening and time.monotonic() - start < 3:
         yield task.deferLater(reactor, 0.02, lambda: None)
     assert sim.listening and time.monotonic() - start >= 0.15
+
+
+@pytest_twisted.inlineCallbacks
+def test_control_hangup_closes_device_connections_cleanly(channel):
+    sock = yield threads.deferToThread(socket.create_connection,
+                                       ('127.0.0.1', channel.server.port), 3)
+    try:
+        yield channel.server.when_connections(1, timeout=3)
+        assert (yield channel.execute('hangup')) == 'OK closed 1 connections'
+        # the end of the stream, where a reset (drop) raises ConnectionResetError
+        assert (yield threads.deferToThread(sock.recv, 10)) == b''
+        assert channel.server.listening
+    finally:
+        sock.close()
 
 
 @pytest.mark.parametrize('line, error', [

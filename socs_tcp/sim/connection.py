@@ -97,6 +97,14 @@ class DeviceConnection(Protocol):
         self._outbox.clear()
         self.transport.abortConnection()
 
+    def hang_up(self):
+        """Close this connection cleanly (FIN), as a device that hangs up; queued replies are dropped."""
+        if self.closing:
+            return
+        self.closing = True
+        self._outbox.clear()
+        self.transport.loseConnection()
+
     def when_lost(self) -> defer.Deferred:
         """Deferred that fires (with None) once the connection is gone."""
         if self.lost:

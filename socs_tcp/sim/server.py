@@ -341,6 +341,27 @@ class DeviceServer:
         d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
+    def hang_up(self) -> Optional[defer.Deferred]:
+        """Close every open connection cleanly (FIN) now, as a device that hangs up.
+
+        Unlike `drop_connections` (a reset), the peer reads the end of the
+        stream. Queued replies are discarded. The server keeps listening.
+
+        Returns
+        -------
+        Deferred or None
+            In the reactor thread, a Deferred that fires once those
+            connections are gone; from another thread, returns once they are.
+        """
+        return self._call(self._hang_up)
+
+    def _hang_up(self) -> defer.Deferred:
+        conns = list(self._connections)
+        for conn in conns:
+            conn.hang_up()
+        d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
+        return d.addCallback(lambda _: None)
+
     def send_unsolicited(self, data: Union[bytes, str]) -> None:
         """Write ``data`` to every open connection now, outside any reply.
 
