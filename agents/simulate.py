@@ -1,4 +1,8 @@
-"""``socs-tcp simulate compressor|psu``: run a simulated device until stopped.
+"""``socs-tcp simulate KIND``: run a simulated device until stopped.
+
+KIND is ``compressor`` or ``psu`` (the sample agents' devices) or one of the
+SOCS devices of `socs_tcp.sim.devices` (``cryomech-cpa``, ``lakeshore372``,
+``pfeiffer-tpg366``).
 
 Prints ``PORT <n>`` (the device port) and, with ``--control-port``,
 ``CONTROL <n>`` (the fault-control port, see `socs_tcp.agents.sim_control`)
@@ -16,9 +20,11 @@ from twisted.logger import (FilteringLogObserver, Logger, LogLevel,
                             LogLevelFilterPredicate, globalLogBeginner,
                             textFileLogObserver)
 
+from socs_tcp.sim.devices import SIMULATORS
+
 log = Logger(namespace='socs_tcp.agents.simulate')
 
-DEVICES = ('compressor', 'psu')
+DEVICES = ('compressor', 'psu', *SIMULATORS)
 
 
 def _port(text: str) -> int:
@@ -43,6 +49,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument('--control-port', type=_port, default=None,
                         help='fault-control port (0: pick a free one, printed as CONTROL <n>); '
                              'no control channel if not given')
+    parser.add_argument('--control-host', default=None,
+                        help='interface of the control channel (default: --host); e.g. 127.0.0.1 '
+                             'for a device on another loopback address')
     parser.add_argument('--log-level', default='info',
                         choices=['debug', 'info', 'warn', 'error'],
                         help='stderr log level (default info)')
@@ -50,7 +59,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0):
-    """Build (not start) the simulator for ``device`` ('compressor' or 'psu').
+    """Build (not start) the simulator for ``device`` (one of `DEVICES`).
 
     Raises
     ------
@@ -63,6 +72,9 @@ def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0):
     if device == 'psu':
         from socs_tcp.agents.power_supply.simulator import PowerSupplySimulator
         return PowerSupplySimulator(host=host, port=port)
+    if device in SIMULATORS:
+        from socs_tcp.sim.devices import make_simulator as make_socs_device
+        return make_socs_device(device, host, port)
     raise ValueError(f'device must be one of {DEVICES}, got {device!r}')
 
 
@@ -87,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             lines = [f'PORT {port}']
             control_port = None
             if args.control_port is not None:
-                control = ControlChannel(simulator, args.host, args.control_port)
+                control = ControlChannel(simulator, args.control_host or args.host,
+                                         args.control_port)
                 control_port = control.start()
                 lines.append(f'CONTROL {control_port}')
         except Exception as exc:     # e.g. the port is taken: say so and exit non-zero
