@@ -254,6 +254,9 @@ class Observation:
     acq_status, acq_degraded : str, bool
         The acq session at the end; ``status`` is ``'running'`` unless it
         ended (a crash: see ``acq_messages``).
+    acq_restarted : bool
+        acq had ended in an earlier scenario and was started again for this
+        one, as an operator would.
     process_alive : bool
     log : str
         What the agent wrote (stdout/stderr) during the scenario.
@@ -271,6 +274,7 @@ class Observation:
     acq_status: str | None = None
     acq_degraded: bool | None = None
     acq_messages: list = field(default_factory=list)
+    acq_restarted: bool = False
     process_alive: bool = False
     log: str = ''
     error: str | None = None
@@ -448,6 +452,8 @@ class SocsAgentsRun:
             return obs
         started, log_at = time.time(), agent.log_size()
         try:
+            if safe_acq(agent).get('status') not in ('starting', 'running'):
+                self._restart_acq(agent, obs)
             getattr(self, f'scenario_{scenario}')(agent, obs)
         except Exception:
             obs.error = traceback.format_exc(limit=3)
@@ -466,6 +472,15 @@ class SocsAgentsRun:
         obs.process_alive = agent.process.running
         obs.log = agent.log_since(log_at)
         return obs
+
+    def _restart_acq(self, agent: AgentUnderTest, obs: Observation) -> None:
+        """Start acq again after it ended (crashed) in an earlier scenario; wait for readings."""
+        obs.acq_restarted = True
+        agent.client.acq.start()
+        since = time.time()
+        self._watch(agent, obs, lambda s: self._valid_after(agent, since) is not None,
+                    RECOVERY_TIMEOUT)
+        obs.degraded_seen = False       # what counts is what the fault does
 
     def _watch(self, agent: AgentUnderTest, obs: Observation, until: Callable[[dict], bool],
                timeout: float) -> float | None:

@@ -56,6 +56,7 @@ def observed(run: SocsAgentsRun, agent: str, scenario: str) -> Observation:
 def assert_survived_without_garbage(obs: Observation) -> None:
     assert obs.acq_running, f'{obs.summary()}\nacq messages: {obs.acq_messages}\n{obs.log[-3000:]}'
     assert obs.invalid == [], f'published invalid readings: {obs.invalid[:3]}'
+    assert not obs.acq_restarted, 'acq had ended in an earlier scenario'
 
 
 agents = pytest.mark.parametrize('agent', list(AGENTS))
