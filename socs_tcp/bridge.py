@@ -299,8 +299,8 @@ class Bridge:
                     data = frame.extract(self._data)
                     if data is not None:
                         self._sync_signal()
-                        resume = self._should_resume()
-                        break
+                        self._resume_if(len(self._data) <= self.input_limit // 2)
+                        return data
                     if self._generation == 0:
                         raise _fresh(self._error)
                     remaining = deadline - time.monotonic()
@@ -309,12 +309,10 @@ class Bridge:
                         raise DeviceTimeout(f'no complete reply within the timeout '
                                             f'({len(self._data)} bytes buffered{paused})')
                     self._waiting_frame = frame
+                    self._resume_if(frame.size > len(self._data))  # a frame larger than the limit
                     self._wait(remaining, pump)
             finally:
                 self._waiting_frame = None
-        if resume:
-            self.post(self._resume_reading, resume)
-        return data
 
     def write(self, generation: Generation, data: bytes, deadline: float | None,
               pump: Pump | None = None) -> int:
@@ -401,9 +399,7 @@ class Bridge:
             dropped = len(self._data)
             self._data.clear()
             self._sync_signal()
-            resume = self._should_resume()
-        if resume:
-            self.post(self._resume_reading, resume)
+            self._resume_if(True)
         return dropped
 
     def __len__(self) -> int:
@@ -451,12 +447,11 @@ class Bridge:
         self._changed.notify_all()
         return writer
 
-    def _should_resume(self) -> Generation:
-        """After input was taken: the generation whose reading may resume, or 0."""
-        if self._paused and len(self._data) <= self.input_limit // 2:
+    def _resume_if(self, condition: bool) -> None:
+        """Have the reactor read again, if it paused and ``condition`` holds."""
+        if self._paused and condition:
             self._paused = False
-            return self._generation
-        return 0
+            self.post(self._resume_reading, self._generation)  # callFromThread: safe under our lock
 
     def _detach_reader(self) -> Callable[[], None] | None:
         """Detach reactor code's reader if its frame is complete or the connection is gone.

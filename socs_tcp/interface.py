@@ -382,7 +382,8 @@ class TCPInterface:
         timeout = self._timeout if timeout is None else arguments.seconds(timeout, 'timeout')
         if self._closed:
             raise NotConnected(f'{method}() on a closed interface to {self._factory.address}')
-        pump = reactor_owner.prepare_to_block(self._reactor, method)
+        # A fake socket from a patched _connect needs no reactor: it may be used in any thread.
+        pump = None if self._foreign_mode else reactor_owner.prepare_to_block(self._reactor, method)
         return time.monotonic() + timeout, pump
 
     @contextmanager
