@@ -190,14 +190,16 @@ class Bridge:
         with self._lock:
             if generation != self._generation or generation == 0:
                 return None
-            self._data += data
-            self._sync_signal()
+            buffered = self._data
+            buffered += data
+            if self._signal is not None:
+                self._sync_signal()
             frame = self._waiting_frame
-            if frame is not None and frame.ready(self._data):
+            if frame is not None and frame.ready(buffered):
                 self._changed.notify_all()
-            fire = self._detach_reader()
-            limit = max(self.input_limit, frame.size if frame is not None else 0)
-            pause = not self._paused and len(self._data) > limit
+            fire = self._detach_reader() if self._reader is not None else None
+            pause = (not self._paused and len(buffered) > self.input_limit
+                     and (frame is None or len(buffered) > frame.size))
             if pause:
                 self._paused = True
         if fire is not None:
@@ -298,8 +300,10 @@ class Bridge:
                 while True:
                     data = frame.extract(self._data)
                     if data is not None:
-                        self._sync_signal()
-                        self._resume_if(len(self._data) <= self.input_limit // 2)
+                        if self._signal is not None:
+                            self._sync_signal()
+                        if self._paused and len(self._data) <= self.input_limit // 2:
+                            self._resume()
                         return data
                     if self._generation == 0:
                         raise _fresh(self._error)
@@ -309,7 +313,8 @@ class Bridge:
                         raise DeviceTimeout(f'no complete reply within the timeout '
                                             f'({len(self._data)} bytes buffered{paused})')
                     self._waiting_frame = frame
-                    self._resume_if(frame.size > len(self._data))  # a frame larger than the limit
+                    if self._paused and frame.size > len(self._data):
+                        self._resume()  # a frame larger than the limit must be able to complete
                     self._wait(remaining, pump)
             finally:
                 self._waiting_frame = None
@@ -395,11 +400,15 @@ class Bridge:
 
     def clear(self) -> int:
         """Drop all buffered input; return how many bytes were dropped."""
+        if not self._data and not self._paused:
+            return 0  # the common case before a request; input arriving now is no older than it
         with self._lock:
             dropped = len(self._data)
-            self._data.clear()
-            self._sync_signal()
-            self._resume_if(True)
+            if dropped:
+                self._data.clear()
+                self._sync_signal()
+            if self._paused:
+                self._resume()
         return dropped
 
     def __len__(self) -> int:
@@ -447,11 +456,10 @@ class Bridge:
         self._changed.notify_all()
         return writer
 
-    def _resume_if(self, condition: bool) -> None:
-        """Have the reactor read again, if it paused and ``condition`` holds."""
-        if self._paused and condition:
-            self._paused = False
-            self.post(self._resume_reading, self._generation)  # callFromThread: safe under our lock
+    def _resume(self) -> None:
+        """Have the reactor read again (it paused at ``input_limit``)."""
+        self._paused = False
+        self.post(self._resume_reading, self._generation)  # callFromThread: safe under our lock
 
     def _detach_reader(self) -> Callable[[], None] | None:
         """Detach reactor code's reader if its frame is complete or the connection is gone.

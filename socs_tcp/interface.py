@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from twisted.logger import Logger
 
@@ -195,8 +194,11 @@ class TCPInterface:
         deadline, pump = self._begin('send', None)
         if self._foreign_mode:
             return foreign.send(self, data)
-        with self._locked(deadline):
+        self._acquire(deadline)
+        try:
             self._write(data, deadline, pump, clear_stale=False)
+        finally:
+            self._io_lock.release()
         if self._factory.trace:
             self.log.debug('{address} > {data!r}', address=self._factory.address, data=data)
 
@@ -225,9 +227,12 @@ class TCPInterface:
         if self._foreign_mode:
             return foreign.recv(self, bufsize, reset_on_error)
         try:
-            with self._locked(deadline):
+            self._acquire(deadline)
+            try:
                 self._run_hook(self._bridge.generation)
                 return self._take(Chunk(bufsize), deadline, pump)
+            finally:
+                self._io_lock.release()
         except ConnectionError as exc:
             if reset_on_error:
                 self._reset(f'recv failed: {exc}')
@@ -268,7 +273,8 @@ class TCPInterface:
         deadline, pump = self._begin('query', timeout)
         if self._foreign_mode:
             return foreign.query(self, data, frame)
-        with self._locked(deadline):
+        self._acquire(deadline)
+        try:
             generation = self._write(data, deadline, pump, clear_stale=True)
             try:
                 reply = self._bridge.take(frame, deadline, pump)
@@ -276,6 +282,8 @@ class TCPInterface:
                 self._factory.stats.timeouts += 1
                 self._drop(generation, 'no reply within the timeout')
                 raise DeviceTimeout(f'no reply from {self._factory.address} to {data!r}: {exc}') from None
+        finally:
+            self._io_lock.release()
         self._factory.stats.queries += 1
         if self._factory.trace:
             self.log.debug('{address} > {data!r} < {reply!r}', address=self._factory.address,
@@ -314,8 +322,11 @@ class TCPInterface:
     def clear(self) -> int:
         """Drop all buffered input (not a device clear); return the number of bytes dropped."""
         deadline, _ = self._begin('clear', None)
-        with self._locked(deadline):
+        self._acquire(deadline)
+        try:
             dropped = self._bridge.clear()
+        finally:
+            self._io_lock.release()
         self._factory.stats.record_dropped(dropped)
         return dropped
 
@@ -367,8 +378,11 @@ class TCPInterface:
             return None
         try:
             deadline, pump = self._begin('connect', None)
-            with self._locked(deadline):
+            self._acquire(deadline)
+            try:
                 self._connection(deadline, pump)
+            finally:
+                self._io_lock.release()
         except ConnectionError as exc:
             self.log.warn('Unable to connect to {address}: {error}', address=self._factory.address,
                           error=exc)
@@ -386,23 +400,27 @@ class TCPInterface:
         pump = None if self._foreign_mode else reactor_owner.prepare_to_block(self._reactor, method)
         return time.monotonic() + timeout, pump
 
-    @contextmanager
-    def _locked(self, deadline: float) -> Iterator[None]:
-        """Hold the interface for one whole operation, waiting no later than ``deadline``."""
+    def _acquire(self, deadline: float) -> None:
+        """Take the interface for one whole operation (release ``_io_lock`` after), waiting until ``deadline``.
+
+        Raises
+        ------
+        DeviceTimeout
+            Another call held it for the whole timeout.
+        """
         if not self._io_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise DeviceTimeout(f'{self._factory.address} was busy with another call for the whole timeout')
-        try:
-            yield
-        finally:
-            self._io_lock.release()
 
     def _read(self, frame: Frame, method: str, timeout: float | None) -> bytes:
         deadline, pump = self._begin(method, timeout)
         if self._foreign_mode:
             return foreign.query(self, b'', frame)
-        with self._locked(deadline):
+        self._acquire(deadline)
+        try:
             self._run_hook(self._bridge.generation)
             return self._take(frame, deadline, pump)
+        finally:
+            self._io_lock.release()
 
     def _take(self, frame: Frame, deadline: float, pump: Pump | None) -> bytes:
         """Read one frame, remembering a timeout: see ``_connection``."""

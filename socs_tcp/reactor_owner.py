@@ -125,6 +125,8 @@ def in_reactor_thread(reactor) -> bool:
 def watch(reactor) -> None:
     """Remember when ``reactor`` stops, so that later calls fail at once (idempotent)."""
     key = id(reactor)
+    if key in _watched:  # the common case, without the lock
+        return
     with _lock:
         if key in _watched:
             return
