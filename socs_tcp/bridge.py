@@ -103,10 +103,6 @@ class Bridge:
     def ever_connected(self) -> bool:
         return self._ever_connected
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def snapshot(self) -> dict:
         """The link's state as callers see it: for ``TCPInterface.stats``."""
         with self._lock:

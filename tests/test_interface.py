@@ -12,8 +12,7 @@ import time
 import pytest
 import pytest_twisted
 
-from socs_tcp import (DeviceDisconnected, DeviceTimeout, NotConnected, ReactorThreadError,
-                      TCPInterface)
+from socs_tcp import DeviceDisconnected, DeviceTimeout, NotConnected, ReactorThreadError, TCPInterface
 from socs_tcp.sim import DeviceServer
 from tests.conftest import in_worker
 
