@@ -55,9 +55,8 @@ def recv(interface: TCPInterface, bufsize: int, reset_on_error: bool) -> bytes:
     return data
 
 
-def query(interface: TCPInterface, data: bytes, frame: Frame) -> bytes:
-    """``send``, then ``recv`` until ``frame`` is complete; return the frame."""
-    send(interface, data)
+def read(interface: TCPInterface, frame: Frame) -> bytes:
+    """``recv`` until ``frame`` is complete; return the frame (what a fake sent beyond it is dropped)."""
     buffer = bytearray()
     while (reply := frame.extract(buffer)) is None:
         buffer += recv(interface, 4096, False)

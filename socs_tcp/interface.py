@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -272,7 +273,8 @@ class TCPInterface:
         frame = reply_frame(terminator, size)
         deadline, pump = self._begin('query', timeout)
         if self._foreign_mode:
-            return foreign.query(self, data, frame)
+            foreign.send(self, data)
+            return foreign.read(self, frame)
         self._acquire(deadline)
         try:
             generation = self._write(data, deadline, pump, clear_stale=True)
@@ -356,7 +358,7 @@ class TCPInterface:
     def __del__(self) -> None:
         # SOCS closes its socket here; a forgotten interface must not keep a
         # connection (many devices take one client only), nor reconnect forever.
-        if not getattr(self, '_closed', True):
+        if not getattr(self, '_closed', True) and not sys.is_finalizing():
             self._closed = True
             self._reactor.callFromThread(self._factory.close)
 
@@ -414,7 +416,7 @@ class TCPInterface:
     def _read(self, frame: Frame, method: str, timeout: float | None) -> bytes:
         deadline, pump = self._begin(method, timeout)
         if self._foreign_mode:
-            return foreign.query(self, b'', frame)
+            return foreign.read(self, frame)
         self._acquire(deadline)
         try:
             self._run_hook(self._bridge.generation)
