@@ -108,6 +108,14 @@ def test_demo_command_runs_every_step_then_stops_cleanly_on_ctrl_c(tmp_path):
 
 # -- one shared stack ---------------------------------------------------------------------
 
+def _ocs_log_file(ocs_stack, which: str) -> str:
+    """What OCS itself wrote to the agent's log file (``<log-dir>/<address>.log``)."""
+    iid = ocs_stack.instance_ids[which]
+    paths = list(ocs_stack.stack.log_dir.glob(f'*.{iid}.log'))
+    assert len(paths) == 1, f'no single OCS log file for {iid}: {paths}'
+    return paths[0].read_text()
+
+
 def test_readings_arrive_from_both_agents(ocs_stack):
     for which, keys in (('compressor', {'helium_temp', 'high_pressure', 'motor_current',
                                         'operating_state'}),
@@ -146,6 +154,12 @@ def test_outage_shows_degraded_and_recovery_clears_it(ocs_stack):
         # Still degraded a few retries later: acq keeps running and keeps retrying.
         ocs_stack.wait_acq('compressor', lambda s: s['degraded'] and s['status'] == 'running',
                            3, 'still degraded')
+
+        # The OCS log file (written through Twisted's legacy log system) says why.
+        ocs_log = _ocs_log_file(ocs_stack, 'compressor')
+        assert re.search(r'connection lost \(\w.+\)', ocs_log), ocs_log[-3000:]
+        assert re.search(r'cannot connect \(.*[Rr]efused.*\); retrying in the background', ocs_log), \
+            ocs_log[-3000:]
     finally:
         sim.control('start')
     t_back = time.time()
