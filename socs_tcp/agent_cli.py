@@ -24,8 +24,7 @@ import sys
 
 from twisted.logger import Logger
 
-from socs_tcp import compat
-from socs_tcp.reactor_thread import set_reactor_owner
+from socs_tcp import compat, set_reactor_owner
 
 log = Logger(namespace='socs_tcp.agent_cli')
 

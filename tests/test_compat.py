@@ -143,11 +143,11 @@ def test_install_says_clearly_when_socs_is_not_installed(monkeypatch):
 PROBE_AGENT = '''
 import json, sys
 import socs.tcp
-from socs_tcp.reactor_thread import app_runs_reactor
+from socs_tcp.reactor_owner import reactor_owner
 
 def main(args=None):
     print('PROBE ' + json.dumps({'args': args, 'base': socs.tcp.TCPInterface.__module__,
-                                 'app_runs_reactor': app_runs_reactor()}), flush=True)
+                                 'owner': reactor_owner().value}), flush=True)
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
@@ -184,7 +184,7 @@ def test_socs_tcp_agent_hands_over_exactly_what_ocs_agent_cli_gets(tmp_path):
     assert seen_ours['args'] == seen_theirs['args']
     assert seen_ours['args'][:2] == ['--extra', 'x'] and 'probe-1' in seen_ours['args']
     assert seen_ours['base'] == 'socs_tcp.interface' and seen_theirs['base'] == 'socs.tcp'
-    assert seen_ours['app_runs_reactor'] is True
+    assert seen_ours['owner'] == 'application'
     # one line, once the reactor runs, naming the base in use; none from ocs-agent-cli
     assert ours.stdout.count('TCP base: socs_tcp') == 1, ours.stdout
     assert 'TCP base' not in theirs.stdout

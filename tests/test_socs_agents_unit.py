@@ -186,18 +186,21 @@ def test_ls372_init_fails_when_connect_raises_an_unexpected_error(base):
     reactor.callFromThread.assert_called_once_with(reactor.stop)    # the agent gives up
 
 
+@pytest_twisted.inlineCallbacks
 def test_ls372_init_fails_as_a_connection_error_when_connect_finds_no_device(base):
     from socs.agents.lakeshore372.agent import LS372_Agent
 
     # _connect's None means "could not connect": the driver's first query must
     # raise ConnectionError, which the agent reports as it does for a dead bridge.
-    # (A loopback address where nothing listens on 7777, should anything try it.)
+    # socs.tcp asks _connect again (None again); socs_tcp connects for real, to
+    # a loopback address where nothing listens on 7777, from a worker thread as
+    # in an agent (this test process runs the reactor in its main thread).
     nowhere = free_loopback_host(7777)
     with mock.patch('socs.agents.lakeshore372.agent.reactor', mock.MagicMock()), \
             mock.patch('socs.tcp.TCPInterface._connect', return_value=None) as connect:
         agent = LS372_Agent(mock_ocs_agent(), 'mock372', nowhere)
         with mock.patch.object(agent.log, 'error') as error:
-            ok, message = agent.init_lakeshore(session('init_lakeshore'), None)
+            ok, message = yield in_worker(agent.init_lakeshore, session('init_lakeshore'), None)
     assert ok is False and message == 'Lakeshore initialization failed'
     error.assert_called_once_with('Could not connect to the LS372. Exiting.')
     connect.assert_any_call((nowhere, 7777))
