@@ -73,7 +73,8 @@ def markdown(rows: list[dict]) -> str:
 
     lines = ['| agent | fault | launcher | acq | degraded | reported | recovered | '
              'invalid published | agent logged |', '|' + '---|' * 9]
-    for r in sorted(rows, key=lambda r: (r['agent'], SCENARIOS.index(r['scenario']),
+    order = (*SCENARIOS, 'shutdown')
+    for r in sorted(rows, key=lambda r: (r['agent'], order.index(r['scenario']),
                                          LAUNCHERS.index(r['launcher']))):
         acq = r['acq'] + (' (acq restarted before)' if r['acq_restarted'] else '')
         lines.append(f"| {r['agent']} | {r['scenario']} | {r['launcher']} | {acq} | "
@@ -85,7 +86,7 @@ def markdown(rows: list[dict]) -> str:
 
 @pytest.fixture(scope='module')
 def characterized(tmp_path_factory):
-    results = {}
+    results, shutdowns = {}, {}
     for launcher in LAUNCHERS:
         started = time.monotonic()
         run = SocsAgentsRun(tmp_path_factory.mktemp(launcher.replace('.', '-')), launcher)
@@ -94,9 +95,15 @@ def characterized(tmp_path_factory):
             results[launcher] = run.play(SCENARIOS)
         finally:
             run.stop()
+        shutdowns[launcher] = {key: run.stop_record(agent) for key, agent in run.agents.items()}
         print(f'\n{launcher}: {time.monotonic() - started:.0f} s, logs in {run.stack.log_dir}')
     rows = [row(launcher, obs) for launcher, by_agent in results.items()
             for observations in by_agent.values() for obs in observations]
+    rows += [{'launcher': launcher, 'agent': key, 'scenario': 'shutdown',
+              'acq': f'{record.ended_by}, exit status {record.returncode}, {record.seconds:.1f} s',
+              'acq_restarted': False, 'degraded_seen': False, 'reported_after': None,
+              'recovered_after': None, 'valid': 0, 'invalid': [], 'log': []}
+             for launcher, records in shutdowns.items() for key, record in records.items()]
     table = markdown(rows)
     print('\n' + table)
     out = os.environ.get('SOCS_TCP_CHARACTERIZE_OUT')
@@ -104,20 +111,24 @@ def characterized(tmp_path_factory):
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / 'socs_agents.md').write_text(table)
         (Path(out) / 'socs_agents.json').write_text(json.dumps(rows, indent=1))
-    return results
+    return results, shutdowns
 
 
 @pytest.mark.parametrize('agent', list(AGENTS))
 def test_on_socs_tcp_every_fault_is_ridden_out_without_garbage(characterized, agent):
-    for obs in characterized['socs_tcp'][agent]:
+    results, shutdowns = characterized
+    for obs in results['socs_tcp'][agent]:
         assert obs.error is None and obs.process_alive, obs.summary()
         assert obs.acq_running and obs.invalid == [], obs.summary()
         assert obs.scenario == 'readings' or obs.recovered_after is not None, obs.summary()
         assert not obs.acq_restarted, obs.summary()
+    record = shutdowns['socs_tcp'][agent]
+    assert record.ended_by == 'SIGINT' and record.returncode == 0, record
 
 
 @pytest.mark.parametrize('agent', list(AGENTS))
 def test_socs_tcp_run_was_observed_too(characterized, agent):
     # The comparison needs both sides: every agent ran on plain socs.tcp.
-    for obs in characterized['socs.tcp'][agent]:
+    results, _ = characterized
+    for obs in results['socs.tcp'][agent]:
         assert obs.error is None, obs.summary()
