@@ -1,6 +1,6 @@
 """The same SOCS agents and faults on socs_tcp and on plain socs.tcp, side by side.
 
-Opt-in (about three minutes): ``SOCS_TCP_CHARACTERIZE=1 pytest
+Opt-in (about 80 s): ``SOCS_TCP_CHARACTERIZE=1 pytest
 tests/test_socs_agents_characterization.py -s``. It runs the end-to-end
 scenarios of ``test_socs_agents_e2e.py`` plus a silent device, first with the
 agents launched by ``socs-tcp agent``, then by plain ``ocs-agent-cli``, and
@@ -27,7 +27,7 @@ from socs_agents_harness import AGENTS, Observation, SocsAgentsRun
 pytestmark = [
     pytest.mark.timeout(600),
     pytest.mark.skipif(not os.environ.get('SOCS_TCP_CHARACTERIZE'),
-                       reason='opt-in, ~3 min: set SOCS_TCP_CHARACTERIZE=1'),
+                       reason='opt-in, ~80 s: set SOCS_TCP_CHARACTERIZE=1'),
 ]
 
 SCENARIOS = ('readings', 'drop', 'hangup', 'down', 'silent')
