@@ -136,7 +136,7 @@ class Simulator(Service):
             If the simulator answers ``ERR ...``.
         """
         if self._control is None:
-            from socs_tcp.agents.sim_control import SimControl
+            from socs_tcp.sim.control import SimControl
 
             self._control = SimControl(HOST, self.control_port)
         reply = self._control.send(command)
