@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from socs_tcp.demo.stack import OcsStack
+from socs_tcp.testing import OcsStack
 from test_docker_config import (SITE_CONFIG, agent_services, environment, load_compose, option,
                                 simulator_services)
 

@@ -32,9 +32,10 @@ from typing import Callable, Optional, Sequence
 
 from twisted.logger import globalLogPublisher, textFileLogObserver
 
-from socs_tcp.demo.processes import StopRecord
-from socs_tcp.demo.stack import OcsStack
+from socs_tcp.arguments import command_line, seconds
 from socs_tcp.demo.view import LiveView
+from socs_tcp.testing.processes import StopRecord
+from socs_tcp.testing.stack import OcsStack
 
 DEFAULT_DURATION = 30.0   # scripted part; startup (~6 s) and shutdown (~7 s) come on top
 DEFAULT_OUTAGE = 5.0
@@ -49,29 +50,20 @@ COMPRESSOR, PSU = 'compressor-1', 'psu-1'
 KEEP_RUNNING = 'running until Ctrl-C'
 
 
-class Terminated(Exception):
+class SigtermReceived(Exception):
     """SIGTERM arrived: stop like on Ctrl-C."""
 
 
-def _positive_or_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected seconds, got {text!r}') from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f'must be >= 0 seconds, got {text!r}')
-    return value
-
-
 def make_parser() -> argparse.ArgumentParser:
+    seconds_or_zero = command_line(seconds, allow_zero=True)
     parser = argparse.ArgumentParser(
         prog='socs-tcp demo',
         description='Run crossbar, two simulated devices and their OCS agents on this '
                     'machine, inject an outage, run a task, and stop everything.')
-    parser.add_argument('--duration', type=_positive_or_zero, default=DEFAULT_DURATION,
+    parser.add_argument('--duration', type=seconds_or_zero, default=DEFAULT_DURATION,
                         help='seconds of the scripted part after the agents joined; steps '
                              'that need longer still finish (default %(default)g)')
-    parser.add_argument('--outage', type=_positive_or_zero, default=DEFAULT_OUTAGE,
+    parser.add_argument('--outage', type=seconds_or_zero, default=DEFAULT_OUTAGE,
                         help='seconds the compressor stays unreachable (default %(default)g)')
     parser.add_argument('--keep-running', action='store_true',
                         help='after the script, keep everything running and the view live '
@@ -412,7 +404,7 @@ class Demo:
 
 
 def _sigterm(signum, frame):
-    raise Terminated()
+    raise SigtermReceived()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -432,7 +424,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         try:
             demo.run()
-        except (KeyboardInterrupt, Terminated) as exc:
+        except (KeyboardInterrupt, SigtermReceived) as exc:
             what = 'Ctrl-C' if isinstance(exc, KeyboardInterrupt) else 'SIGTERM'
             if demo.phase != KEEP_RUNNING:   # there, Ctrl-C is the normal way out
                 interrupted = f'interrupted by {what} during "{demo.phase}"'

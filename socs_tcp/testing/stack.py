@@ -1,6 +1,7 @@
 """A complete OCS stack on this machine: crossbar, simulators and agents.
 
-Used by ``socs-tcp demo``, the end-to-end tests and the docker-topology test::
+Used by ``socs-tcp demo``, the pytest plugin (`socs_tcp.testing.plugin`), the
+end-to-end tests and the docker-topology test::
 
     with OcsStack() as stack:
         crossbar = stack.start_crossbar(wait=False)      # ~4 s to ready: overlap it
@@ -12,29 +13,32 @@ Used by ``socs-tcp demo``, the end-to-end tests and the docker-topology test::
         ...
     # everything started is stopped here: SIGINT, SIGTERM, SIGKILL, bounded waits
 
-Every process is a :class:`~socs_tcp.demo.processes.ManagedProcess` (own
+Every process is a :class:`~socs_tcp.testing.processes.ManagedProcess` (own
 process group, output to ``<workdir>/logs/<name>.log``) and is stopped on
 leaving the ``with`` block, whether normally, on an exception or on Ctrl-C,
-and at interpreter exit if the stack was never closed. All network traffic
-stays on 127.0.0.1.
+and at interpreter exit if the stack was never closed. ``with stack.scope():``
+stops what was started inside it on leaving it, and leaves the rest running
+(a test's agents, on a crossbar shared by the whole test session). All network
+traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from twisted.logger import Logger
 
-from socs_tcp.demo.crossbar import HOST, Crossbar, CrossbarError, find_executable, free_port
-from socs_tcp.demo.processes import STOP_WAITS, ManagedProcess, StopRecord, stop_processes
-from socs_tcp.demo.site import Address, SiteConfig
+from socs_tcp.testing.crossbar import HOST, Crossbar, CrossbarError, find_executable, free_port
+from socs_tcp.testing.processes import STOP_WAITS, ManagedProcess, StopRecord, stop_processes
+from socs_tcp.testing.site import Address, SiteConfig
 
 log = Logger()
 
@@ -128,21 +132,21 @@ class Simulator(Service):
 
     def control(self, command: str) -> str:
         """Send one control command (``drop``, ``silent on``, ``stop``,
-        ``start``, ``restart 5``, ``status`` ...) and return the reply line.
+        ``start``, ``restart 5``, ``blackhole on``, ``status`` ...; see
+        `socs_tcp.sim.control`) and return the answer after ``OK``.
 
         Raises
         ------
-        StackError
-            If the simulator answers ``ERR ...``.
+        socs_tcp.sim.control.SimControlError
+            If the simulator answers ``ERR ...`` (the message says why).
+        ConnectionError
+            If the control channel can't be reached or doesn't answer.
         """
         if self._control is None:
             from socs_tcp.sim.control import SimControl
 
             self._control = SimControl(HOST, self.control_port)
-        reply = self._control.send(command)
-        if reply.startswith('ERR'):
-            raise StackError(f'{self.name}: control command {command!r} failed: {reply}')
-        return reply
+        return self._control.send(command)
 
 
 class Agent:
@@ -478,6 +482,29 @@ class OcsStack:
         return OCSClient(instance_id, args=self.client_args)
 
     # -- stopping -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[OcsStack]:
+        """Stop, on leaving the block, every process started inside it.
+
+        What ran before stays running (e.g. the crossbar a whole test session
+        shares). The names and instance ids of what was stopped can be used
+        again; their records are in :attr:`stop_records`.
+        """
+        self._check_open()
+        mark = len(self._started)
+        try:
+            yield self
+        finally:
+            self._stop_started_since(mark)
+
+    def _stop_started_since(self, mark: int) -> None:
+        procs = [p for p in self._started[mark:]
+                 if self.crossbar is None or p is not self.crossbar.process]
+        stop_processes(procs, self.stop_waits)
+        self.stop_records.extend(p.stop_record for p in procs)
+        self.services = {k: s for k, s in self.services.items() if s.process not in procs}
+        self.agents = {k: a for k, a in self.agents.items() if a.process not in procs}
 
     @property
     def processes(self) -> list[ManagedProcess]:
