@@ -8,6 +8,7 @@ call a worker thread makes.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -138,7 +139,7 @@ def measure_faults(devices, labels: list[str], *, timeout: float, calls: int,
             for k in range(len(labels)):
                 _command(devices, breaker, k)
             logs = _run_side_by_side({
-                label: (lambda c=client, l=label: _timed_calls(c, calls, f'{scenario}-{l}'))
+                label: functools.partial(_timed_calls, client, calls, f'{scenario}-{label}')
                 for label, client in clients.items()})
         finally:
             for k in range(len(labels)):
@@ -175,6 +176,13 @@ def _recovery_caller(client, period: float, tag: str, give_up: float) -> list[tu
             return attempts
         time.sleep(period)   # the seed's loop: time.sleep(1) after a ConnectionError
     return attempts
+
+
+def _start_after(devices, labels: list[str], delay: float, t_up: dict[str, float]) -> None:
+    """Sleep ``delay`` s, then start device ``k`` of every label; note when in ``t_up``."""
+    time.sleep(delay)
+    for k, label in enumerate(labels):
+        t_up[label] = _command(devices, 'start', k)
 
 
 def measure_recovery(devices, labels: list[str], *, periods: tuple[float, ...], reps: int,
@@ -216,22 +224,18 @@ def measure_recovery(devices, labels: list[str], *, periods: tuple[float, ...], 
                 t_up: dict[str, float] = {}
                 give_up = down_for + 2 * period + 3 * timeout + 2.0
 
-                def bring_back():
-                    time.sleep(down_for)
-                    for k, label in enumerate(labels):
-                        t_up[label] = _command(devices, 'start', k)
-
-                back = threading.Thread(target=bring_back, name='bench-device-back')
+                back = threading.Thread(target=_start_after, name='bench-device-back',
+                                        args=(devices, labels, down_for, t_up))
                 back.start()
                 attempts = _run_side_by_side({
-                    label: (lambda c=client, l=label: _recovery_caller(
-                        c, period, f'rec-{period}-{rep}-{l}', give_up))
+                    label: functools.partial(_recovery_caller, client, period,
+                                             f'rec-{period}-{rep}-{label}', give_up)
                     for label, client in clients.items()})
                 back.join()
                 for label, tries in attempts.items():
                     record = per_label[label]
                     up = t_up[label]
-                    for start, end, outcome in tries:
+                    for _start, end, outcome in tries:
                         if outcome == 'mismatch':
                             record['mismatches'] += 1
                         elif outcome not in ('ok', 'fail'):

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from socs_tcp.arguments import command_line, count
 from support.clients import KINDS, available_kinds, make_client, wait_connected
 from support.devices import start_echo_process
-from support.report import Progress, format_table
 from support.percentiles import median, percentile
+from support.report import Progress, format_table
 
 HOST = '127.0.0.1'
 TIMEOUT = 5.0  # generous: a healthy echo never gets near it

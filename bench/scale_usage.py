@@ -98,7 +98,7 @@ def measure(kind: str, count: int, window: float, settle: float | None,
         gc.collect()
         time.sleep(0.2)
         base = usage(proc)
-        for n in range(1, count):
+        for _ in range(1, count):
             ifaces.append(make_client(kind, '127.0.0.1', port, 5.0, **(options or {})))
         for n, client in enumerate(ifaces[1:], 1):
             check(client, n)

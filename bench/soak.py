@@ -66,7 +66,7 @@ class Counts:
     examples: list = field(default_factory=list)
     by_error: Counter = field(default_factory=Counter)
 
-    def add(self, other: 'Counts') -> None:
+    def add(self, other: Counts) -> None:
         for name in ('queries', 'verified', 'misattributed', 'late', 'connection_errors',
                      'other'):
             setattr(self, name, getattr(self, name) + getattr(other, name))

@@ -109,7 +109,7 @@ def _task(client, name: str, **params):
 
 # -- the demo command -------------------------------------------------------------------
 
-def _read_lines(stream, lines: "queue.Queue[str | None]") -> None:
+def _read_lines(stream, lines: queue.Queue[str | None]) -> None:
     for line in stream:
         lines.put(line)
     lines.put(None)
@@ -182,7 +182,7 @@ def test_readings_arrive_from_both_agents(e2e):
         assert keys <= set(first['data']['fields']), first['data']['fields']
         # and they keep coming: a newer timestamp within a few sample intervals
         stamp = first['data']['timestamp']
-        e2e.wait_acq(which, lambda s: _connected_with_readings(s, after=stamp),
+        e2e.wait_acq(which, lambda s, stamp=stamp: _connected_with_readings(s, after=stamp),
                            5 * SAMPLE_INTERVAL + 2, f'{which} acq next reading')
 
 

@@ -5,6 +5,7 @@ reactor (pytest-twisted runs it in the main thread); the timing of delays and
 fragments is also checked exactly on a MemoryReactorClock.
 """
 
+import itertools
 import os
 import select
 import signal
@@ -371,7 +372,7 @@ def test_fragments_arrive_in_chunks_spaced_apart(make_server):
     data = yield c.wait_bytes(9)
     assert data == b'ABCDEFGH\n'
     assert [chunk for _, chunk in c.arrivals] == [b'ABC', b'DEF', b'GH\n']
-    gaps = [t2 - t1 for (t1, _), (t2, _) in zip(c.arrivals, c.arrivals[1:])]
+    gaps = [t2 - t1 for (t1, _), (t2, _) in itertools.pairwise(c.arrivals)]
     assert all(g >= 0.08 for g in gaps), gaps
 
 

@@ -15,8 +15,14 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from socs_tcp.agents.compressor import drivers as cpa
-from socs_tcp.agents.compressor.simulator import (IDLING, RUNNING, STARTING, STOPPING,
-                                                  CompressorModel, CompressorSimulator)
+from socs_tcp.agents.compressor.simulator import (
+    IDLING,
+    RUNNING,
+    STARTING,
+    STOPPING,
+    CompressorModel,
+    CompressorSimulator,
+)
 from socs_tcp.agents.power_supply.simulator import PowerSupplyModel
 from socs_tcp.sim.control import ControlChannel, SimControl, SimControlError
 

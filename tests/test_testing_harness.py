@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -17,8 +16,16 @@ import uuid
 import pytest
 import yaml
 
-from socs_tcp.testing import (STACK_ENV, ManagedProcess, OcsStack, SiteConfig, StackError,
-                              processes_with_env, stop_processes, wait_for)
+from socs_tcp.testing import (
+    STACK_ENV,
+    ManagedProcess,
+    OcsStack,
+    SiteConfig,
+    StackError,
+    processes_with_env,
+    stop_processes,
+    wait_for,
+)
 from socs_tcp.testing.crossbar import render_crossbar_config
 
 FAST = (1.0, 1.0, 1.0)

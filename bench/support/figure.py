@@ -38,7 +38,7 @@ def _bars(ax, groups: list[str], series: dict[str, list[float]], *, fmt='{:.0f}'
         xs = [i + (j - (n - 1) / 2) * width for i in range(len(groups))]
         vals = [v if v is not None and not math.isnan(v) else 0 for v in values]
         bars = ax.bar(xs, vals, width, label=label, color=COLORS.get(label))
-        for bar, v in zip(bars, values):
+        for bar, v in zip(bars, values, strict=True):
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 continue
             ax.annotate(label_of(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),

@@ -27,8 +27,8 @@ import signal
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
 
 from twisted.logger import globalLogPublisher, textFileLogObserver
 
@@ -77,7 +77,7 @@ def make_parser() -> argparse.ArgumentParser:
 @dataclass
 class Step:
     name: str
-    ok: Optional[bool] = None      # None: not reached
+    ok: bool | None = None      # None: not reached
     detail: str = ''
 
 
@@ -89,7 +89,7 @@ class AgentWatch:
     client: object
     fields: dict = field(default_factory=dict)
     timestamps: set = field(default_factory=set)
-    connected: Optional[bool] = None
+    connected: bool | None = None
     degraded: bool = False
     status: str = '?'
     error: str = ''
@@ -407,7 +407,7 @@ def _sigterm(signum, frame):
     raise SigtermReceived()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; return 0 when every step worked (also after Ctrl-C with
     ``--keep-running``), 1 when a step failed, 130 when interrupted early."""
     args = make_parser().parse_args(argv)

@@ -13,8 +13,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 
 from twisted.logger import Logger
 

@@ -131,7 +131,7 @@ class SiteConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike,
-                  address_map: Mapping[str, Address] | None = None) -> 'SiteConfig':
+                  address_map: Mapping[str, Address] | None = None) -> SiteConfig:
         """Load a site config (e.g. a docker topology) to run on this machine.
 
         The hub block's realm and address root are kept; its URLs are replaced

@@ -204,7 +204,7 @@ class OcsStack:
 
     # -- context manager ----------------------------------------------------------
 
-    def __enter__(self) -> 'OcsStack':
+    def __enter__(self) -> OcsStack:
         return self
 
     def __exit__(self, *exc) -> None:
