@@ -185,6 +185,25 @@ def _start_after(devices, labels: list[str], delay: float, t_up: dict[str, float
         t_up[label] = _command(devices, 'start', k)
 
 
+def _score_recovery(record: dict, tries: list[tuple], up: float) -> None:
+    """Add one repetition's attempts ``(start, end, outcome)`` to ``record``; ``up``: device back."""
+    for _start, end, outcome in tries:
+        if outcome == 'mismatch':
+            record['mismatches'] += 1
+        elif outcome not in ('ok', 'fail'):
+            record['other_errors'].append(outcome)
+        if outcome == 'ok' and end < up:
+            record['early_success'] += 1
+    good = [a for a in tries if a[2] == 'ok' and a[1] >= up]
+    if not good:
+        record['gave_up'] += 1
+        return
+    good_end = good[0][1]
+    next_try = next(a for a in tries if a[1] >= up)
+    record['back_to_good_s'].append(good_end - up)
+    record['retry_to_good_s'].append(good_end - max(next_try[0], up))
+
+
 def measure_recovery(devices, labels: list[str], *, periods: tuple[float, ...], reps: int,
                      timeout: float, progress=lambda text: None, seed: int = 1) -> dict:
     """Time from "device back" to the first good reply, for callers retrying every period.
@@ -233,23 +252,7 @@ def measure_recovery(devices, labels: list[str], *, periods: tuple[float, ...], 
                     for label, client in clients.items()})
                 back.join()
                 for label, tries in attempts.items():
-                    record = per_label[label]
-                    up = t_up[label]
-                    for _start, end, outcome in tries:
-                        if outcome == 'mismatch':
-                            record['mismatches'] += 1
-                        elif outcome not in ('ok', 'fail'):
-                            record['other_errors'].append(outcome)
-                        if outcome == 'ok' and end < up:
-                            record['early_success'] += 1
-                    good = [a for a in tries if a[2] == 'ok' and a[1] >= up]
-                    if not good:
-                        record['gave_up'] += 1
-                        continue
-                    good_end = good[0][1]
-                    next_try = next(a for a in tries if a[1] >= up)
-                    record['back_to_good_s'].append(good_end - up)
-                    record['retry_to_good_s'].append(good_end - max(next_try[0], up))
+                    _score_recovery(per_label[label], tries, t_up[label])
         finally:
             for client in clients.values():
                 client.close()

@@ -176,6 +176,14 @@ def measure(port: int, *, kinds: tuple[str, ...] = KINDS, runs: int = 3, blocks:
         for client in (*single.values(), *shared.values()):
             client.close()
 
+    return combine_runs(run_results, kinds, threads)
+
+
+def combine_runs(run_results: list[dict], kinds: tuple[str, ...], threads: int) -> dict:
+    """The medians over runs of each kind's figures, and socs_tcp's p50 over socs.tcp's.
+
+    See `measure` for the dict returned.
+    """
     summary: dict[str, dict[str, dict]] = {}
     for k in kinds:
         summary[k] = {}

@@ -69,6 +69,26 @@ def backoff_settle_time(b) -> float:
     return total + b.max_delay * 3 * b.jitter
 
 
+def cpu_down_steady(proc: psutil.Process, ifaces: list, window: float,
+                    steady_period: float) -> dict:
+    """CPU of ``proc`` while every device stays down and the backoff is at its cap.
+
+    Also the failed reconnects in that window, and the CPU each one cost
+    (socs_tcp interfaces only: they count them).
+    """
+    # Retries come in waves one capped delay apart: average over a
+    # whole period at least, or the window catches a wave or misses it.
+    steady_window = max(window, steady_period)
+    failures = sum(c.iface.stats['connect_failures'] for c in ifaces)
+    cpu_before = usage(proc)['cpu_s']
+    pct, system_pct = cpu_percent_over(proc, steady_window)
+    cpu_used = usage(proc)['cpu_s'] - cpu_before
+    failures = sum(c.iface.stats['connect_failures'] for c in ifaces) - failures
+    return {'cpu_down_steady_pct': pct, 'cpu_down_steady_system_pct': system_pct,
+            'steady_window_s': steady_window, 'steady_connect_failures': failures,
+            'cpu_per_failed_connect_us': 1e6 * cpu_used / failures if failures else None}
+
+
 def measure(kind: str, count: int, window: float, settle: float | None,
             options: dict | None = None, steady_period: float = 0.0) -> dict:
     """Build ``count`` interfaces of ``kind`` to one device and measure; see module doc."""
@@ -120,18 +140,7 @@ def measure(kind: str, count: int, window: float, settle: float | None,
             cpu_percent_over(proc, window)
         if settle is not None:
             time.sleep(max(0.0, t_down + settle - time.monotonic()))
-            # Retries come in waves one capped delay apart: average over a
-            # whole period at least, or the window catches a wave or misses it.
-            steady_window = max(window, steady_period)
-            failures = sum(c.iface.stats['connect_failures'] for c in ifaces)
-            cpu_before = usage(proc)['cpu_s']
-            out['cpu_down_steady_pct'], out['cpu_down_steady_system_pct'] = \
-                cpu_percent_over(proc, steady_window)
-            cpu_used = usage(proc)['cpu_s'] - cpu_before
-            failures = sum(c.iface.stats['connect_failures'] for c in ifaces) - failures
-            out.update(settle_s=settle, steady_window_s=steady_window,
-                       steady_connect_failures=failures,
-                       cpu_per_failed_connect_us=1e6 * cpu_used / failures if failures else None)
+            out.update(settle_s=settle, **cpu_down_steady(proc, ifaces, window, steady_period))
         out['threads_down'] = proc.num_threads()
         out.update(replies_ok=ok, mismatches=mismatches, errors=errors)
         for client in ifaces:
