@@ -79,6 +79,14 @@ def connect(port):
     return connectProtocol(endpoint, Client())
 
 
+@defer.inlineCallbacks
+def answered(port, line: bytes):
+    """Connect a new client, send ``line``; return what came back (the terminated reply)."""
+    c = yield connect(port)
+    c.send(line + b'\n')
+    return (yield c.wait_bytes(len(line) + 1))
+
+
 @pytest.fixture
 def make_server():
     """Build DeviceServers that are stopped (and their clients gone) after the test."""
@@ -216,9 +224,7 @@ def test_max_connections_closes_extra_clients_at_once(make_server):
     # Once the first client is gone its slot is free again.
     first.transport.loseConnection()
     yield srv.when_connections(0, timeout=WAIT)
-    third = yield connect(port)
-    third.send(b'y\n')
-    assert (yield third.wait_bytes(2)) == b'Y\n'
+    assert (yield answered(port, b'y')) == b'Y\n'
 
 
 # -- listening faults ------------------------------------------------------------
@@ -235,9 +241,7 @@ def test_stop_listening_refuses_new_clients_keeps_old_restarts_same_port(make_se
     old.send(b'still\n')
     assert (yield old.wait_bytes(6)) == b'STILL\n'
     assert (yield srv.start()) == port
-    new = yield connect(port)
-    new.send(b'back\n')
-    assert (yield new.wait_bytes(5)) == b'BACK\n'
+    assert (yield answered(port, b'back')) == b'BACK\n'
 
 
 @pytest_twisted.inlineCallbacks
@@ -256,9 +260,7 @@ def test_blackhole_silences_old_clients_new_ones_hang_then_it_comes_back(make_se
     assert old.data == b''
     yield srv.set_blackhole(False)
     assert srv.listening and not srv.blackholed and not srv.faults.silent
-    new = yield connect(port)
-    new.send(b'back\n')
-    assert (yield new.wait_bytes(5)) == b'BACK\n'
+    assert (yield answered(port, b'back')) == b'BACK\n'
 
 
 @pytest_twisted.inlineCallbacks
@@ -270,9 +272,7 @@ def test_restart_in_the_same_reactor_turn_waits_for_the_old_port(make_server):
     assert not again.called           # old socket still closing: listens right after
     yield d
     assert (yield again) == port and srv.listening
-    c = yield connect(port)
-    c.send(b'q\n')
-    assert (yield c.wait_bytes(2)) == b'Q\n'
+    assert (yield answered(port, b'q')) == b'Q\n'
 
 
 @pytest_twisted.inlineCallbacks
@@ -288,9 +288,7 @@ def test_stop_closes_port_and_connections_then_start_again(make_server):
     with pytest.raises(ConnectionRefusedError):
         yield connect(port)
     assert (yield srv.start()) == port
-    c = yield connect(port)
-    c.send(b'z\n')
-    assert (yield c.wait_bytes(2)) == b'Z\n'
+    assert (yield answered(port, b'z')) == b'Z\n'
 
 
 @pytest_twisted.inlineCallbacks
@@ -303,9 +301,7 @@ def test_drop_connections_aborts_all_but_keeps_listening(make_server):
     assert srv.connection_count == 0
     assert isinstance((yield a.wait_lost()), ConnectionLost)
     assert isinstance((yield b.wait_lost()), ConnectionLost)
-    c = yield connect(port)
-    c.send(b'ok\n')
-    assert (yield c.wait_bytes(3)) == b'OK\n'
+    assert (yield answered(port, b'ok')) == b'OK\n'
 
 
 # -- reply faults -------------------------------------------------------------------

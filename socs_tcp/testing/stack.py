@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from twisted.logger import Logger
@@ -290,12 +290,17 @@ class OcsStack:
         StackError
             If ``wait`` and it exits or does not announce ``expect`` in time.
         """
+        return self._launch(name, argv, lambda proc: Service(name, proc, expect), wait, timeout)
+
+    def _launch(self, name: str, argv: Sequence[str], make: Callable[[ManagedProcess], Service],
+                wait: bool, timeout: float) -> Service:
+        """Start ``argv`` as service ``name`` (``make`` wraps the process); wait if asked."""
         self._check_open()
         if name in self.services:
             raise ValueError(f'name {name!r} is already used by {self.services[name]!r}')
         proc = self._track(ManagedProcess(name, argv, log_path=self.log_dir / f'{name}.log',
                                           env=self.child_env(), cwd=self.workdir))
-        service = Service(name, proc, expect)
+        service = make(proc)
         self.services[name] = service
         if wait:
             service.wait_ready(timeout)
@@ -326,18 +331,9 @@ class OcsStack:
         if not isinstance(kind, str) or not kind:
             raise ValueError(f'kind must be a simulator name such as "psu", got {kind!r}')
         name = name or f'{kind}-sim'
-        self._check_open()
-        if name in self.services:
-            raise ValueError(f'name {name!r} is already used by {self.services[name]!r}')
         argv = [sys.executable, '-m', 'socs_tcp.cli', 'simulate', kind, '--host', HOST,
                 '--port', '0', '--control-port', '0', *args]
-        proc = self._track(ManagedProcess(name, argv, log_path=self.log_dir / f'{name}.log',
-                                          env=self.child_env(), cwd=self.workdir))
-        sim = Simulator(name, kind, proc)
-        self.services[name] = sim
-        if wait:
-            sim.wait_ready(timeout)
-        return sim
+        return self._launch(name, argv, lambda proc: Simulator(name, kind, proc), wait, timeout)
 
     # -- site config and agents ----------------------------------------------------------
 
