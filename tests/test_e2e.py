@@ -172,18 +172,25 @@ def test_demo_command_runs_every_step_then_stops_cleanly_on_ctrl_c(tmp_path):
 
 # -- one shared stack ---------------------------------------------------------------------
 
+def _ocs_log_file(e2e, which: str) -> str:
+    """What OCS itself wrote to the agent's log file (``<log-dir>/<address>.log``)."""
+    iid = e2e.instance_ids[which]
+    paths = list(e2e.stack.log_dir.glob(f'*.{iid}.log'))
+    assert len(paths) == 1, f'no single OCS log file for {iid}: {paths}'
+    return paths[0].read_text()
+
+
 def test_readings_arrive_from_both_agents(e2e):
     for which, keys in (('compressor', {'helium_temp', 'high_pressure', 'motor_current',
                                         'operating_state'}),
                         ('psu', {'voltage', 'current', 'output'})):
-        first = e2e.wait_acq(which, _connected_with_readings, 10,
-                                   f'{which} acq readings')
+        first = e2e.wait_acq(which, _connected_with_readings, 10, f'{which} acq readings')
         assert first['op_code'] == OP_RUNNING and first['degraded'] is False
         assert keys <= set(first['data']['fields']), first['data']['fields']
         # and they keep coming: a newer timestamp within a few sample intervals
         stamp = first['data']['timestamp']
         e2e.wait_acq(which, lambda s, stamp=stamp: _connected_with_readings(s, after=stamp),
-                           5 * SAMPLE_INTERVAL + 2, f'{which} acq next reading')
+                     5 * SAMPLE_INTERVAL + 2, f'{which} acq next reading')
 
 
 def test_outage_shows_degraded_and_recovery_clears_it(e2e):
@@ -209,7 +216,13 @@ def test_outage_shows_degraded_and_recovery_clears_it(e2e):
 
         # Still degraded a few retries later: acq keeps running and keeps retrying.
         e2e.wait_acq('compressor', lambda s: s['degraded'] and s['status'] == 'running',
-                           3, 'still degraded')
+                     3, 'still degraded')
+
+        # The OCS log file (written through Twisted's legacy log system) says why.
+        ocs_log = _ocs_log_file(e2e, 'compressor')
+        assert re.search(r'connection lost \(\w.+\)', ocs_log), ocs_log[-3000:]
+        assert re.search(r'cannot connect \(.*[Rr]efused.*\); retrying in the background', ocs_log), \
+            ocs_log[-3000:]
     finally:
         sim.control('start')
     t_back = time.time()

@@ -86,19 +86,19 @@ def test_send_reconnects_first_when_the_device_came_back():
 
 @pytest_twisted.inlineCallbacks
 def test_send_retries_once_on_a_new_connection_after_a_failed_write(line_device, monkeypatch):
-    from socs_tcp.protocol import DeviceProtocol
-    real_write = DeviceProtocol.write_all
+    from socs_tcp.bridge import Bridge
+    real_write = Bridge.write
     failures = []
 
-    def fail_first(self, data, deadline):
+    def fail_first(self, generation, data, deadline, pump=None):
         if not failures:
-            failures.append(self)
+            failures.append(generation)
             raise DeviceDisconnected('broken pipe (injected)')
-        return real_write(self, data, deadline)
+        return real_write(self, generation, data, deadline, pump)
 
     def body():
         with line_interface(line_device) as dev:
-            monkeypatch.setattr(DeviceProtocol, 'write_all', fail_first)
+            monkeypatch.setattr(Bridge, 'write', fail_first)
             dev.send(b'second try\n')
             assert dev.recv() == b'second try\n'
             assert dev.stats['connects'] == 2  # the write went out on a new connection
@@ -108,14 +108,14 @@ def test_send_retries_once_on_a_new_connection_after_a_failed_write(line_device,
 
 @pytest_twisted.inlineCallbacks
 def test_send_raises_when_the_retry_fails_too(line_device, monkeypatch):
-    from socs_tcp.protocol import DeviceProtocol
+    from socs_tcp.bridge import Bridge
 
-    def always_fail(self, data, deadline):
+    def always_fail(self, generation, data, deadline, pump=None):
         raise DeviceDisconnected('broken pipe (injected)')
 
     def body():
         with line_interface(line_device) as dev:
-            monkeypatch.setattr(DeviceProtocol, 'write_all', always_fail)
+            monkeypatch.setattr(Bridge, 'write', always_fail)
             with pytest.raises(ConnectionError):
                 dev.send(b'x\n')
     yield in_worker(body)
@@ -416,9 +416,11 @@ def test_query_read_until_read_exactly_clear_close_stats(line_device):
         assert stats['bytes_out'] > 0 and stats['bytes_in'] > 0 and stats['stale_bytes_dropped'] >= 7
         dev.close()
         dev.close()  # idempotent
-        assert not dev.connected and dev.comm is None
+        assert not dev.connected
         with pytest.raises(NotConnected, match='closed'):
             dev.query('x')
+        with pytest.raises(NotConnected, match='closed'):
+            dev.comm.recv(10)  # comm stays socket-like: a closed socket, not an AttributeError
     yield in_worker(body)
     deadline = time.monotonic() + 2
     while line_device.connection_count and time.monotonic() < deadline:
@@ -460,7 +462,7 @@ def test_factory_deferred_api_in_the_reactor_thread(line_device):
     factory = DeviceClientFactory('127.0.0.1', line_device.port, connect_timeout=1)
     try:
         proto = yield factory.whenConnected(timeout=2)
-        assert proto.usable
+        assert proto is factory.current and factory.state.value == 'connected'
         reply = yield factory.query(b'hi\n', terminator=b'\n', timeout=1)
         assert reply == b'hi'
         line_device.set_silent(True)
