@@ -151,12 +151,12 @@ def measure(kind: str, count: int, window: float, settle: float | None,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--kind', required=True, choices=('raw', 'socs.tcp', 'socs_tcp'))
-    parser.add_argument('--count', type=int, default=1000)
+    parser.add_argument('--count', type=arguments.command_line(arguments.count, int), default=1000)
     parser.add_argument('--window', type=arguments.command_line(arguments.seconds), default=3.0,
                         help='seconds of each CPU measurement (default 3)')
     parser.add_argument('--steady', action='store_true',
                         help="also measure CPU once socs_tcp's reconnect backoff has settled")
-    parser.add_argument('--backoff-max', type=float,
+    parser.add_argument('--backoff-max', type=arguments.command_line(arguments.seconds),
                         help="socs_tcp only: Backoff max_delay (default: socs_tcp's default)")
     args = parser.parse_args(argv)
     if args.count < 2:
