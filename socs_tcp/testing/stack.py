@@ -484,8 +484,16 @@ class OcsStack:
         """Stop, on leaving the block, every process started inside it.
 
         What ran before stays running (e.g. the crossbar a whole test session
-        shares). The names and instance ids of what was stopped can be used
-        again; their records are in :attr:`stop_records`.
+        shares), and so does this stack's crossbar if it was started inside
+        (:meth:`stop` stops it). Each step is SIGINT, SIGTERM, SIGKILL with
+        the bounded ``stop_waits``, for all of them at once. The names and
+        instance ids of what was stopped can be used again; their records are
+        in :attr:`stop_records`.
+
+        Raises
+        ------
+        StackError
+            If the stack has been stopped.
         """
         self._check_open()
         mark = len(self._started)
