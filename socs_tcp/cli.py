@@ -9,7 +9,7 @@ import sys
 # subcommand -> (module with ``main(argv) -> int``, one-line help)
 SUBCOMMANDS = {
     'demo': ('socs_tcp.demo.run', 'run the demo: crossbar, simulators and agents on this machine'),
-    'simulate': ('socs_tcp.agents.simulate', 'run a simulated device (compressor or psu)'),
+    'simulate': ('socs_tcp.sim.cli', 'run a simulated device (compressor or psu)'),
 }
 
 
