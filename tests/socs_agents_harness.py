@@ -1,8 +1,9 @@
 """Real SOCS agents on a real OCS stack, against simulated devices, under faults.
 
-`SocsAgentsRun` starts a private crossbar, one simulator per SOCS device
-(`socs_tcp.sim.devices`), a feed listener (``ocs-client-cli listen``) and the
-SOCS agents from the pip package, launched either through ``socs-tcp agent``
+`SocsAgentsRun` starts, on the crossbar of an `OcsStack` (the session's
+``ocs_stack`` of the ``socs_tcp.testing`` plugin), one simulator per SOCS
+device (`socs_tcp.sim.devices`), a feed listener (``ocs-client-cli listen``)
+and the SOCS agents from the pip package, launched either through ``socs-tcp agent``
 (on socs_tcp) or with plain ``ocs-agent-cli`` (on socs.tcp). It then plays the
 same fault scenarios against every agent at once (one thread per agent) and
 records what each agent did as `Observation` s: the readings it published
@@ -19,6 +20,7 @@ address of its own with 7777 free there, and its control channel stays on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -33,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from socs_tcp.agents.compressor.simulator import STATE_NAMES, TARGETS
-from socs_tcp.demo.stack import OcsStack, Simulator
 from socs_tcp.sim.devices import lakeshore372 as ls
 from socs_tcp.sim.devices import pfeiffer_tpg366 as tpg
+from socs_tcp.testing import OcsStack, Simulator
 
 BIN = Path(sys.executable).parent
 ADDRESS_ROOT = 'observatory'
@@ -319,28 +321,34 @@ class AgentUnderTest:
 
 
 class SocsAgentsRun:
-    """A stack of SOCS agents on one launcher, and the scenarios played on it.
+    """SOCS agents on one launcher, on a stack's crossbar, and the scenarios played on them.
 
     Parameters
     ----------
-    workdir : path
-        Logs, site config, crossbar dir.
+    stack : OcsStack
+        Its crossbar runs (or is starting), with address root `ADDRESS_ROOT`.
+        Everything this run starts is stopped by `stop`; the crossbar is left
+        running.
     launcher : {'socs_tcp', 'socs.tcp'}
         ``socs-tcp agent`` or plain ``ocs-agent-cli``.
     kinds : sequence of str
         Keys of `AGENTS` to run (default: all).
     """
 
-    def __init__(self, workdir: Path, launcher: str, kinds: Sequence[str] = tuple(AGENTS)) -> None:
+    def __init__(self, stack: OcsStack, launcher: str, kinds: Sequence[str] = tuple(AGENTS)) -> None:
         if launcher not in LAUNCHERS:
             raise ValueError(f'launcher must be one of {sorted(LAUNCHERS)}, got {launcher!r}')
+        if stack.crossbar is None:
+            raise ValueError('the stack must have its crossbar started')
         self.launcher = launcher
+        self.tag = launcher.replace('.', '-').replace('_', '-')   # instance ids, names
         self.kinds = [AGENTS[k] for k in kinds]
-        self.stack = OcsStack(workdir, address_root=ADDRESS_ROOT)
+        self.stack = stack
         self.agents: dict[str, AgentUnderTest] = {}
         self.feeds: FeedLog | None = None
         self.stop_records: list = []
-        self.started_at = time.monotonic()
+        self.processes: list = []          # every process this run started
+        self._scope = contextlib.ExitStack()
 
     # -- starting -------------------------------------------------------------------
 
@@ -351,31 +359,35 @@ class SocsAgentsRun:
         raised: the other agents' scenarios still run.
         """
         stack = self.stack
-        stack.start_crossbar(wait=False)
+        self._scope.enter_context(stack.scope())
         sims = {}
         for kind in self.kinds:
             args: list[str] = []
             if kind.fixed_port is not None:
                 host = free_loopback_host(kind.fixed_port)
                 args = ['--host', host, '--port', str(kind.fixed_port), '--control-host', '127.0.0.1']
-            sims[kind.key] = stack.start_simulator(kind.sim_kind, args=args, wait=False)
+            sims[kind.key] = stack.start_simulator(kind.sim_kind, f'{kind.sim_kind}-{self.tag}',
+                                                   args=args, wait=False)
+            self.processes.append(sims[kind.key].process)
         for kind in self.kinds:
             sim = sims[kind.key]
             sim.wait_ready()
             host = args_host(sim)
-            stack.add_agent(f'{kind.key}-1', kind.agent_class,
+            stack.add_agent(f'{kind.key}-{self.tag}', kind.agent_class,
                             kind.arguments(host, kind.fixed_port or sim.port))
         stack.crossbar.wait_ready()      # agents started earlier would only back off
         stack.write_site_config()
         for kind in self.kinds:
-            iid = f'{kind.key}-1'
+            iid = f'{kind.key}-{self.tag}'
             service = stack.start_service(
                 f'agent-{iid}', [*LAUNCHERS[self.launcher], '--instance-id', iid,
                                  '--site-host', 'localhost'], expect=(), wait=False)
             self.agents[kind.key] = AgentUnderTest(kind, iid, sims[kind.key], service)
+            self.processes.append(service.process)
         listener = stack.start_service(
-            'feeds', [str(BIN / 'ocs-client-cli'), 'listen', '--json', f'{ADDRESS_ROOT}..feeds.'],
+            f'feeds-{self.tag}', [str(BIN / 'ocs-client-cli'), 'listen', '--json', f'{ADDRESS_ROOT}..feeds.'],
             expect=(), wait=False)
+        self.processes.append(listener.process)
         self.feeds = FeedLog(listener.process.log_path)
         self._wait_joined()
         self._wait_first_readings()
@@ -554,8 +566,15 @@ class SocsAgentsRun:
     # -- stopping -------------------------------------------------------------------------
 
     def stop(self) -> list:
-        """Stop every process (agents, simulators and listener together, then crossbar)."""
-        self.stop_records = self.stack.stop()
+        """Stop what this run started (agents, simulators and listener together); idempotent.
+
+        Returns
+        -------
+        list of StopRecord
+            Those of the stack so far (this run's among them).
+        """
+        self._scope.close()
+        self.stop_records = list(self.stack.stop_records)
         return self.stop_records
 
     def stop_record(self, agent: AgentUnderTest):

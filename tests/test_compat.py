@@ -19,9 +19,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from socs_compat_fixtures import forget_socs_modules
 
 import socs_tcp
+from socs_compat_fixtures import forget_socs_modules
 from socs_tcp import compat
 
 BIN = Path(sys.executable).parent

@@ -384,6 +384,7 @@ def _has_build_backend() -> bool:
     """True if setuptools here can build the wheel without fetching anything:
     >= 64 (pyproject.toml), and bdist_wheel built in (>= 70.1) or `wheel` installed."""
     from importlib.metadata import PackageNotFoundError, version
+
     from packaging.version import Version
     try:
         setuptools = Version(version('setuptools'))
@@ -445,7 +446,7 @@ def test_image_install_resolves_every_entry_point(image_wheel):
     plugin_src = image_wheel.read(module_file(plugin_module)).decode()
     plugin_ns: dict = {}
     exec(compile(plugin_src, plugin_module, 'exec'), plugin_ns)
-    for cls, info in plugin_ns['agents'].items():
+    for info in plugin_ns['agents'].values():
         module_file(info['module'])
     # socs-tcp simulate|demo import their subcommand modules.
     cli = importlib.import_module('socs_tcp.cli')

@@ -16,9 +16,8 @@ import time
 
 import pytest
 
-from socs_tcp.demo.stack import OcsStack
-from test_docker_config import (SITE_CONFIG, agent_services, environment, load_compose, option,
-                                simulator_services)
+from socs_tcp.testing import OcsStack
+from test_docker_config import SITE_CONFIG, agent_services, environment, load_compose, option, simulator_services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -75,7 +74,7 @@ def test_compose_topology_runs_and_agents_publish(tmp_path):
             stack.start_agent(iid)
         clients = stack.wait_agents(timeout=45)
 
-        for name, svc in agents.items():
+        for svc in agents.values():
             iid = environment(svc)['INSTANCE_ID']
             inst = site.instances[iid]
             # It talks to the simulator its service depends on, on that simulator's port.

@@ -15,10 +15,16 @@ import pytest_twisted
 from twisted.internet import reactor, task, threads
 
 from socs_tcp.agents.compressor import drivers as cpa
-from socs_tcp.agents.compressor.simulator import (IDLING, RUNNING, STARTING, STOPPING,
-                                                  CompressorModel, CompressorSimulator)
+from socs_tcp.agents.compressor.simulator import (
+    IDLING,
+    RUNNING,
+    STARTING,
+    STOPPING,
+    CompressorModel,
+    CompressorSimulator,
+)
 from socs_tcp.agents.power_supply.simulator import PowerSupplyModel
-from socs_tcp.agents.sim_control import ControlChannel, SimControl, SimControlError
+from socs_tcp.sim.control import ControlChannel, SimControl, SimControlError
 
 # -- compressor model ---------------------------------------------------------------
 
@@ -195,13 +201,24 @@ def test_control_hangup_closes_device_connections_cleanly(channel):
         sock.close()
 
 
+@pytest_twisted.inlineCallbacks
+def test_control_blackhole_on_then_off(channel):
+    sim = channel.server
+    assert (yield channel.execute('blackhole on')) == \
+        'OK blackholed: connections silent, new ones hang'
+    assert sim.blackholed and not sim.listening and sim.faults.silent
+    assert 'blackhole=1' in (yield channel.execute('status'))
+    assert (yield channel.execute('blackhole off')) == f'OK back: listening on {sim.port}'
+    assert sim.listening and not sim.blackholed and not sim.faults.silent
+
+
 @pytest.mark.parametrize('line, error', [
     ('bogus', "ERR unknown command 'bogus'"),
     ('silent maybe', "ERR silent must be 'on' or 'off'"),
-    ('delay -1', 'ERR delay must be >= 0'),
+    ('delay -1', 'ERR delay must be a finite number >= 0'),
     ('delay', 'ERR usage: delay <seconds>'),
     ('garbage xyz', 'ERR garbage must be hex digits'),
-    ('drop-after 0', 'ERR n must be >= 1'),
+    ('drop-after 0', 'ERR n must be > 0'),
 ])
 @pytest_twisted.inlineCallbacks
 def test_control_rejects_bad_commands_with_err(channel, line, error):

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from socs_agents_harness import AGENTS, Observation, SocsAgentsRun
 
 pytestmark = [
@@ -85,11 +86,11 @@ def markdown(rows: list[dict]) -> str:
 
 
 @pytest.fixture(scope='module')
-def characterized(tmp_path_factory):
+def characterized(ocs_stack):
     results, shutdowns = {}, {}
     for launcher in LAUNCHERS:
         started = time.monotonic()
-        run = SocsAgentsRun(tmp_path_factory.mktemp(launcher.replace('.', '-')), launcher)
+        run = SocsAgentsRun(ocs_stack, launcher)
         try:
             run.start()
             results[launcher] = run.play(SCENARIOS)

@@ -1,13 +1,14 @@
 """End to end: SOCS's own agents (pip package ``socs``), launched by ``socs-tcp agent``,
 on a real crossbar, against simulated devices that misbehave.
 
-One stack for the module (``run``): crossbar, the Cryomech CPA, Lakeshore 372
-and Pfeiffer TPG 366 simulators, and ``CryomechCPAAgent``,
-``Lakeshore372Agent`` and ``PfeifferAgent`` launched exactly as a site would
-launch them, with ``socs-tcp agent`` in place of ``ocs-agent-cli``. The fault
-scenarios play on all three agents at once (see ``socs_agents_harness``);
-the tests then check what each agent did. The same scenarios on plain
-socs.tcp are in ``test_socs_agents_characterization.py``.
+One set for the module (``run``), on the crossbar of the ``socs_tcp.testing``
+plugin's session-wide ``ocs_stack``: the Cryomech CPA, Lakeshore 372 and
+Pfeiffer TPG 366 simulators, and ``CryomechCPAAgent``, ``Lakeshore372Agent``
+and ``PfeifferAgent`` launched exactly as a site would launch them, with
+``socs-tcp agent`` in place of ``ocs-agent-cli``. The fault scenarios play on
+all three agents at once (see ``socs_agents_harness``); the tests then check
+what each agent did. The same scenarios on plain socs.tcp are in
+``test_socs_agents_characterization.py``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from socs_agents_harness import AGENTS, Observation, SocsAgentsRun
 
-from socs_tcp.demo.processes import processes_with_env
-from socs_tcp.demo.stack import STACK_ENV
+from socs_agents_harness import AGENTS, Observation, SocsAgentsRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -29,9 +28,9 @@ RECOVERY_BOUND = 4.0
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
+def run(ocs_stack):
     started = time.monotonic()
-    run = SocsAgentsRun(tmp_path_factory.mktemp('socs-agents'), 'socs_tcp')
+    run = SocsAgentsRun(ocs_stack, 'socs_tcp')
     try:
         run.start()
         run.observations = run.play(SCENARIOS)
@@ -42,7 +41,8 @@ def run(tmp_path_factory):
     for observations in run.observations.values():
         for obs in observations:
             print('  ' + obs.summary())
-    assert processes_with_env(STACK_ENV, run.stack.id) == [], 'a process survived the stack'
+    survivors = [p for p in run.processes if p.tree_running()]
+    assert not survivors, f'processes of the run survived it: {survivors}'
     return run
 
 

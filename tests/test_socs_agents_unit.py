@@ -27,9 +27,9 @@ import pytest
 import pytest_twisted
 import txaio
 from ocs.ocs_agent import OpSession
+
 from socs_agents_harness import free_loopback_host
 from socs_compat_fixtures import forget_socs_modules
-
 from socs_tcp import compat
 from socs_tcp.sim.devices import cryomech_cpa as cpa
 from socs_tcp.sim.devices import lakeshore372 as ls

@@ -5,7 +5,6 @@ TCP, and ``socs-tcp simulate <kind>`` with its control channel.
 
 from __future__ import annotations
 
-import random
 import socket
 import struct
 import subprocess
@@ -15,8 +14,10 @@ import types
 import pytest
 import pytest_twisted
 
-from socs_tcp.agents.sim_control import SimControl
-from socs_tcp.sim.devices import SIMULATORS, make_simulator
+from socs_agents_harness import free_loopback_host
+from socs_tcp.sim.cli import make_simulator
+from socs_tcp.sim.control import SimControl
+from socs_tcp.sim.devices import SIMULATORS
 from socs_tcp.sim.devices import cryomech_cpa as cpa
 from socs_tcp.sim.devices import lakeshore372 as ls
 from socs_tcp.sim.devices import pfeiffer_tpg366 as tpg
@@ -33,14 +34,13 @@ class FakeClock:
 
 @pytest.fixture
 def serve():
-    """Start a simulator of a kind on a free port; stop it after the test."""
+    """``yield serve(kind)``: a simulator of ``kind`` listening on a free port; stopped after the test."""
     started = []
 
     def start(kind: str):
         sim = make_simulator(kind)
-        sim.start()
         started.append(sim)
-        return sim
+        return sim.start().addCallback(lambda _port: sim)   # the reactor API: a Deferred
 
     yield start
     for sim in started:
@@ -105,7 +105,7 @@ def test_cpa_simulator_heads_for_running_values_and_readings_vary():
 def test_socs_ptc_driver_reads_and_powers_the_simulated_cpa(serve):
     from socs.agents.cryomech_cpa.drivers import PTC
 
-    sim = serve('cryomech-cpa')
+    sim = yield serve('cryomech-cpa')
 
     def use():
         ptc = PTC('127.0.0.1', port=sim.port, timeout=3)
@@ -198,7 +198,7 @@ def test_ls372_autoscan_steps_through_enabled_channels_after_pause_and_dwell():
 def test_socs_ls372_driver_builds_on_the_simulated_bridge(serve):
     from socs.Lakeshore.Lakeshore372 import LS372
 
-    sim = serve('lakeshore372')
+    sim = yield serve('lakeshore372')
 
     def use():
         dev = LS372('127.0.0.1', port=sim.port, timeout=3)
@@ -254,7 +254,7 @@ def test_tpg_pressures_vary_and_the_vacuum_pumps_down():
 def test_socs_tpg366_driver_reads_the_simulated_gauges(serve):
     from socs.agents.pfeiffer_tpg366.drivers import TPG366
 
-    sim = serve('pfeiffer-tpg366')
+    sim = yield serve('pfeiffer-tpg366')
 
     def use():
         gauge = TPG366('127.0.0.1', port=sim.port, timeout=3)
@@ -279,24 +279,12 @@ def _announced(proc: subprocess.Popen) -> dict:
     return ports
 
 
-def _free_loopback_address() -> str:
-    # Any 127/8 address is loopback on Linux: where a device needs a fixed port.
-    while True:
-        host = f'127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}'
-        with socket.socket() as probe:
-            try:
-                probe.bind((host, 0))
-            except OSError:
-                continue
-        return host
-
-
 QUERIES = {'cryomech-cpa': (PTC_QUERY, 9 + 106), 'lakeshore372': (b'*IDN?\r\n', 26),
            'pfeiffer-tpg366': (b'PR1\r\n', 3)}
 
 
 def test_simulate_runs_each_socs_device_with_its_control_channel():
-    host = _free_loopback_address()
+    host = free_loopback_host(0)     # any 127/8 address is loopback on Linux
     procs = {kind: subprocess.Popen(
         [sys.executable, '-m', 'socs_tcp.cli', 'simulate', kind, '--host', host, '--port', '0',
          '--control-port', '0', '--control-host', '127.0.0.1'],

@@ -22,7 +22,7 @@ import random
 import struct
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from socs_tcp.sim import DeviceServer, mbap_framer
 
@@ -87,7 +87,7 @@ class CompressorModel:
                  software_revision: tuple[int, int] = (1, 4), start_duration: float = 2.0,
                  stop_duration: float = 1.0, time_constant: float = 6.0,
                  hours: float = 12345.0, clock: Callable[[], float] = time.monotonic,
-                 seed: Optional[int] = None):
+                 seed: int | None = None):
         self.serial = serial & 0xFFFF
         self.model = model
         self.software_revision = software_revision
@@ -183,7 +183,7 @@ class CompressorModel:
                     f'motor_current={self.values["motor_current"]:.2f}')
 
     # -- Modbus-TCP ------------------------------------------------------------
-    def handle(self, frame: bytes) -> Optional[bytes]:
+    def handle(self, frame: bytes) -> bytes | None:
         """Answer one Modbus-TCP request frame (MBAP header included).
 
         Returns None (no reply) for frames that aren't Modbus-TCP (protocol id
@@ -241,6 +241,6 @@ class CompressorSimulator(DeviceServer):
     """
 
     def __init__(self, host: str = '127.0.0.1', port: int = 0,
-                 model: Optional[CompressorModel] = None):
+                 model: CompressorModel | None = None):
         self.model = model if model is not None else CompressorModel()
         super().__init__(self.model.handle, framer=mbap_framer, host=host, port=port)

@@ -16,29 +16,12 @@ kind                simulator                             SOCS agent (agent-clas
 
 from __future__ import annotations
 
-import importlib
+__all__ = ['SIMULATORS']
 
-from socs_tcp.sim.server import DeviceServer
-
-__all__ = ['SIMULATORS', 'make_simulator']
-
-#: kind -> (module, class) of each simulated SOCS device.
+#: kind -> (module, class) of each simulated SOCS device; ``socs-tcp simulate``
+#: builds them as ``cls(host=..., port=...)`` (see `socs_tcp.sim.cli.make_simulator`).
 SIMULATORS = {
     'cryomech-cpa': ('socs_tcp.sim.devices.cryomech_cpa', 'CryomechCPASimulator'),
     'lakeshore372': ('socs_tcp.sim.devices.lakeshore372', 'Lakeshore372Simulator'),
     'pfeiffer-tpg366': ('socs_tcp.sim.devices.pfeiffer_tpg366', 'PfeifferTPG366Simulator'),
 }
-
-
-def make_simulator(kind: str, host: str = '127.0.0.1', port: int = 0) -> DeviceServer:
-    """Build (not start) the simulator of ``kind``.
-
-    Raises
-    ------
-    ValueError
-        If ``kind`` is not in `SIMULATORS`.
-    """
-    if kind not in SIMULATORS:
-        raise ValueError(f'kind must be one of {sorted(SIMULATORS)}, got {kind!r}')
-    module, name = SIMULATORS[kind]
-    return getattr(importlib.import_module(module), name)(host=host, port=port)

@@ -5,7 +5,7 @@ SOCS devices of `socs_tcp.sim.devices` (``cryomech-cpa``, ``lakeshore372``,
 ``pfeiffer-tpg366``).
 
 Prints ``PORT <n>`` (the device port) and, with ``--control-port``,
-``CONTROL <n>`` (the fault-control port, see `socs_tcp.agents.sim_control`)
+``CONTROL <n>`` (the fault-control port, see `socs_tcp.sim.control`)
 on stdout, one line each, flushed, once the simulator is listening; so a
 script can start it with ``--port 0`` and read where it went. Logs go to
 stderr. SIGTERM and SIGINT stop it cleanly (exit status 0).
@@ -14,39 +14,43 @@ stderr. SIGTERM and SIGINT stop it cleanly (exit status 0).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from twisted.logger import (FilteringLogObserver, Logger, LogLevel,
-                            LogLevelFilterPredicate, globalLogBeginner,
-                            textFileLogObserver)
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 
+from socs_tcp.arguments import command_line
 from socs_tcp.sim.devices import SIMULATORS
+from socs_tcp.sim.server import listen_port
 
-log = Logger(namespace='socs_tcp.agents.simulate')
+log = Logger(namespace='socs_tcp.sim.cli')
 
-DEVICES = ('compressor', 'psu', *SIMULATORS)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a port number, got {text!r}')
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f'must be in 0..65535 (0: pick a free port), got {text!r}')
-    return value
+#: device name -> (module, class): a `DeviceServer` subclass built as ``cls(host=..., port=...)``.
+DEVICES = {
+    'compressor': ('socs_tcp.agents.compressor.simulator', 'CompressorSimulator'),
+    'psu': ('socs_tcp.agents.power_supply.simulator', 'PowerSupplySimulator'),
+    **SIMULATORS,     # the devices SOCS's own agents drive
+}
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='socs-tcp simulate', description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('device', choices=DEVICES, help='which device to simulate')
+    parser.add_argument('device', choices=sorted(DEVICES), help='which device to simulate')
     parser.add_argument('--host', default='127.0.0.1',
                         help='interface to listen on (default 127.0.0.1)')
-    parser.add_argument('--port', type=_port, default=0,
+    port = command_line(listen_port, int)
+    parser.add_argument('--port', type=port, default=0,
                         help='device port (default 0: pick a free one, printed as PORT <n>)')
-    parser.add_argument('--control-port', type=_port, default=None,
+    parser.add_argument('--control-port', type=port, default=None,
                         help='fault-control port (0: pick a free one, printed as CONTROL <n>); '
                              'no control channel if not given')
     parser.add_argument('--control-host', default=None,
@@ -59,23 +63,17 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0):
-    """Build (not start) the simulator for ``device`` (one of `DEVICES`).
+    """Build (not start) the simulator for ``device`` (a key of `DEVICES`).
 
     Raises
     ------
     ValueError
         If ``device`` is not one of them.
     """
-    if device == 'compressor':
-        from socs_tcp.agents.compressor.simulator import CompressorSimulator
-        return CompressorSimulator(host=host, port=port)
-    if device == 'psu':
-        from socs_tcp.agents.power_supply.simulator import PowerSupplySimulator
-        return PowerSupplySimulator(host=host, port=port)
-    if device in SIMULATORS:
-        from socs_tcp.sim.devices import make_simulator as make_socs_device
-        return make_socs_device(device, host, port)
-    raise ValueError(f'device must be one of {DEVICES}, got {device!r}')
+    if device not in DEVICES:
+        raise ValueError(f'device must be one of {sorted(DEVICES)}, got {device!r}')
+    module, name = DEVICES[device]
+    return getattr(importlib.import_module(module), name)(host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,34 +86,35 @@ def main(argv: list[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
-    from socs_tcp.agents.sim_control import ControlChannel
+    from socs_tcp.sim.control import ControlChannel
 
     simulator = make_simulator(args.device, args.host, args.port)
     failed = []
 
-    def begin():
-        try:
-            port = simulator.start()
-            lines = [f'PORT {port}']
-            control_port = None
-            if args.control_port is not None:
-                control = ControlChannel(simulator, args.control_host or args.host,
-                                         args.control_port)
-                control_port = control.start()
-                lines.append(f'CONTROL {control_port}')
-        except Exception as exc:     # e.g. the port is taken: say so and exit non-zero
-            failed.append(exc)
-            print(f'socs-tcp simulate: cannot listen: {exc}', file=sys.stderr, flush=True)
-            reactor.stop()
-            return
+    def listening(port: int) -> None:
+        lines = [f'PORT {port}']
+        control_port = None
+        if args.control_port is not None:
+            control = ControlChannel(simulator, args.control_host or args.host,
+                                     args.control_port)
+            control_port = control.start()
+            lines.append(f'CONTROL {control_port}')
         print('\n'.join(lines), flush=True)
         log.info('Simulated {device} on {host}:{port}{control}', device=args.device,
                  host=args.host, port=port,
                  control=f', control on {control_port}' if control_port else '')
 
+    def cannot_listen(failure) -> None:
+        # e.g. the port is taken: say so and exit non-zero
+        failed.append(failure)
+        print(f'socs-tcp simulate: cannot listen: {failure.getErrorMessage()}',
+              file=sys.stderr, flush=True)
+        reactor.stop()
+
     # reactor.run() installs SIGINT/SIGTERM handlers that stop the reactor,
     # which closes the listening ports and connections on the way out.
-    reactor.callWhenRunning(begin)
+    reactor.callWhenRunning(
+        lambda: simulator.start().addCallback(listening).addErrback(cannot_listen))
     reactor.run()
     return 1 if failed else 0
 
