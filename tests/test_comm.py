@@ -37,8 +37,8 @@ def test_comm_stays_socket_like_through_an_outage_and_works_again_after(line_dev
             comm = dev.comm
             comm.sendall(b'before\n')
             assert comm.recv(100) == b'before\n'
-            line_device.stop_listening()
-            line_device.drop_connections()
+            line_device.blocking.stop_listening()
+            line_device.blocking.drop_connections()
             wait_until(lambda: not dev.connected, what='the loss to land')
             assert dev.comm is comm                       # not None: drivers keep using it
             assert select.select([comm], [], [], 1)[0] == [comm]  # readable, as a dead socket
@@ -48,7 +48,7 @@ def test_comm_stays_socket_like_through_an_outage_and_works_again_after(line_dev
                 comm.sendall(b'while down\n')             # refused: the device is away
             comm.settimeout(0.5)
             assert dev.timeout == 0.5 and comm.gettimeout() == 0.5
-            line_device.start_listening()
+            line_device.blocking.start()
             comm.sendall(b'after\n')                      # reconnects, as send() does
             assert comm.recv(100) == b'after\n'
             assert select.select([comm], [], [], 0.05)[0] == []
@@ -115,7 +115,7 @@ def test_comm_is_none_only_until_the_first_connection(line_device):
     def body():
         dev = TCPInterface('127.0.0.1', port, 1, backoff=Backoff(initial=0.01, max_delay=0.05))
         assert dev.comm is None                           # the seed's case: the device was down
-        line_device.start_listening()
+        line_device.blocking.start()
         wait_until(lambda: dev.connected, what='the background reconnect')
         assert dev.comm is not None
         dev.close()

@@ -565,7 +565,7 @@ def test_memory_reactor_max_connections_counts_aborting_slot_as_free():
     (dict(framer='x'), TypeError, 'framer'),
     (dict(reply_terminator=1.0), TypeError, 'reply_terminator'),
     (dict(port=70000), ValueError, 'port'),
-    (dict(port='80'), TypeError, 'port'),
+    (dict(port='http'), TypeError, 'port'),
     (dict(max_connections=0), ValueError, 'max_connections'),
     (dict(greeting=3), TypeError, 'greeting'),
     (dict(max_recorded=-1), ValueError, 'max_recorded'),

@@ -26,9 +26,9 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from socs_tcp import arguments
 from socs_tcp.arguments import command_line
 from socs_tcp.sim.devices import SIMULATORS
-from socs_tcp.sim.server import listen_port
 
 log = Logger(namespace='socs_tcp.sim.cli')
 
@@ -47,7 +47,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument('device', choices=sorted(DEVICES), help='which device to simulate')
     parser.add_argument('--host', default='127.0.0.1',
                         help='interface to listen on (default 127.0.0.1)')
-    port = command_line(listen_port, int)
+    port = command_line(arguments.port, int, allow_zero=True)
     parser.add_argument('--port', type=port, default=0,
                         help='device port (default 0: pick a free one, printed as PORT <n>)')
     parser.add_argument('--control-port', type=port, default=None,

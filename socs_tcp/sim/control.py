@@ -44,7 +44,6 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from socs_tcp import arguments
-from socs_tcp.sim.server import listen_port
 
 log = Logger(namespace='socs_tcp.sim.control')
 
@@ -100,7 +99,7 @@ class ControlChannel:
             from twisted.internet import reactor
         self.server = server
         self.host = host
-        self.port = listen_port(port)
+        self.port = arguments.port(port, allow_zero=True)
         self._reactor = reactor
         self._listening = None
         self._restart_call = None

@@ -21,8 +21,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from socs_tcp import arguments
 from socs_tcp.arguments import command_line, count
-from socs_tcp.sim.server import listen_port
 
 
 def _watch_stdin(reactor) -> None:
@@ -58,7 +58,7 @@ def _raise_descriptor_limit() -> None:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m socs_tcp.sim.echo',
                                      description='Line echo devices on 127.0.0.1.')
-    parser.add_argument('--port', type=command_line(listen_port, int), default=0,
+    parser.add_argument('--port', type=command_line(arguments.port, int, allow_zero=True), default=0,
                         help='port (0: pick a free one; only with one device)')
     parser.add_argument('--host', default='127.0.0.1', help='interface (default 127.0.0.1)')
     parser.add_argument('--devices', type=command_line(count, int), default=1,

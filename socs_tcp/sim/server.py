@@ -17,15 +17,11 @@ the same methods that wait for the outcome (see `socs_tcp.sim.blocking`).
 
 from __future__ import annotations
 
-import functools
-import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 
 from twisted.internet import defer
-from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
-from twisted.python import threadable
 from twisted.python.failure import Failure
 
 from socs_tcp import arguments
@@ -34,8 +30,7 @@ from socs_tcp.sim.connection import DeviceConnection, DeviceServerFactory
 from socs_tcp.sim.faults import Faults
 from socs_tcp.sim.framing import Framer, TerminatorFramer
 
-__all__ = ['DeviceConnection', 'DeviceServer', 'DeviceServerFactory', 'Handler', 'Reply',
-           'listen_port']
+__all__ = ['DeviceConnection', 'DeviceServer', 'DeviceServerFactory', 'Handler', 'Reply']
 
 Reply = bytes | str | None
 Handler = Callable[[bytes], Reply] | Mapping
@@ -44,26 +39,6 @@ Handler = Callable[[bytes], Reply] | Mapping
 _DEFAULT = object()
 
 log = Logger(namespace='socs_tcp.sim')
-
-
-def listen_port(value: object, name: str = 'port') -> int:
-    """Return ``value`` as a port to listen on: 1..65535, or 0 to pick a free one.
-
-    Raises
-    ------
-    TypeError
-        Not an int (a bool or a str is refused too).
-    ValueError
-        Outside 0..65535.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{name} must be an int, got {value!r}')
-    if value == 0:
-        return 0
-    try:
-        return arguments.port(value, name)
-    except ValueError:
-        raise ValueError(f'{name} must be in 0..65535 (0: pick a free port), got {value}') from None
 
 
 def _count_or_none(value: object, name: str) -> int | None:
@@ -77,21 +52,6 @@ def _table_handler(table: Mapping) -> Callable[[bytes], Reply]:
         normalized[arguments.as_bytes(key, 'handler key')] = arguments.as_bytes(
             value, f'handler[{key!r}]', allow_none=True)
     return normalized.get
-
-
-def _reactor_api(method):
-    """A reactor-thread method. Transitional: a call from another thread is
-    forwarded to `DeviceServer.blocking`, with a DeprecationWarning, until
-    the tests written before `blocking` existed (tests/test_interface.py) use it."""
-    @functools.wraps(method)
-    def call(self, *args, **kwargs):
-        if not self._in_reactor():
-            warnings.warn(f'DeviceServer.{method.__name__}() called outside the reactor thread: '
-                          f'use server.blocking.{method.__name__}()', DeprecationWarning,
-                          stacklevel=2)
-            return blockingCallFromThread(self._reactor, method, self, *args, **kwargs)
-        return method(self, *args, **kwargs)
-    return call
 
 
 class DeviceServer:
@@ -166,7 +126,7 @@ class DeviceServer:
         if not isinstance(host, str):
             raise TypeError(f'host must be str, got {type(host).__name__}')
         self.host = host
-        self._port_number = listen_port(port) or None
+        self._port_number = arguments.port(port, allow_zero=True) or None
         self.max_connections = _count_or_none(max_connections, 'max_connections')
         self.greeting = arguments.as_bytes(greeting, 'greeting', allow_none=True)
         if reactor is None:
@@ -193,11 +153,6 @@ class DeviceServer:
     def __repr__(self) -> str:
         return (f'<DeviceServer {self.host}:{self._port_number} listening={self.listening} '
                 f'connections={self.connection_count}>')
-
-    def _in_reactor(self) -> bool:
-        # A reactor that isn't running (not yet started, or a MemoryReactor)
-        # has no thread to hop into: act directly.
-        return not getattr(self._reactor, 'running', False) or threadable.isInIOThread()
 
     # -- state (plain reads, safe from any thread) ----------------------------
     @property
@@ -265,7 +220,6 @@ class DeviceServer:
                       f.garbage, f.drop_countdown)
 
     # -- listening ------------------------------------------------------------
-    @_reactor_api
     def start(self) -> defer.Deferred:
         """Start listening (again); the device is back (a blackhole is let go).
 
@@ -307,7 +261,6 @@ class DeviceServer:
                   port=self._port_number)
         return defer.succeed(self._port_number)
 
-    @_reactor_api
     def stop_listening(self) -> defer.Deferred:
         """Stop accepting connections (refused, also after a blackhole); open ones stay up.
 
@@ -321,12 +274,6 @@ class DeviceServer:
         """
         self._release_blackhole()
         return self._stop_listening()
-
-    def start_listening(self) -> defer.Deferred:
-        """Deprecated: `start`. Kept until tests/test_interface.py calls `start`."""
-        warnings.warn('DeviceServer.start_listening() is deprecated: use start()',
-                      DeprecationWarning, stacklevel=2)
-        return self.start()
 
     def _stop_listening(self) -> defer.Deferred:
         self._listen_after_stop = False
@@ -351,7 +298,6 @@ class DeviceServer:
         self._stopping.addBoth(lambda r: (d.callback(None), r)[1])
         return d
 
-    @_reactor_api
     def stop(self) -> defer.Deferred:
         """Stop listening and abort every connection: the device is off.
 
@@ -366,7 +312,6 @@ class DeviceServer:
                                 consumeErrors=True)
         return d.addCallback(lambda _: None)
 
-    @_reactor_api
     def set_blackhole(self, on: bool = True) -> defer.Deferred:
         """Vanish from the network (``on``), or come back (``on=False``).
 
@@ -411,7 +356,6 @@ class DeviceServer:
             self._blackhole = None
 
     # -- connections ----------------------------------------------------------
-    @_reactor_api
     def drop_connections(self) -> defer.Deferred:
         """Abort every open connection now (the peer sees a reset).
 
@@ -431,7 +375,6 @@ class DeviceServer:
         d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
-    @_reactor_api
     def hang_up(self) -> defer.Deferred:
         """Close every open connection cleanly (FIN) now, as a device that hangs up.
 
@@ -449,7 +392,6 @@ class DeviceServer:
         d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
-    @_reactor_api
     def send_unsolicited(self, data: bytes | str) -> None:
         """Write ``data`` to every open connection now, outside any reply.
 
@@ -483,7 +425,6 @@ class DeviceServer:
         self._notify_connections()
 
     # -- requests -------------------------------------------------------------
-    @_reactor_api
     def clear_requests(self) -> None:
         """Forget the recorded requests (`when_requests` counts from zero again)."""
         self._requests.clear()
@@ -526,7 +467,6 @@ class DeviceServer:
         conn.queue_reply(reply, faults)
 
     # -- faults ---------------------------------------------------------------
-    @_reactor_api
     def drop_after(self, n: int | None) -> None:
         """Abort a connection at the ``n``-th request read from now on.
 
@@ -541,7 +481,6 @@ class DeviceServer:
         """
         self._faults.drop_countdown = _count_or_none(n, 'n')
 
-    @_reactor_api
     def set_delay(self, seconds: float) -> None:
         """Start each reply ``seconds`` after its request is read (0: at once).
 
@@ -554,12 +493,10 @@ class DeviceServer:
         """
         self._faults.delay = arguments.seconds(seconds, 'seconds', allow_zero=True)
 
-    @_reactor_api
     def set_silent(self, silent: bool = True) -> None:
         """While ``silent``, read and record requests but never answer them."""
         self._faults.silent = bool(silent)
 
-    @_reactor_api
     def set_fragments(self, size: int | None, interval: float = 0.0) -> None:
         """Write replies in chunks of ``size`` bytes, ``interval`` s apart.
 
@@ -576,7 +513,6 @@ class DeviceServer:
         self._faults.fragment_size = size
         self._faults.fragment_interval = interval
 
-    @_reactor_api
     def set_garbage(self, data: bytes | str) -> None:
         """Put ``data`` in front of the next reply sent (once; b'' cancels).
 
@@ -587,7 +523,6 @@ class DeviceServer:
         """
         self._faults.garbage = arguments.as_bytes(data, 'data')
 
-    @_reactor_api
     def reset_faults(self) -> None:
         """Turn every reply fault off (delay, silent, fragments, garbage, drop_after).
 
@@ -597,7 +532,6 @@ class DeviceServer:
         self._faults = Faults()
 
     # -- waiting --------------------------------------------------------------
-    @_reactor_api
     def when_connections(self, n: int, timeout: float | None = None) -> defer.Deferred:
         """Wait until exactly ``n`` connections are open.
 
@@ -621,7 +555,6 @@ class DeviceServer:
         """
         return self._when('connections', n, timeout)
 
-    @_reactor_api
     def when_requests(self, n: int, timeout: float | None = None) -> defer.Deferred:
         """Wait until at least ``n`` requests have been read (`request_count`).
 
