@@ -360,21 +360,22 @@ class SocsAgentsRun:
         """
         stack = self.stack
         self._scope.enter_context(stack.scope())
-        sims = {}
+        sims, hosts = {}, {}
         for kind in self.kinds:
             args: list[str] = []
+            hosts[kind.key] = '127.0.0.1'
             if kind.fixed_port is not None:
-                host = free_loopback_host(kind.fixed_port)
-                args = ['--host', host, '--port', str(kind.fixed_port), '--control-host', '127.0.0.1']
+                hosts[kind.key] = free_loopback_host(kind.fixed_port)
+                args = ['--host', hosts[kind.key], '--port', str(kind.fixed_port),
+                        '--control-host', '127.0.0.1']
             sims[kind.key] = stack.start_simulator(kind.sim_kind, f'{kind.sim_kind}-{self.tag}',
                                                    args=args, wait=False)
             self.processes.append(sims[kind.key].process)
         for kind in self.kinds:
             sim = sims[kind.key]
             sim.wait_ready()
-            host = args_host(sim)
             stack.add_agent(f'{kind.key}-{self.tag}', kind.agent_class,
-                            kind.arguments(host, kind.fixed_port or sim.port))
+                            kind.arguments(hosts[kind.key], kind.fixed_port or sim.port))
         stack.crossbar.wait_ready()      # agents started earlier would only back off
         stack.write_site_config()
         for kind in self.kinds:
@@ -469,10 +470,12 @@ class SocsAgentsRun:
             getattr(self, f'scenario_{scenario}')(agent, obs)
         except Exception:
             obs.error = traceback.format_exc(limit=3)
-        finally:
-            agent.sim.control('reset')            # no fault leaks into the next scenario
+        try:                                      # no fault leaks into the next scenario
+            agent.sim.control('reset')
             if sim_status(agent.sim).get('listening') != '1':
                 agent.sim.control('start')
+        except Exception:
+            obs.error = (obs.error or '') + traceback.format_exc(limit=3)
         ended = time.time()
         readings = self.readings(agent, started)
         obs.invalid = self.invalid_readings(agent, started, ended)
@@ -579,13 +582,6 @@ class SocsAgentsRun:
 
     def stop_record(self, agent: AgentUnderTest):
         return next(r for r in self.stop_records if r.pid == agent.process.pid)
-
-
-def args_host(sim: Simulator) -> str:
-    """The address a simulator's device listens on (its ``--host``)."""
-    argv = sim.process.argv
-    hosts = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == '--host']
-    return hosts[-1]
 
 
 def sim_status(sim: Simulator) -> dict:
