@@ -53,10 +53,11 @@ def base(request):
     yield request.param
     compat.uninstall()
     forget_socs_modules()
-    # Collect the drivers now: socs.tcp's __del__ raises for a driver whose
-    # construction failed (no comm yet), and a finalizer raising while pytest
-    # parses source for a report trips CPython 3.11's "AST constructor recursion
-    # depth mismatch" SystemError (an INTERNALERROR for the whole session).
+    # Collect the drivers now, between tests: socs.tcp's __del__ raises for a
+    # driver whose construction failed (no comm yet). Left to a later collection,
+    # that ran while pytest parsed source to report a failing test, and the run
+    # ended in CPython 3.11's "AST constructor recursion depth mismatch"
+    # SystemError (an INTERNALERROR for the whole session); collected here, not.
     gc.collect()
 
 
