@@ -34,9 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from socs_tcp.agents.compressor.simulator import STATE_NAMES, TARGETS
 from socs_tcp.sim.devices import lakeshore372 as ls
 from socs_tcp.sim.devices import pfeiffer_tpg366 as tpg
+from socs_tcp.sim.devices.cryomech_cpa import STATE_NAMES, TARGETS
 from socs_tcp.testing import OcsStack, Simulator
 
 BIN = Path(sys.executable).parent

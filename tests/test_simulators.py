@@ -15,16 +15,10 @@ import pytest_twisted
 from twisted.internet import reactor, task, threads
 
 from socs_tcp.agents.compressor import drivers as cpa
-from socs_tcp.agents.compressor.simulator import (
-    IDLING,
-    RUNNING,
-    STARTING,
-    STOPPING,
-    CompressorModel,
-    CompressorSimulator,
-)
+from socs_tcp.agents.compressor.simulator import CompressorSimulator
 from socs_tcp.agents.power_supply.simulator import PowerSupplyModel
 from socs_tcp.sim.control import ControlChannel, SimControl, SimControlError
+from socs_tcp.sim.devices.cryomech_cpa import IDLING, RUNNING, STARTING, STOPPING, CompressorModel
 
 # -- compressor model ---------------------------------------------------------------
 
