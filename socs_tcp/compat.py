@@ -32,6 +32,12 @@ The switch is refused, with a :class:`CompatError` saying why, when
 - a driver built on SOCS's own class is already imported: it would silently
   keep socs.tcp while the site believes it runs on socs_tcp. ``force`` does not
   override this: call :func:`install` earlier.
+
+Some SOCS drivers fix their device's port (the Lakeshore 372 always connects
+to 7777). To run such an agent against a device elsewhere (a simulator on a
+free port, a tunnel), ``SOCS_TCP_REDIRECT=HOST:PORT=HOST:PORT[,...]`` in the
+agent's environment (or ``install(redirects=...)``) makes a driver that
+connects to the first address reach the second; each redirect is logged.
 """
 
 from __future__ import annotations
@@ -46,9 +52,10 @@ import sys
 from twisted.logger import Logger
 
 import socs_tcp
+from socs_tcp import arguments
 
-__all__ = ['KNOWN_SOCS', 'FORCE_ENV', 'CompatError', 'install', 'uninstall', 'installed',
-           'describe']
+__all__ = ['KNOWN_SOCS', 'FORCE_ENV', 'REDIRECT_ENV', 'CompatError', 'install', 'uninstall',
+           'installed', 'describe', 'parse_redirects']
 
 log = Logger(namespace='socs_tcp.compat')
 
@@ -59,6 +66,12 @@ KNOWN_SOCS = ((0, 6), (0, 7))
 #: Environment variable that, set to ``1``, makes :func:`install` accept an
 #: unknown ``socs`` release or shape (as ``force=True`` does).
 FORCE_ENV = 'SOCS_TCP_FORCE'
+
+#: Environment variable: ``HOST:PORT=HOST:PORT[,...]``, device addresses that
+#: drivers connect to, each mapped to where the device really is.
+REDIRECT_ENV = 'SOCS_TCP_REDIRECT'
+
+Address = tuple[str, int]
 
 # SOCS's own class, remembered by the first install() (None: never installed).
 _original: type | None = None
@@ -158,16 +171,57 @@ def _live_subclasses(cls: type) -> list[str]:
     return sorted(found)
 
 
+def parse_redirects(text: str) -> dict[Address, Address]:
+    """Parse ``HOST:PORT=HOST:PORT[,...]`` (the form of ``SOCS_TCP_REDIRECT``).
+
+    Raises
+    ------
+    CompatError
+        An entry that is not ``HOST:PORT=HOST:PORT`` with ports in 1..65535 (named).
+    """
+    table: dict[Address, Address] = {}
+    for entry in filter(None, (part.strip() for part in text.split(','))):
+        try:
+            source, target = (_address(side) for side in entry.split('='))
+        except (TypeError, ValueError) as exc:
+            raise CompatError(f'{REDIRECT_ENV}: {entry!r} is not HOST:PORT=HOST:PORT ({exc})') from None
+        table[source] = target
+    return table
+
+
+def _address(text: str) -> Address:
+    host, _, port = text.strip().rpartition(':')
+    if not host:
+        raise ValueError(f'no host in {text!r}')
+    return host, arguments.port(port)
+
+
+def _redirecting(table: dict[Address, Address]) -> type:
+    """socs_tcp's TCPInterface, connecting to ``table[(ip, port)]`` for the addresses in it."""
+    class RedirectingTCPInterface(socs_tcp.TCPInterface):
+        __doc__ = socs_tcp.TCPInterface.__doc__
+
+        def __init__(self, ip_address, port, timeout=10, **options):
+            target = table.get((ip_address, arguments.port(port)))
+            if target is not None:
+                log.info('{source} redirected to {target} ({env})', source=f'{ip_address}:{port}',
+                         target='{}:{}'.format(*target), env=REDIRECT_ENV)
+                ip_address, port = target
+            super().__init__(ip_address, port, timeout, **options)
+    return RedirectingTCPInterface
+
+
 def installed() -> bool:
-    """Whether ``socs.tcp.TCPInterface`` is socs_tcp's class now.
+    """Whether ``socs.tcp.TCPInterface`` is socs_tcp's class now (redirecting or not).
 
     False as well when socs is not installed (nothing was switched).
     """
     module = sys.modules.get('socs.tcp')
-    return module is not None and getattr(module, 'TCPInterface', None) is socs_tcp.TCPInterface
+    current = getattr(module, 'TCPInterface', None) if module is not None else None
+    return isinstance(current, type) and issubclass(current, socs_tcp.TCPInterface)
 
 
-def install(*, force: bool | None = None) -> None:
+def install(*, force: bool | None = None, redirects: dict[Address, Address] | None = None) -> None:
     """Make ``socs.tcp.TCPInterface`` :class:`socs_tcp.TCPInterface`. Idempotent.
 
     Call it before any SOCS agent or driver module is imported: drivers bind
@@ -180,20 +234,26 @@ def install(*, force: bool | None = None) -> None:
         Switch even if the installed socs is a release or shape not checked
         against socs_tcp (a warning is logged). Default: True when the
         environment has ``SOCS_TCP_FORCE=1``, else False.
+    redirects : dict, optional
+        ``{(host, port): (host, port)}``: drivers that connect to a key reach
+        its value. Default: ``SOCS_TCP_REDIRECT`` from the environment.
 
     Raises
     ------
     CompatError
         socs is not installed; its ``socs.tcp`` is unknown (and not ``force``);
-        or a driver built on SOCS's own class is already imported (named in the
-        message; ``force`` does not help, importing it later does).
+        a driver built on SOCS's own class is already imported (named in the
+        message; ``force`` does not help, importing it later does); or
+        ``SOCS_TCP_REDIRECT`` is malformed.
     """
     global _original
     if force is None:
         force = os.environ.get(FORCE_ENV, '') == '1'
+    if redirects is None:
+        redirects = parse_redirects(os.environ.get(REDIRECT_ENV, ''))
     module = _import_socs_tcp()
     current = getattr(module, 'TCPInterface', None)
-    if current is socs_tcp.TCPInterface:
+    if installed():
         return
     version = _socs_version()
     try:
@@ -210,7 +270,7 @@ def install(*, force: bool | None = None) -> None:
                 f'SOCS\'s own class: {", ".join(early)}. Call socs_tcp.compat.install() before '
                 'importing any SOCS agent or driver (socs-tcp agent does).')
     _original = current
-    module.TCPInterface = socs_tcp.TCPInterface
+    module.TCPInterface = _redirecting(dict(redirects)) if redirects else socs_tcp.TCPInterface
 
 
 def uninstall() -> bool:
@@ -221,7 +281,7 @@ def uninstall() -> bool:
     """
     global _original
     module = sys.modules.get('socs.tcp')
-    if module is None or _original is None or module.TCPInterface is not socs_tcp.TCPInterface:
+    if module is None or _original is None or not installed():
         return False
     module.TCPInterface, _original = _original, None
     return True
@@ -240,6 +300,8 @@ def describe() -> str:
             return f'TCP base: socs is not installed (socs_tcp {ours} available, nothing switched)'
     version = _socs_version()
     if installed():
-        return (f'TCP base: socs_tcp {ours} (socs.tcp.TCPInterface is socs_tcp.TCPInterface; '
-                f'socs {version})')
+        current = sys.modules['socs.tcp'].TCPInterface
+        how = ('is socs_tcp.TCPInterface' if current is socs_tcp.TCPInterface
+               else f'is socs_tcp.TCPInterface with {REDIRECT_ENV}')
+        return f'TCP base: socs_tcp {ours} (socs.tcp.TCPInterface {how}; socs {version})'
     return f'TCP base: socs.tcp.TCPInterface of socs {version} (not switched to socs_tcp)'

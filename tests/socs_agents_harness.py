@@ -12,10 +12,12 @@ survived, degraded and recovered, how long recovery took, and what it logged.
 The end-to-end tests assert on those observations; the characterization run
 puts the two launchers side by side.
 
-Everything listens on loopback only. SOCS's Lakeshore372Agent always connects
-to port 7777 (it has no port option), so its simulator gets a random 127/8
-address of its own with 7777 free there, and its control channel stays on
-127.0.0.1.
+Everything listens on 127.0.0.1 only. SOCS's Lakeshore372Agent always
+connects to port 7777 (it has no port option): on socs_tcp its simulator takes
+a free port and ``SOCS_TCP_REDIRECT=127.0.0.1:7777=127.0.0.1:<port>`` points
+the unchanged agent there; plain socs.tcp cannot be pointed elsewhere, so the
+(opt-in) socs.tcp run puts its simulator on 127.0.0.1:7777 itself, when that
+port is free.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import socket
 import sys
 import threading
@@ -56,16 +57,14 @@ POLL = 0.1
 AFTER_MARGIN = 0.3
 
 
-def free_loopback_host(port: int) -> str:
-    """A random 127/8 address (not 127.0.0.1) where ``port`` is free now."""
-    while True:
-        host = f'127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}'
-        with socket.socket() as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
-        return host
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` can be listened on at 127.0.0.1 now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(('127.0.0.1', port))
+        except OSError:
+            return False
+    return True
 
 
 # -- what each SOCS agent publishes, and what is a valid reading ------------------------------
@@ -360,29 +359,33 @@ class SocsAgentsRun:
         """
         stack = self.stack
         self._scope.enter_context(stack.scope())
-        sims, hosts = {}, {}
+        sims, envs = {}, {}
         for kind in self.kinds:
             args: list[str] = []
-            hosts[kind.key] = '127.0.0.1'
-            if kind.fixed_port is not None:
-                hosts[kind.key] = free_loopback_host(kind.fixed_port)
-                args = ['--host', hosts[kind.key], '--port', str(kind.fixed_port),
-                        '--control-host', '127.0.0.1']
+            if kind.fixed_port is not None and self.launcher == 'socs.tcp':
+                if not port_is_free(kind.fixed_port):
+                    raise RuntimeError(f'{kind.agent_class} on socs.tcp needs 127.0.0.1:'
+                                       f'{kind.fixed_port} for its simulator, and it is taken')
+                args = ['--port', str(kind.fixed_port)]
             sims[kind.key] = stack.start_simulator(kind.sim_kind, f'{kind.sim_kind}-{self.tag}',
                                                    args=args, wait=False)
             self.processes.append(sims[kind.key].process)
         for kind in self.kinds:
             sim = sims[kind.key]
             sim.wait_ready()
-            stack.add_agent(f'{kind.key}-{self.tag}', kind.agent_class,
-                            kind.arguments(hosts[kind.key], kind.fixed_port or sim.port))
+            port = sim.port
+            if kind.fixed_port is not None and self.launcher == 'socs_tcp':
+                envs[kind.key] = {'SOCS_TCP_REDIRECT': f'127.0.0.1:{kind.fixed_port}=127.0.0.1:{port}'}
+                port = kind.fixed_port
+            stack.add_agent(f'{kind.key}-{self.tag}', kind.agent_class, kind.arguments('127.0.0.1', port))
         stack.crossbar.wait_ready()      # agents started earlier would only back off
         stack.write_site_config()
         for kind in self.kinds:
             iid = f'{kind.key}-{self.tag}'
             service = stack.start_service(
                 f'agent-{iid}', [*LAUNCHERS[self.launcher], '--instance-id', iid,
-                                 '--site-host', 'localhost'], expect=(), wait=False)
+                                 '--site-host', 'localhost'], expect=(), wait=False,
+                env=envs.get(kind.key))
             self.agents[kind.key] = AgentUnderTest(kind, iid, sims[kind.key], service)
             self.processes.append(service.process)
         listener = stack.start_service(

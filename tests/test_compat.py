@@ -19,10 +19,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 
 import socs_tcp
 from socs_compat_fixtures import forget_socs_modules
 from socs_tcp import compat
+from tests.conftest import in_worker
 
 BIN = Path(sys.executable).parent
 
@@ -125,6 +127,38 @@ def test_install_refuses_a_socs_tcp_of_another_shape(switched_back, monkeypatch)
     with pytest.raises(compat.CompatError, match=r'no _connect\(\); recv\(\) does not take'):
         compat.install()
     assert socs.tcp.TCPInterface is OldInterface
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_redirect_points_a_driver_with_a_fixed_port_at_the_device_elsewhere(switched_back, monkeypatch,
+                                                                              line_device):
+    monkeypatch.setenv(compat.REDIRECT_ENV, f'127.0.0.1:7777=127.0.0.1:{line_device.port}')
+    compat.install()
+    import socs.tcp
+    assert compat.installed() and compat.REDIRECT_ENV in compat.describe()
+
+    def body():
+        dev = socs.tcp.TCPInterface('127.0.0.1', 7777, 2)   # as the Lakeshore 372 driver does
+        try:
+            dev.send(b'*IDN?\n')
+            return dev.recv(), dev.port
+        finally:
+            dev.close()
+    reply, port = yield in_worker(body)
+    assert reply == b'*IDN?\n' and port == line_device.port
+
+
+@pytest.mark.parametrize('text, words', [
+    ('7777=127.0.0.1:1', 'no host'),
+    ('127.0.0.1:7777', 'is not HOST:PORT=HOST:PORT'),
+    ('a:1=b:70000', 'must be in 1..65535'),
+    ('a:x=b:1', 'must be an int'),
+])
+def test_a_malformed_redirect_is_refused_naming_the_entry(switched_back, monkeypatch, text, words):
+    monkeypatch.setenv(compat.REDIRECT_ENV, text)
+    with pytest.raises(compat.CompatError, match=f'SOCS_TCP_REDIRECT: .*{words}'):
+        compat.install()
+    assert not compat.installed()
 
 
 def test_install_says_clearly_when_socs_is_not_installed(monkeypatch):

@@ -28,13 +28,13 @@ import pytest_twisted
 import txaio
 from ocs.ocs_agent import OpSession
 
-from socs_agents_harness import free_loopback_host
 from socs_compat_fixtures import forget_socs_modules
 from socs_tcp import compat
 from socs_tcp.sim.devices import cryomech_cpa as cpa
 from socs_tcp.sim.devices import lakeshore372 as ls
 from socs_tcp.sim.devices import pfeiffer_tpg366 as tpg
 from socs_tcp.sim.framing import TerminatorFramer, mbap_framer
+from socs_tcp.testing.crossbar import free_port
 from tests.conftest import in_worker
 
 txaio.use_twisted()
@@ -189,14 +189,18 @@ def test_ls372_init_fails_when_connect_raises_an_unexpected_error(base):
 
 @pytest_twisted.inlineCallbacks
 def test_ls372_init_fails_as_a_connection_error_when_connect_finds_no_device(base):
-    from socs.agents.lakeshore372.agent import LS372_Agent
-
     # _connect's None means "could not connect": the driver's first query must
     # raise ConnectionError, which the agent reports as it does for a dead bridge.
-    # socs.tcp asks _connect again (None again); socs_tcp connects for real, to
-    # a loopback address where nothing listens on 7777, from a worker thread as
-    # in an agent (this test process runs the reactor in its main thread).
-    nowhere = free_loopback_host(7777)
+    # socs.tcp asks _connect again (None again); socs_tcp connects for real, from
+    # a worker thread as in an agent (this test process runs the reactor in its
+    # main thread), redirected from the driver's fixed 7777 to a port where
+    # nothing listens.
+    nowhere, port = '127.0.0.1', 7777
+    if base == 'socs_tcp':
+        port = free_port()
+        compat.uninstall()
+        compat.install(redirects={(nowhere, 7777): (nowhere, port)})
+    from socs.agents.lakeshore372.agent import LS372_Agent  # after the switch: on its class
     with mock.patch('socs.agents.lakeshore372.agent.reactor', mock.MagicMock()), \
             mock.patch('socs.tcp.TCPInterface._connect', return_value=None) as connect:
         agent = LS372_Agent(mock_ocs_agent(), 'mock372', nowhere)
@@ -204,7 +208,7 @@ def test_ls372_init_fails_as_a_connection_error_when_connect_finds_no_device(bas
             ok, message = yield in_worker(agent.init_lakeshore, session('init_lakeshore'), None)
     assert ok is False and message == 'Lakeshore initialization failed'
     error.assert_called_once_with('Could not connect to the LS372. Exiting.')
-    connect.assert_any_call((nowhere, 7777))
+    connect.assert_any_call((nowhere, port))
 
 
 # -- device messages behind a fake socket: the drivers' own send/recv run ---------------------

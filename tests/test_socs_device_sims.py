@@ -14,7 +14,6 @@ import types
 import pytest
 import pytest_twisted
 
-from socs_agents_harness import free_loopback_host
 from socs_tcp.sim.cli import make_simulator
 from socs_tcp.sim.control import SimControl
 from socs_tcp.sim.devices import SIMULATORS
@@ -284,7 +283,7 @@ QUERIES = {'cryomech-cpa': (PTC_QUERY, 9 + 106), 'lakeshore372': (b'*IDN?\r\n', 
 
 
 def test_simulate_runs_each_socs_device_with_its_control_channel():
-    host = free_loopback_host(0)     # any 127/8 address is loopback on Linux
+    host = '127.0.0.1'
     procs = {kind: subprocess.Popen(
         [sys.executable, '-m', 'socs_tcp.cli', 'simulate', kind, '--host', host, '--port', '0',
          '--control-port', '0', '--control-host', '127.0.0.1'],

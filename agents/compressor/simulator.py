@@ -14,6 +14,7 @@ from socs_tcp.sim.devices.cryomech_cpa import CompressorModel
 
 __all__ = ['CompressorSimulator']
 
+
 class CompressorSimulator(DeviceServer):
     """A `DeviceServer` serving a `CompressorModel` over Modbus-TCP.
 

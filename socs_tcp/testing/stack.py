@@ -280,8 +280,11 @@ class OcsStack:
     # -- simulators and other services ------------------------------------------------
 
     def start_service(self, name: str, argv: Sequence[str], *, expect: Sequence[str] = ('PORT',),
-                      wait: bool = True, timeout: float = 15.0) -> Service:
+                      wait: bool = True, timeout: float = 15.0,
+                      env: Mapping[str, str] | None = None) -> Service:
         """Start any program that prints ``NAME <int>`` lines (e.g. ``PORT 40123``).
+
+        ``env`` adds to the environment every child of the stack gets.
 
         Raises
         ------
@@ -290,16 +293,16 @@ class OcsStack:
         StackError
             If ``wait`` and it exits or does not announce ``expect`` in time.
         """
-        return self._launch(name, argv, lambda proc: Service(name, proc, expect), wait, timeout)
+        return self._launch(name, argv, lambda proc: Service(name, proc, expect), wait, timeout, env)
 
     def _launch(self, name: str, argv: Sequence[str], make: Callable[[ManagedProcess], Service],
-                wait: bool, timeout: float) -> Service:
+                wait: bool, timeout: float, env: Mapping[str, str] | None = None) -> Service:
         """Start ``argv`` as service ``name`` (``make`` wraps the process); wait if asked."""
         self._check_open()
         if name in self.services:
             raise ValueError(f'name {name!r} is already used by {self.services[name]!r}')
         proc = self._track(ManagedProcess(name, argv, log_path=self.log_dir / f'{name}.log',
-                                          env=self.child_env(), cwd=self.workdir))
+                                          env=self.child_env(env), cwd=self.workdir))
         service = make(proc)
         self.services[name] = service
         if wait:

@@ -331,8 +331,8 @@ class Lakeshore372Simulator(DeviceServer):
     ----------
     host : str
         Interface to listen on. SOCS's agent always connects to port 7777
-        (it has no port option), so to run several simulated bridges on one
-        machine give each its own loopback address (any of 127.0.0.0/8).
+        (it has no port option): on socs_tcp, ``SOCS_TCP_REDIRECT`` points it
+        at a simulator on any port (see `socs_tcp.compat`).
     port : int
         Port (0: pick a free one).
     state : LS372State, optional
