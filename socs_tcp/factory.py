@@ -182,7 +182,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
     def _abort(self, why: str) -> None:
         error = DeviceDisconnected(f'connection to {self.address} dropped: {why}')
         self.bridge.connection_down(self.generation, error)
-        self.log.info('{address}: dropping the connection ({why})', address=self.address, why=why)
+        self.log.info('{address}: dropping the connection ({reason})', address=self.address, reason=why)
         self.current.transport.abortConnection()
 
     def _refuse(self, proto: DeviceProtocol) -> None:
