@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench compose-check clean
+.PHONY: demo test lint bench compose-check clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/pytest
+
+# ruff, the version setup.cfg pins, with the rules in pyproject.toml: the whole tree.
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/compare.py

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from ocs import ocs_agent
 from ocs.ocs_twisted import TimeoutLock
 
-from socs_tcp.agents.connection_state import RETRY_INTERVAL, ConnectionState
 from socs_tcp.agents.errors import DeviceReportedError, ReplyError
+from socs_tcp.agents.outages import RETRY_INTERVAL, OutageTracker
 
 #: What a device fault looks like to the agent: unreachable or silent
 #: (ConnectionError), a reply that can't be trusted (ReplyError), or the
@@ -83,10 +83,10 @@ class PolledDeviceAgent:
         # acq holds the lock between samples and hands it over at each loop,
         # so a task waits at most one interval plus one exchange.
         self.lock_wait = self.sample_interval + self.timeout + 2.0
-        self.connection = ConnectionState(
+        self.outages = OutageTracker(
             self.log, f'{self.device_kind} at {ip_address}:{self.port}')
         self.latest: dict = {}
-        self.latest_time: Optional[float] = None
+        self.latest_time: float | None = None
         self._device = None
         self._stop_events: dict = {}   # acq session id -> threading.Event
         # Set by a task (or a stop request) to end acq's wait between samples early.
@@ -120,7 +120,7 @@ class PolledDeviceAgent:
     def _device_known_down(self) -> bool:
         # acq saw the device fail, and the interface hasn't (re)connected since:
         # trying would only wait for another failure.
-        return self.connection.down and not (self._device is not None
+        return self.outages.down and not (self._device is not None
                                              and self._device.connected)
 
     # -- tasks -------------------------------------------------------------------
@@ -146,7 +146,7 @@ class PolledDeviceAgent:
             if not acquired:
                 return False, f'{job}: could not acquire the lock (held by {self.lock.job})'
             if self._device_known_down():
-                msg = f'{job} not attempted: {self.connection.describe_outage()}'
+                msg = f'{job} not attempted: {self.outages.describe_outage()}'
                 self.log.warn('{msg}', msg=msg)
                 return False, msg
             try:
@@ -161,7 +161,7 @@ class PolledDeviceAgent:
     def session_data(self) -> dict:
         """What ``acq`` keeps in ``session.data``: readings, their time, link state."""
         data = {'fields': dict(self.latest), 'timestamp': self.latest_time}
-        data.update(self.connection.as_dict())
+        data.update(self.outages.as_dict())
         return data
 
     def _sample(self, session) -> bool:
@@ -169,12 +169,12 @@ class PolledDeviceAgent:
         try:
             fields = self.read_sample(self.device)
         except DEVICE_FAULTS as exc:
-            self.connection.failed(exc)
+            self.outages.failed(exc)
             session.degraded = True
             session.data = self.session_data()
             return False
         now = time.time()
-        self.connection.succeeded()
+        self.outages.succeeded()
         session.degraded = False
         self.latest, self.latest_time = fields, now
         numbers = {k: v for k, v in fields.items()

@@ -35,11 +35,12 @@ import sys
 import time
 
 from fault_timing import client_labels, measure_faults, measure_recovery, measure_stale
-from query_clients import KINDS, available_kinds
-from query_latency import Progress, format_table
 from query_latency import measure as measure_latency
-from server_process import BENCH_DIR, ServerProcess, start_echo_process
-from targets import check_targets
+from socs_tcp.arguments import command_line, count
+from support.clients import KINDS, available_kinds
+from support.devices import BENCH_DIR, start_echo_devices, start_echo_process
+from support.report import Progress, format_report
+from support.targets import check_targets
 
 SECTIONS = ('latency', 'faults', 'recovery', 'scale')
 
@@ -149,8 +150,7 @@ def run(config: dict, sections: tuple[str, ...], progress) -> dict:
         progress(f'scale: {config["count"]} socs_tcp interfaces (in the background)')
         background = start_scale('socs_tcp', config['count'], config['window'], config['steady'])
     if 'faults' in sections or 'recovery' in sections:
-        with ServerProcess([str(BENCH_DIR / 'device_process.py'), '--devices',
-                            str(len(labels))], ports=len(labels)) as devices:
+        with start_echo_devices(len(labels)) as devices:
             if 'faults' in sections:
                 results['faults'] = measure_faults(devices, labels, timeout=config['timeout'],
                                                    calls=config['calls'], progress=progress)
@@ -174,111 +174,6 @@ def run(config: dict, sections: tuple[str, ...], progress) -> dict:
     return results
 
 
-def _ms(seconds) -> str:
-    return '-' if seconds is None else f'{seconds * 1000:.1f}'
-
-
-def format_report(results: dict) -> str:
-    """All figures as text tables, ending with the targets."""
-    m = results['machine']
-    out = [f'socs_tcp vs socs.tcp vs raw socket: {results["date"]}, {m["cpus"]}-core '
-           f'{m["kind"]} ({m["cpu_model"]}), Python {m["python"]}, Twisted {m["twisted"]}, '
-           f'socs {m["socs"]}, loopback, devices in another process']
-    lat = results.get('latency')
-    if lat:
-        cfg = results['config']
-        out += ['', f'== Query latency: echo server in another process, {cfg["runs"]} '
-                    f'interleaved runs (medians), every reply checked ==',
-                format_table(lat)]
-        if 'p50_ratio_runs' in lat:
-            out.append('p50 ratio socs_tcp/socs.tcp per run: '
-                       + ', '.join(f'{r:.2f}' for r in lat['p50_ratio_runs']))
-    faults = results.get('faults')
-    if faults:
-        labels = list(faults['refused']['clients'])
-        out += ['', f'== Time to fail: timeout {faults["timeout_s"]:g} s, {faults["calls"]} '
-                    f'calls back to back; worst / median per call, ms ==',
-                f'{"scenario":<10} ' + ' '.join(f'{lb:>17}' for lb in labels)]
-        for scenario in ('refused', 'silent', 'blackhole'):
-            cells = []
-            for lb in labels:
-                c = faults[scenario]['clients'][lb]
-                flag = '' if not (c['successes'] or c['mismatches'] or c['other_errors']) else '*'
-                cells.append(f'{_ms(c["worst_s"]) + " / " + _ms(c["median_s"]) + flag:>17}')
-            out.append(f'{scenario:<10} ' + ' '.join(cells))
-        for scenario in ('refused', 'silent', 'blackhole'):
-            out.append(f'  {scenario}: {faults[scenario]["description"]}')
-        odd = [(s, lb, c) for s in ('refused', 'silent', 'blackhole')
-               for lb, c in faults[s]['clients'].items()
-               if c['successes'] or c['mismatches'] or c['other_errors']]
-        for s, lb, c in odd:
-            out.append(f'  * {s}/{lb}: {c["successes"]} replies, {c["mismatches"]} wrong, '
-                       f'other errors {c["other_errors"][:2]}')
-    stale = results.get('stale')
-    if stale:
-        labels = list(stale['clients'])
-        out += ['', f'== Late reply: one reply comes 1.5 x timeout late, then {stale["calls"]} '
-                    f'more queries; wrong replies among them ==',
-                f'{"":<10} ' + ' '.join(f'{lb:>17}' for lb in labels),
-                f'{"wrong":<10} ' + ' '.join(
-                    f'{stale["clients"][lb]["wrong_replies"]:>17d}' for lb in labels),
-                f'{"good":<10} ' + ' '.join(
-                    f'{stale["clients"][lb]["good_replies"]:>17d}' for lb in labels)]
-    rec = results.get('recovery')
-    if rec:
-        periods = list(rec)
-        labels = list(rec[periods[0]])
-        reps = results['config']['reps']
-        out += ['', f'== Recovery: device back -> first good reply, worst of {reps}; '
-                    f'ms after the next retry / after the device was back ==',
-                f'{"retry every":<12} ' + ' '.join(f'{lb:>17}' for lb in labels)]
-        for p in periods:
-            cells = []
-            for lb in labels:
-                r = rec[p][lb]
-                text = (f'{_ms(r["worst_retry_to_good_s"])} / {_ms(r["worst_back_to_good_s"])}'
-                        + ('!' if r['gave_up'] else ''))
-                cells.append(f'{text:>17}')
-            out.append(f'{p:<12} ' + ' '.join(cells))
-    scale = results.get('scale')
-    if scale:
-        kinds = list(scale)
-        count = scale[kinds[0]]['count']
-        out += ['', f'== Scale: {count} interfaces to one simulated server, one process '
-                    f'(fresh process per library) ==',
-                f'{"":<28} ' + ' '.join(f'{k:>10}' for k in kinds)]
-        rows = [('RSS per interface, KB', 'rss_per_iface_kb', '{:.1f}'),
-                ('threads added', 'threads_added', '{:d}'),
-                ('fds per interface', 'fds_per_iface', '{:.2f}'),
-                ('CPU idle, % of a core', 'cpu_idle_pct', '{:.2f}'),
-                (f'CPU all down, first {scale[kinds[0]]["window_s"]:g} s, %',
-                 'cpu_down_first_pct', '{:.2f}'),
-                ('CPU all down, steady, %', 'cpu_down_steady_pct', '{:.2f}'),
-                ('  CPU per failed reconnect, µs', 'cpu_per_failed_connect_us', '{:.0f}'),
-                ('  reconnect backoff cap, s', 'backoff_max_delay_s', '{:g}'),
-                ('replies checked ok', 'replies_ok', '{:d}'),
-                ('wrong replies + errors', None, '{:d}')]
-        for title, key, fmt in rows:
-            cells = []
-            for k in kinds:
-                if key is None:
-                    value = scale[k]['mismatches'] + scale[k]['errors']
-                else:
-                    value = scale[k].get(key)
-                cells.append(f'{"-" if value is None else fmt.format(value):>10}')
-            out.append(f'{title:<28} ' + ' '.join(cells))
-    c = results['correctness']
-    out += ['', f'Correctness (socs_tcp, all phases): {c["socs_tcp_mismatches"]} wrong replies, '
-                f'{c["socs_tcp_other_errors"]} unexpected exceptions']
-    targets = results['targets']
-    if targets:
-        out += ['', '== Targets (issue 5), socs_tcp ==']
-        for t in targets:
-            out.append(f'{t["name"]:<58} {t["shown"]:>24}  {t["target"]:<32} '
-                       f'{"PASS" if t["ok"] else "FAIL"}')
-    return '\n'.join(out)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--json', metavar='FILE', help='write every figure as JSON')
@@ -287,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='a few-seconds smoke run (tiny counts; figures not meaningful)')
     parser.add_argument('--sections', default=','.join(SECTIONS),
                         help=f'comma-separated subset of {",".join(SECTIONS)}')
-    parser.add_argument('--count', type=int, help='interfaces in the scale section')
+    parser.add_argument('--count', type=command_line(count, int),
+                        help='interfaces in the scale section (at least 2)')
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.sections.split(',') if s)
     unknown = set(sections) - set(SECTIONS)
@@ -315,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, 'w') as fh:
             json.dump(results, fh, indent=2)
     if args.plot:
-        from figure import write_plot
+        from support.figure import write_plot
         write_plot(results, args.plot)
     return 0 if all(t['ok'] for t in results['targets']) else 1
 

@@ -1,19 +1,21 @@
 """How long calls take to fail when a device misbehaves, and to recover.
 
-Both measurements drive the devices of a ``bench/device_process.py`` child
-(one device per client, so the clients run side by side in threads without
-disturbing each other) and time every call a worker thread makes.
+Both measurements fault the devices of a `support.devices.start_echo_devices`
+child through their control channels (one device per client, so the clients
+run side by side in threads without disturbing each other) and time every
+call a worker thread makes.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
 from dataclasses import dataclass, field
 
-from percentiles import median
-from query_clients import make_client, wait_connected
+from support.clients import make_client, wait_connected
+from support.percentiles import median
 
 HOST = '127.0.0.1'
 
@@ -26,14 +28,14 @@ FAULT_CLIENTS = {
     'socs_tcp': ('socs_tcp', {}),
 }
 
-#: Fault scenarios: command to break a device, command to heal it, and what
-#: the fault looks like from the client.
+#: Fault scenarios: control command to break a device, command to heal it,
+#: and what the fault looks like from the client.
 SCENARIOS = {
-    'refused': ('down', 'up',
+    'refused': ('stop', 'start',
                 'device off: connections dropped, port closed (connect refused)'),
-    'silent': ('silent {i} 1', 'reset',
+    'silent': ('silent on', 'reset',
                'device accepts and reads, never answers'),
-    'blackhole': ('blackhole', 'unblackhole',
+    'blackhole': ('blackhole on', 'blackhole off',
                   'open connection silent and new connects hang (SYNs dropped: '
                   'a listener with a full backlog that never accepts)'),
 }
@@ -49,10 +51,16 @@ def _build(label: str, port: int, timeout: float):
     return make_client(kind, HOST, port, timeout, **options)
 
 
-def _command(devices, template: str, i: int) -> float:
-    """Send one device command (``template`` may hold ``{i}``); return its time."""
-    line = template.format(i=i) if '{i}' in template else f'{template} {i}'
-    return float(devices.command(line).split()[1])
+def _command(devices, command: str, i: int) -> float:
+    """Send one control command to device ``i``; return when it was sent.
+
+    The device obeyed by the time this returns: the time before sending is
+    the earliest it can have taken effect, so a recovery measured from it is
+    never shorter than the real one.
+    """
+    sent = time.monotonic()
+    devices.control(i).send(command)
+    return sent
 
 
 @dataclass
@@ -106,8 +114,8 @@ def measure_faults(devices, labels: list[str], *, timeout: float, calls: int,
                    progress=lambda text: None) -> dict:
     """Time ``calls`` back-to-back queries per client in each fault scenario.
 
-    ``devices`` is a `server_process.ServerProcess` running
-    ``device_process.py`` with at least ``len(labels)`` devices; client ``k``
+    ``devices`` is a `support.devices.start_echo_devices` child with at
+    least ``len(labels)`` devices; client ``k``
     uses device ``k``. Each scenario starts from fresh clients that have had
     one good reply.
 
@@ -131,7 +139,7 @@ def measure_faults(devices, labels: list[str], *, timeout: float, calls: int,
             for k in range(len(labels)):
                 _command(devices, breaker, k)
             logs = _run_side_by_side({
-                label: (lambda c=client, l=label: _timed_calls(c, calls, f'{scenario}-{l}'))
+                label: functools.partial(_timed_calls, client, calls, f'{scenario}-{label}')
                 for label, client in clients.items()})
         finally:
             for k in range(len(labels)):
@@ -170,6 +178,32 @@ def _recovery_caller(client, period: float, tag: str, give_up: float) -> list[tu
     return attempts
 
 
+def _start_after(devices, labels: list[str], delay: float, t_up: dict[str, float]) -> None:
+    """Sleep ``delay`` s, then start device ``k`` of every label; note when in ``t_up``."""
+    time.sleep(delay)
+    for k, label in enumerate(labels):
+        t_up[label] = _command(devices, 'start', k)
+
+
+def _score_recovery(record: dict, tries: list[tuple], up: float) -> None:
+    """Add one repetition's attempts ``(start, end, outcome)`` to ``record``; ``up``: device back."""
+    for _start, end, outcome in tries:
+        if outcome == 'mismatch':
+            record['mismatches'] += 1
+        elif outcome not in ('ok', 'fail'):
+            record['other_errors'].append(outcome)
+        if outcome == 'ok' and end < up:
+            record['early_success'] += 1
+    good = [a for a in tries if a[2] == 'ok' and a[1] >= up]
+    if not good:
+        record['gave_up'] += 1
+        return
+    good_end = good[0][1]
+    next_try = next(a for a in tries if a[1] >= up)
+    record['back_to_good_s'].append(good_end - up)
+    record['retry_to_good_s'].append(good_end - max(next_try[0], up))
+
+
 def measure_recovery(devices, labels: list[str], *, periods: tuple[float, ...], reps: int,
                      timeout: float, progress=lambda text: None, seed: int = 1) -> dict:
     """Time from "device back" to the first good reply, for callers retrying every period.
@@ -204,41 +238,21 @@ def measure_recovery(devices, labels: list[str], *, periods: tuple[float, ...], 
             for rep in range(reps):
                 progress(f'recovery: retry every {period:g} s, {rep + 1}/{reps}')
                 for k in range(len(labels)):
-                    _command(devices, 'down', k)
+                    _command(devices, 'stop', k)
                 down_for = rng.uniform(0.3, 1.3)
                 t_up: dict[str, float] = {}
                 give_up = down_for + 2 * period + 3 * timeout + 2.0
 
-                def bring_back():
-                    time.sleep(down_for)
-                    for k, label in enumerate(labels):
-                        t_up[label] = _command(devices, 'up', k)
-
-                back = threading.Thread(target=bring_back, name='bench-device-back')
+                back = threading.Thread(target=_start_after, name='bench-device-back',
+                                        args=(devices, labels, down_for, t_up))
                 back.start()
                 attempts = _run_side_by_side({
-                    label: (lambda c=client, l=label: _recovery_caller(
-                        c, period, f'rec-{period}-{rep}-{l}', give_up))
+                    label: functools.partial(_recovery_caller, client, period,
+                                             f'rec-{period}-{rep}-{label}', give_up)
                     for label, client in clients.items()})
                 back.join()
                 for label, tries in attempts.items():
-                    record = per_label[label]
-                    up = t_up[label]
-                    for start, end, outcome in tries:
-                        if outcome == 'mismatch':
-                            record['mismatches'] += 1
-                        elif outcome not in ('ok', 'fail'):
-                            record['other_errors'].append(outcome)
-                        if outcome == 'ok' and end < up:
-                            record['early_success'] += 1
-                    good = [a for a in tries if a[2] == 'ok' and a[1] >= up]
-                    if not good:
-                        record['gave_up'] += 1
-                        continue
-                    good_end = good[0][1]
-                    next_try = next(a for a in tries if a[1] >= up)
-                    record['back_to_good_s'].append(good_end - up)
-                    record['retry_to_good_s'].append(good_end - max(next_try[0], up))
+                    _score_recovery(per_label[label], tries, t_up[label])
         finally:
             for client in clients.values():
                 client.close()
@@ -281,7 +295,7 @@ def measure_stale(devices, labels: list[str], *, timeout: float, calls: int = 3,
             if not wait_connected(client):
                 raise RuntimeError(f'{label} could not reach its device')
         for k in range(len(labels)):
-            _command(devices, f'delay {{i}} {1.5 * timeout:.3f}', k)
+            _command(devices, f'delay {1.5 * timeout:.3f}', k)
         results = _run_side_by_side({
             label: (lambda lb=label, c=client, k=k: job(lb, c, k))
             for k, (label, client) in enumerate(clients.items())})

@@ -29,9 +29,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from percentiles import median, percentile
-from query_clients import KINDS, available_kinds, make_client, wait_connected
-from server_process import start_echo_process
+from socs_tcp.arguments import command_line, count
+from support.clients import KINDS, available_kinds, make_client, wait_connected
+from support.devices import start_echo_process
+from support.percentiles import median, percentile
+from support.report import Progress, format_table
 
 HOST = '127.0.0.1'
 TIMEOUT = 5.0  # generous: a healthy echo never gets near it
@@ -174,6 +176,14 @@ def measure(port: int, *, kinds: tuple[str, ...] = KINDS, runs: int = 3, blocks:
         for client in (*single.values(), *shared.values()):
             client.close()
 
+    return combine_runs(run_results, kinds, threads)
+
+
+def combine_runs(run_results: list[dict], kinds: tuple[str, ...], threads: int) -> dict:
+    """The medians over runs of each kind's figures, and socs_tcp's p50 over socs.tcp's.
+
+    See `measure` for the dict returned.
+    """
     summary: dict[str, dict[str, dict]] = {}
     for k in kinds:
         summary[k] = {}
@@ -200,51 +210,14 @@ def measure(port: int, *, kinds: tuple[str, ...] = KINDS, runs: int = 3, blocks:
     return out
 
 
-def format_table(result: dict) -> str:
-    """The latency/throughput figures as an aligned text table."""
-    threads = result['threads']
-    lines = [f'{"client":<10} {"threads":>7} {"p50 µs":>9} {"p99 µs":>9} {"queries/s":>10} '
-             f'{"checked":>8} {"mismatch":>8} {"errors":>6}']
-    for kind, per_n in result['summary'].items():
-        for n in ('1', str(threads)):
-            s = per_n[n]
-            lock = ' (lock)' if n != '1' and kind in result['locked_kinds'] else ''
-            lines.append(f'{kind:<10} {n:>7} {s["p50_us"]:>9.1f} {s["p99_us"]:>9.1f} '
-                         f'{s["qps"]:>10.0f} {s["queries"]:>8d} {s["mismatches"]:>8d} '
-                         f'{s["errors"]:>6d}{lock}')
-    return '\n'.join(lines)
-
-
-class Progress:
-    """A single progress line on stderr, rewritten in place."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.t0 = time.monotonic()
-        # Rewrite in place on a terminal; one line per step in a log file.
-        self.in_place = stream.isatty()
-
-    def __call__(self, text: str) -> None:
-        line = f'[{time.monotonic() - self.t0:5.1f} s] {text}'
-        if self.in_place:
-            self.stream.write(f'\r{line:<78}')
-        else:
-            self.stream.write(line + '\n')
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.in_place:
-            self.stream.write('\r' + ' ' * 78 + '\r')
-            self.stream.flush()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--runs', type=int, default=3, help='interleaved runs (default 3)')
-    parser.add_argument('--queries', type=int, default=2000,
+    positive = command_line(count, int)
+    parser.add_argument('--runs', type=positive, default=3, help='interleaved runs (default 3)')
+    parser.add_argument('--queries', type=positive, default=2000,
                         help='queries per client, run and thread count (default 2000)')
-    parser.add_argument('--blocks', type=int, default=5, help='interleaving blocks per run')
-    parser.add_argument('--threads', type=int, default=4, help='threads on one interface')
+    parser.add_argument('--blocks', type=positive, default=5, help='interleaving blocks per run')
+    parser.add_argument('--threads', type=positive, default=4, help='threads on one interface')
     parser.add_argument('--json', metavar='FILE', help='also write the figures as JSON')
     args = parser.parse_args(argv)
     kinds = available_kinds()

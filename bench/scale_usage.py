@@ -6,7 +6,7 @@ Run by ``compare.py`` in a fresh process per client kind, so nothing else
 
     python bench/scale_usage.py --kind socs_tcp --count 1000 --window 3
 
-It starts a ``device_process.py`` echo device, builds ``count`` interfaces to
+It starts a ``socs_tcp.sim.echo`` device in another process, builds ``count`` interfaces to
 it, checks one reply on each, and prints one JSON line:
 
 - ``rss_per_iface_kb``, ``threads_added``, ``fds_added``: growth from one
@@ -33,8 +33,9 @@ import time
 
 import psutil
 
-from query_clients import make_client
-from server_process import ServerProcess, BENCH_DIR
+from socs_tcp import arguments
+from support.clients import make_client
+from support.devices import start_echo_devices
 
 
 def usage(proc: psutil.Process) -> dict:
@@ -68,6 +69,26 @@ def backoff_settle_time(b) -> float:
     return total + b.max_delay * 3 * b.jitter
 
 
+def cpu_down_steady(proc: psutil.Process, ifaces: list, window: float,
+                    steady_period: float) -> dict:
+    """CPU of ``proc`` while every device stays down and the backoff is at its cap.
+
+    Also the failed reconnects in that window, and the CPU each one cost
+    (socs_tcp interfaces only: they count them).
+    """
+    # Retries come in waves one capped delay apart: average over a
+    # whole period at least, or the window catches a wave or misses it.
+    steady_window = max(window, steady_period)
+    failures = sum(c.iface.stats['connect_failures'] for c in ifaces)
+    cpu_before = usage(proc)['cpu_s']
+    pct, system_pct = cpu_percent_over(proc, steady_window)
+    cpu_used = usage(proc)['cpu_s'] - cpu_before
+    failures = sum(c.iface.stats['connect_failures'] for c in ifaces) - failures
+    return {'cpu_down_steady_pct': pct, 'cpu_down_steady_system_pct': system_pct,
+            'steady_window_s': steady_window, 'steady_connect_failures': failures,
+            'cpu_per_failed_connect_us': 1e6 * cpu_used / failures if failures else None}
+
+
 def measure(kind: str, count: int, window: float, settle: float | None,
             options: dict | None = None, steady_period: float = 0.0) -> dict:
     """Build ``count`` interfaces of ``kind`` to one device and measure; see module doc."""
@@ -75,7 +96,7 @@ def measure(kind: str, count: int, window: float, settle: float | None,
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     proc = psutil.Process()
     out = {'kind': kind, 'count': count, 'window_s': window}
-    with ServerProcess([str(BENCH_DIR / 'device_process.py'), '--devices', '1']) as device:
+    with start_echo_devices(1) as device:
         port = device.port
         ifaces = [make_client(kind, '127.0.0.1', port, 5.0, **(options or {}))]
         ok = mismatches = errors = 0
@@ -97,14 +118,14 @@ def measure(kind: str, count: int, window: float, settle: float | None,
         gc.collect()
         time.sleep(0.2)
         base = usage(proc)
-        for n in range(1, count):
+        for _ in range(1, count):
             ifaces.append(make_client(kind, '127.0.0.1', port, 5.0, **(options or {})))
         for n, client in enumerate(ifaces[1:], 1):
             check(client, n)
         gc.collect()
         time.sleep(0.2)
         full = usage(proc)
-        out['connections_at_server'] = int(device.command('connections').split()[2])
+        out['connections_at_server'] = int(device.control(0).status()['connections'])
         added = max(1, count - 1)
         out.update(rss_per_iface_kb=(full['rss'] - base['rss']) / added / 1024,
                    rss_base_mb=base['rss'] / 2**20, rss_full_mb=full['rss'] / 2**20,
@@ -114,23 +135,12 @@ def measure(kind: str, count: int, window: float, settle: float | None,
                    fds_per_iface=(full['fds'] - base['fds']) / added)
         out['cpu_idle_pct'], out['cpu_idle_system_pct'] = cpu_percent_over(proc, window)
         t_down = time.monotonic()
-        device.command('down 0')
+        device.control(0).stop()
         out['cpu_down_first_pct'], out['cpu_down_first_system_pct'] = \
             cpu_percent_over(proc, window)
         if settle is not None:
             time.sleep(max(0.0, t_down + settle - time.monotonic()))
-            # Retries come in waves one capped delay apart: average over a
-            # whole period at least, or the window catches a wave or misses it.
-            steady_window = max(window, steady_period)
-            failures = sum(c.iface.stats['connect_failures'] for c in ifaces)
-            cpu_before = usage(proc)['cpu_s']
-            out['cpu_down_steady_pct'], out['cpu_down_steady_system_pct'] = \
-                cpu_percent_over(proc, steady_window)
-            cpu_used = usage(proc)['cpu_s'] - cpu_before
-            failures = sum(c.iface.stats['connect_failures'] for c in ifaces) - failures
-            out.update(settle_s=settle, steady_window_s=steady_window,
-                       steady_connect_failures=failures,
-                       cpu_per_failed_connect_us=1e6 * cpu_used / failures if failures else None)
+            out.update(settle_s=settle, **cpu_down_steady(proc, ifaces, window, steady_period))
         out['threads_down'] = proc.num_threads()
         out.update(replies_ok=ok, mismatches=mismatches, errors=errors)
         for client in ifaces:
@@ -141,18 +151,16 @@ def measure(kind: str, count: int, window: float, settle: float | None,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--kind', required=True, choices=('raw', 'socs.tcp', 'socs_tcp'))
-    parser.add_argument('--count', type=int, default=1000)
-    parser.add_argument('--window', type=float, default=3.0,
+    parser.add_argument('--count', type=arguments.command_line(arguments.count, int), default=1000)
+    parser.add_argument('--window', type=arguments.command_line(arguments.seconds), default=3.0,
                         help='seconds of each CPU measurement (default 3)')
     parser.add_argument('--steady', action='store_true',
                         help="also measure CPU once socs_tcp's reconnect backoff has settled")
-    parser.add_argument('--backoff-max', type=float,
+    parser.add_argument('--backoff-max', type=arguments.command_line(arguments.seconds),
                         help="socs_tcp only: Backoff max_delay (default: socs_tcp's default)")
     args = parser.parse_args(argv)
     if args.count < 2:
         parser.error('--count must be >= 2')
-    if args.window <= 0:
-        parser.error('--window must be > 0')
     options = {}
     settle = None
     if args.kind == 'socs_tcp':

@@ -3,13 +3,14 @@
 
 ``python bench/soak.py --minutes N --devices M [--seconds S]``
 
-M simulated echo devices run in a separate process (``device_process.py``).
+M simulated echo devices run in a separate process (``socs_tcp.sim.echo``).
 This process holds one ``socs_tcp.TCPInterface`` per device, each polled by
 worker threads (two per interface by default: an agent's acquisition loop and
 a task that shares the interface), every query with a unique payload. A chaos
 loop picks a random device every few hundred milliseconds and drops its
 connections, silences it, delays or fragments its replies, blackholes it, or
-restarts it (down, then up on the same port), each for a random while.
+restarts it (stop, then start on the same port), each for a random while,
+through the devices' control channels (the commands of `socs_tcp.sim.control`).
 
 The devices live in another process, like real hardware: in this process
 they would share its interpreter lock and reactor with the interfaces under
@@ -42,7 +43,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from server_process import BENCH_DIR, ServerProcess
+from socs_tcp import arguments
+from support.devices import ServerProcess, start_echo_devices
 
 HOST = '127.0.0.1'
 LATE_MARGIN = 0.25    # the contract's bound: no call longer than timeout + this
@@ -64,7 +66,7 @@ class Counts:
     examples: list = field(default_factory=list)
     by_error: Counter = field(default_factory=Counter)
 
-    def add(self, other: 'Counts') -> None:
+    def add(self, other: Counts) -> None:
         for name in ('queries', 'verified', 'misattributed', 'late', 'connection_errors',
                      'other'):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -124,12 +126,29 @@ class Chaos:
         self.heal_at: dict[int, tuple[float, str]] = {}   # device -> (when, command)
         self.events: Counter = Counter()
 
+    def _break(self, fault: str) -> tuple[str, str | None]:
+        """The control commands that cause ``fault`` and heal it (None: heals itself)."""
+        if fault == 'drop':
+            return 'drop', None
+        if fault == 'silent':
+            return 'silent on', 'reset'
+        if fault == 'delay':
+            # Both sides of the timeout: slow replies, and replies that come
+            # after the caller gave up (which must never reach a later query).
+            return f'delay {self.rng.uniform(0.01, 1.5 * self.timeout):.3f}', 'reset'
+        if fault == 'fragments':
+            size = self.rng.randint(1, 4)
+            return f'fragments {size} {self.rng.choice((0.0, 0.001, 0.01))}', 'reset'
+        if fault == 'restart':
+            return 'stop', 'start'
+        return 'blackhole on', 'blackhole off'
+
     def step(self) -> None:
         """Heal what is due, then break one healthy device."""
         now = time.monotonic()
         for i, (when, command) in list(self.heal_at.items()):
             if when <= now:
-                self.devices.command(f'{command} {i}')
+                self.devices.control(i).send(command)
                 del self.heal_at[i]
         healthy = [i for i in range(self.count) if i not in self.heal_at]
         if not healthy:
@@ -137,33 +156,15 @@ class Chaos:
         i = self.rng.choice(healthy)
         fault = self.rng.choice(self.FAULTS)
         lasting = self.rng.uniform(0.2, 3.0)
-        if fault == 'drop':
-            self.devices.command(f'drop {i}')
-        elif fault == 'silent':
-            self.devices.command(f'silent {i} 1')
-            self.heal_at[i] = (now + lasting, 'reset')
-        elif fault == 'delay':
-            # Both sides of the timeout: slow replies, and replies that come
-            # after the caller gave up (which must never reach a later query).
-            delay = self.rng.uniform(0.01, 1.5 * self.timeout)
-            self.devices.command(f'delay {i} {delay:.3f}')
-            self.heal_at[i] = (now + lasting, 'reset')
-        elif fault == 'fragments':
-            size = self.rng.randint(1, 4)
-            interval = self.rng.choice((0.0, 0.001, 0.01))
-            self.devices.command(f'fragments {i} {size} {interval}')
-            self.heal_at[i] = (now + lasting, 'reset')
-        elif fault == 'restart':
-            self.devices.command(f'down {i}')
-            self.heal_at[i] = (now + lasting, 'up')
-        elif fault == 'blackhole':
-            self.devices.command(f'blackhole {i}')
-            self.heal_at[i] = (now + lasting, 'unblackhole')
+        command, heal = self._break(fault)
+        self.devices.control(i).send(command)
+        if heal is not None:
+            self.heal_at[i] = (now + lasting, heal)
         self.events[fault] += 1
 
     def heal_all(self) -> None:
         for i, (_, command) in list(self.heal_at.items()):
-            self.devices.command(f'{command} {i}')
+            self.devices.control(i).send(command)
         self.heal_at.clear()
 
 
@@ -187,6 +188,57 @@ def wait_all_answer(ifaces: list, deadline: float) -> int:
     return answered
 
 
+def start_workers(ifaces: list, threads_per_device: int, timeout: float, stop: threading.Event,
+                  rng: random.Random) -> tuple[list[threading.Thread], list[Counts]]:
+    """Start ``threads_per_device`` polling threads per interface; return them and their counts."""
+    per_worker: list[Counts] = []
+    workers = []
+    for d, iface in enumerate(ifaces):
+        for t in range(threads_per_device):
+            counts = Counts()
+            per_worker.append(counts)
+            workers.append(threading.Thread(
+                target=poll, name=f'soak-{d}-{t}', daemon=True,
+                args=(iface, f'd{d}t{t}', timeout, stop, counts, random.Random(rng.random()))))
+    for w in workers:
+        w.start()
+    return workers, per_worker
+
+
+def run_chaos(chaos: Chaos, seconds: float, per_worker: list[Counts], rng: random.Random) -> None:
+    """Break and heal devices for ``seconds``, with a progress line on stderr every 5 s."""
+    t0 = last_report = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        chaos.step()
+        time.sleep(rng.uniform(0.05, 0.3))
+        if time.monotonic() - last_report >= 5:
+            last_report = time.monotonic()
+            done = sum(c.queries for c in per_worker)
+            sys.stderr.write(f'[{last_report - t0:5.0f} s] {done} queries, '
+                             f'{sum(chaos.events.values())} faults so far\n')
+            sys.stderr.flush()
+    chaos.heal_all()
+
+
+def violations_of(f: dict) -> list[str]:
+    """What the soak's figures ``f`` must not show; empty when all counts held."""
+    s, e = f['start'], f['end']
+    checks = [
+        (f['misattributed'], f'{f["misattributed"]} misattributed replies'),
+        (f['late'], f'{f["late"]} calls later than timeout + {LATE_MARGIN} s'),
+        (f['other'], f'{f["other"]} unexpected exceptions'),
+        (f['stuck_workers'], f'{len(f["stuck_workers"])} worker threads did not stop'),
+        (f['recovered'] != f['devices'],
+         f'only {f["recovered"]} of {f["devices"]} interfaces answered after the chaos'),
+        (f['verified'] == 0, 'no reply was verified at all'),
+        (e['threads'] > s['threads'], f'threads grew {s["threads"]} -> {e["threads"]}'),
+        (e['fds'] > s['fds'] + FD_NOISE, f'fds grew {s["fds"]} -> {e["fds"]}'),
+        (e['rss_mb'] > s['rss_mb'] + RSS_NOISE_MB,
+         f'RSS grew {s["rss_mb"]:.1f} -> {e["rss_mb"]:.1f} MB'),
+    ]
+    return [text for failed, text in checks if failed]
+
+
 def soak(devices_count: int, seconds: float, *, timeout: float, threads_per_device: int,
          seed: int) -> tuple[dict, list[str]]:
     """Run the soak; return (figures, violations)."""
@@ -194,8 +246,7 @@ def soak(devices_count: int, seconds: float, *, timeout: float, threads_per_devi
 
     rng = random.Random(seed)
     proc = psutil.Process()
-    with ServerProcess([str(BENCH_DIR / 'device_process.py'), '--devices', str(devices_count)],
-                       ports=devices_count) as devices:
+    with start_echo_devices(devices_count) as devices:
         ifaces = [TCPInterface(HOST, port, timeout, read_termination=b'\n',
                                write_termination=b'\n') for port in devices.ports]
         try:
@@ -203,32 +254,11 @@ def soak(devices_count: int, seconds: float, *, timeout: float, threads_per_devi
             if ready != devices_count:
                 raise RuntimeError(f'only {ready} of {devices_count} devices answered at start')
             stop = threading.Event()
-            per_worker: list[Counts] = []
-            workers = []
-            for d, iface in enumerate(ifaces):
-                for t in range(threads_per_device):
-                    counts = Counts()
-                    per_worker.append(counts)
-                    workers.append(threading.Thread(
-                        target=poll, name=f'soak-{d}-{t}', daemon=True,
-                        args=(iface, f'd{d}t{t}', timeout, stop, counts,
-                              random.Random(rng.random()))))
             start = snapshot(proc)
             t0 = time.monotonic()
-            for w in workers:
-                w.start()
+            workers, per_worker = start_workers(ifaces, threads_per_device, timeout, stop, rng)
             chaos = Chaos(devices, devices_count, timeout, rng)
-            last_report = t0
-            while time.monotonic() - t0 < seconds:
-                chaos.step()
-                time.sleep(rng.uniform(0.05, 0.3))
-                if time.monotonic() - last_report >= 5:
-                    last_report = time.monotonic()
-                    done = sum(c.queries for c in per_worker)
-                    sys.stderr.write(f'[{last_report - t0:5.0f} s] {done} queries, '
-                                     f'{sum(chaos.events.values())} faults so far\n')
-                    sys.stderr.flush()
-            chaos.heal_all()
+            run_chaos(chaos, seconds, per_worker, rng)
             stop.set()
             for w in workers:
                 w.join(timeout + LATE_MARGIN + 5)
@@ -257,26 +287,7 @@ def soak(devices_count: int, seconds: float, *, timeout: float, threads_per_devi
         'timeouts': sum(s['timeouts'] for s in stats),
         'stale_bytes_dropped': sum(s['stale_bytes_dropped'] for s in stats),
     }
-    violations = []
-    if total.misattributed:
-        violations.append(f'{total.misattributed} misattributed replies')
-    if total.late:
-        violations.append(f'{total.late} calls later than timeout + {LATE_MARGIN} s')
-    if total.other:
-        violations.append(f'{total.other} unexpected exceptions')
-    if stuck:
-        violations.append(f'{len(stuck)} worker threads did not stop')
-    if recovered != devices_count:
-        violations.append(f'only {recovered} of {devices_count} interfaces answered after the chaos')
-    if total.verified == 0:
-        violations.append('no reply was verified at all')
-    if end['threads'] > start['threads']:
-        violations.append(f'threads grew {start["threads"]} -> {end["threads"]}')
-    if end['fds'] > start['fds'] + FD_NOISE:
-        violations.append(f'fds grew {start["fds"]} -> {end["fds"]}')
-    if end['rss_mb'] > start['rss_mb'] + RSS_NOISE_MB:
-        violations.append(f'RSS grew {start["rss_mb"]:.1f} -> {end["rss_mb"]:.1f} MB')
-    return figures, violations
+    return figures, violations_of(figures)
 
 
 def report(f: dict, violations: list[str]) -> str:
@@ -307,25 +318,22 @@ def report(f: dict, violations: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    positive_seconds = arguments.command_line(arguments.seconds)
+    positive_count = arguments.command_line(arguments.count, int)
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--minutes', type=float, default=1.0, help='duration (default 1)')
-    parser.add_argument('--seconds', type=float, help='duration in seconds (overrides --minutes)')
-    parser.add_argument('--devices', type=int, default=20, help='simulated devices (default 20)')
-    parser.add_argument('--timeout', type=float, default=1.0,
+    parser.add_argument('--minutes', type=positive_seconds, default=1.0,
+                        help='duration (default 1)')
+    parser.add_argument('--seconds', type=positive_seconds,
+                        help='duration in seconds (overrides --minutes)')
+    parser.add_argument('--devices', type=positive_count, default=20,
+                        help='simulated devices (default 20)')
+    parser.add_argument('--timeout', type=positive_seconds, default=1.0,
                         help='interface timeout, s (default 1)')
-    parser.add_argument('--threads-per-device', type=int, default=2,
+    parser.add_argument('--threads-per-device', type=positive_count, default=2,
                         help='worker threads sharing each interface (default 2)')
     parser.add_argument('--seed', type=int, help='random seed (default: time-based, printed)')
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else args.minutes * 60
-    if seconds <= 0:
-        parser.error('--minutes/--seconds must be > 0')
-    if args.devices < 1:
-        parser.error('--devices must be >= 1')
-    if args.timeout <= 0:
-        parser.error('--timeout must be > 0')
-    if args.threads_per_device < 1:
-        parser.error('--threads-per-device must be >= 1')
     seed = args.seed if args.seed is not None else int(time.time())
     print(f'seed: {seed}', flush=True)
     figures, violations = soak(args.devices, seconds, timeout=args.timeout,

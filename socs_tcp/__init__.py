@@ -3,6 +3,7 @@
 ``TCPInterface`` is a drop-in for ``socs.tcp.TCPInterface`` that worker
 threads call; ``DeviceProtocol`` and ``DeviceClientFactory`` are the Twisted
 pair it stands on, for code that runs in the reactor thread.
+``set_reactor_owner`` says who runs the reactor (see `socs_tcp.reactor_owner`).
 """
 
 from socs_tcp.backoff import Backoff
@@ -10,6 +11,7 @@ from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected, Rea
 from socs_tcp.factory import DeviceClientFactory
 from socs_tcp.interface import TCPInterface
 from socs_tcp.protocol import DeviceProtocol
+from socs_tcp.reactor_owner import set_reactor_owner
 
 __all__ = [
     'Backoff',
@@ -20,4 +22,5 @@ __all__ = [
     'NotConnected',
     'ReactorThreadError',
     'TCPInterface',
+    'set_reactor_owner',
 ]

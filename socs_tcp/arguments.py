@@ -36,15 +36,17 @@ def as_bytes(value: object, name: str, *, encoding: str = 'utf-8',
     raise TypeError(f'{name} must be {expected}, got {type(value).__name__}')
 
 
-def port(value: object, name: str = 'port') -> int:
+def port(value: object, name: str = 'port', *, allow_zero: bool = False) -> int:
     """Return ``value`` as a TCP port number, 1..65535 (an int-like str is accepted, as socs.tcp casts).
+
+    With ``allow_zero``, 0 is accepted too: a port to listen on, 0 picking a free one.
 
     Raises
     ------
     TypeError
         Not an int (a bool is refused too).
     ValueError
-        Outside 1..65535.
+        Outside 1..65535 (0..65535 with ``allow_zero``).
     """
     if isinstance(value, bool):
         raise TypeError(f'{name} must be an int, got {value!r}')
@@ -52,8 +54,9 @@ def port(value: object, name: str = 'port') -> int:
         number = int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         raise TypeError(f'{name} must be an int, got {value!r}') from None
-    if not 1 <= number <= 65535:
-        raise ValueError(f'{name} must be in 1..65535, got {number}')
+    low = 0 if allow_zero else 1
+    if not low <= number <= 65535:
+        raise ValueError(f'{name} must be in {low}..65535, got {number}')
     return number
 
 

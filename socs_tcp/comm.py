@@ -1,8 +1,11 @@
-"""CommSocket: what ``TCPInterface.comm`` is while connected."""
+"""CommSocket: what ``TCPInterface.comm`` is, once the interface has ever connected."""
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
+
+from socs_tcp.errors import NotConnected
 
 if TYPE_CHECKING:
     from socs_tcp.interface import TCPInterface
@@ -11,43 +14,66 @@ if TYPE_CHECKING:
 class CommSocket:
     """A socket-like face on a ``TCPInterface``, for drivers written against ``socs.tcp``.
 
-    SOCS drivers call ``self.comm.sendall(...)`` and ``self.comm.recv(...)``,
-    and wait on ``select.select([self.comm], ...)``. Those go through the
-    interface (its locking, timeouts and reconnects). ``fileno()`` is a
-    descriptor that is readable exactly while input the reactor received is
-    waiting to be read, and not after it has been read.
+    SOCS drivers call ``self.comm.sendall(...)``, ``self.comm.recv(...)``,
+    ``self.comm.settimeout(...)`` and ``self.comm.close()``, and wait on
+    ``select.select([self.comm], ...)``, at any time: also after the device
+    hung up and while it is down. Each goes through the interface (its
+    locking, timeouts and reconnects), so every failure is a
+    ``ConnectionError``, never an ``AttributeError``. ``fileno()`` is readable
+    exactly while input the reactor received waits to be read, and while the
+    connection is gone (as a dead socket is; the next ``recv`` then raises).
+
+    It holds its interface weakly: a driver that was dropped closes its
+    connection at once, even if something still holds its ``comm``.
     """
 
-    def __init__(self, interface: 'TCPInterface') -> None:
-        self._interface = interface
+    def __init__(self, interface: TCPInterface) -> None:
+        self._interface = weakref.ref(interface)
 
     def sendall(self, data: bytes) -> None:
-        self._interface.send(data)
+        self._owner().send(data)
 
     def send(self, data: bytes) -> int:
-        self._interface.send(data)
+        self._owner().send(data)
         return len(data)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if flags:
             raise ValueError(f'recv flags are not supported, got flags={flags!r}')
-        return self._interface.recv(bufsize)
+        return self._owner().recv(bufsize)
 
     def fileno(self) -> int:
-        return self._interface._factory.buffer.fileno()
+        return self._owner()._bridge.fileno()
 
     def settimeout(self, timeout: float | None) -> None:
-        self._interface.timeout = timeout
+        """Set the interface's timeout. None keeps it: socs_tcp never waits without a bound."""
+        if timeout is not None:
+            self._owner().timeout = timeout
 
     def gettimeout(self) -> float:
-        return self._interface.timeout
+        return self._owner().timeout
 
     def getpeername(self) -> tuple[str, int]:
-        return (self._interface.ip_address, self._interface.port)
+        owner = self._owner()
+        return (owner.ip_address, owner.port)
 
     def close(self) -> None:
-        """Drop the connection; the next ``send`` reconnects (as a closed SOCS socket would)."""
-        self._interface._reset('comm.close() called')
+        """Close the connection, and stay closed until the next ``send`` connects again.
+
+        As with a socket that a ``socs.tcp`` driver closed: nothing reconnects
+        in the background meanwhile (many devices take one client only).
+        """
+        interface = self._interface()
+        if interface is not None:
+            interface._rest('comm.close() called')
+
+    def _owner(self) -> TCPInterface:
+        interface = self._interface()
+        if interface is None:
+            raise NotConnected('the interface this comm belonged to is gone')
+        return interface
 
     def __repr__(self) -> str:
-        return f'<CommSocket {self._interface.ip_address}:{self._interface.port}>'
+        interface = self._interface()
+        where = f'{interface.ip_address}:{interface.port}' if interface is not None else 'gone'
+        return f'<CommSocket {where}>'

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import enum
-import threading
-
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.protocol import ReconnectingClientFactory
@@ -12,53 +9,42 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socs_tcp.backoff import Backoff
-from socs_tcp.buffer import InputBuffer
+from socs_tcp.bridge import Bridge, Generation
 from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected
-from socs_tcp.framing import Chunk, Exactly, Terminated
+from socs_tcp.framing import Frame, reply_frame
 from socs_tcp.protocol import DeviceProtocol
+from socs_tcp.state import TRANSITIONS, LinkEvent, LinkState
 from socs_tcp.stats import LinkStats
 
-
-class LinkState(enum.Enum):
-    """Where the link to the device stands."""
-
-    IDLE = 'idle'                    # not started yet
-    CONNECTING = 'connecting'        # an attempt is under way
-    CONNECTED = 'connected'
-    WAITING = 'waiting'              # a retry is scheduled (backoff)
-    DISCONNECTING = 'disconnecting'  # we dropped the connection; its loss has not landed yet
-    CLOSED = 'closed'                # for good
-
-
-def reply_frame(terminator: bytes | None, size: int | None, strip: bool = True):
-    """The frame a reply is read with: ``size`` bytes, up to ``terminator``, or any bytes."""
-    if size is not None:
-        return Exactly(size)
-    if terminator:
-        return Terminated(terminator, strip=strip)
-    return Chunk(1 << 30)
+#: Default for ``input_limit``: far above any reply of a lab device, small
+#: enough that a thousand links that nobody reads stay within a few hundred MB.
+DEFAULT_INPUT_LIMIT = 256 * 1024
 
 
 class DeviceClientFactory(ReconnectingClientFactory):
     """Keeps a connection to one device, reconnecting in the background.
 
-    Retries follow a ``Backoff`` (capped, with jitter, reset on every success).
-    A caller that needs the device now calls ``connect_now``, which skips the
-    pending wait: recovery then takes one connect, not the rest of a backoff.
+    The link's state (``state``; see `socs_tcp.state`) changes only in the
+    reactor thread and only in ``handle``, by the transition table. Retries
+    follow a ``Backoff`` (capped, with jitter, reset on every success); a
+    caller that needs the device now sends ``CONNECT`` (``connect_now``),
+    which skips the pending wait, so recovery takes one connect, not the rest
+    of a backoff. What worker threads may see of the link is in ``bridge``.
 
     All methods run in the reactor thread; ``TCPInterface`` is the blocking
-    adapter for worker threads. The state worker threads look at (``current``,
-    ``generation``, ``failures``, ``state``) changes under ``lock``, and
-    ``changed`` is notified each time.
+    adapter for worker threads.
 
     Parameters
     ----------
-    host, port :
+    host : str
+    port : int
         The device's address.
     connect_timeout : float
         Seconds a connection attempt may take.
     backoff : Backoff, optional
         Retry policy; ``Backoff()`` by default.
+    input_limit : int
+        Buffered input above which reading pauses (see ``Bridge``).
     reactor : optional
         The reactor to use (default: the global one).
     """
@@ -68,7 +54,8 @@ class DeviceClientFactory(ReconnectingClientFactory):
     noisy = False
 
     def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0,
-                 backoff: Backoff | None = None, reactor=None) -> None:
+                 backoff: Backoff | None = None, input_limit: int = DEFAULT_INPUT_LIMIT,
+                 reactor=None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.host = host
@@ -78,102 +65,176 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.clock = reactor  # ReconnectingClientFactory schedules retries on it
         (backoff or Backoff()).apply_to(self)
         self.trace = False
-
-        self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
-        self.buffer = InputBuffer(self.lock)
         self.stats = LinkStats()
+        self.bridge = Bridge(reactor, self.resume_reading, input_limit)
         self.state = LinkState.IDLE
         self.current: DeviceProtocol | None = None
-        self.generation = 0        # number of connections made so far
-        self.failures = 0          # number of failed connection attempts so far
-        self.last_failure = 'no attempt yet'
-        self._connect_when_lost = False
+        self.generation: Generation = 0   # connections made so far; the current one's number
         self._outage_logged = False
         self._waiters: list[tuple[Deferred, int | None]] = []
         self._query_lock = DeferredLock()
-        self._lost = Deferred()    # fires when the current connection is gone; renewed then
+        self._gone: list[Deferred] = []  # fire when the current connection has ended
         self._shutdown_trigger = None
 
     @property
     def address(self) -> str:
         return f'{self.host}:{self.port}'
 
-    # -- control (reactor thread) ------------------------------------------
+    # -- the state machine ---------------------------------------------------
+
+    def handle(self, event: LinkEvent, detail: object = None) -> None:
+        """Apply ``event``: move to the state the table says and run its action with ``detail``.
+
+        ``detail`` is what the action needs: the new protocol for ``MADE``,
+        the failure for ``FAILED`` and ``LOST``, the reason for ``DROP``,
+        ``REST`` and ``CLOSE``.
+        """
+        change = TRANSITIONS.get((self.state, event))
+        if change is None:
+            return  # nothing to do in this state
+        self.state, action = change
+        self.bridge.publish_state(self.state.value)
+        if action is not None:
+            getattr(self, action)(detail)
 
     def start(self) -> None:
         """Make the first connection attempt (nothing if already started or closed)."""
-        if self.state is not LinkState.IDLE:
-            return
-        self._shutdown_trigger = self.reactor.addSystemEventTrigger(
-            'before', 'shutdown', self._reactor_stopping)
-        self._set_state(LinkState.CONNECTING)
-        self.reactor.connectTCP(self.host, self.port, self, timeout=self.connect_timeout)
+        if self.state is LinkState.IDLE and self.connector is None:
+            self.handle(LinkEvent.CONNECT)
 
     def connect_now(self) -> None:
         """Get a connection as soon as possible, skipping any backoff wait.
 
-        A connection that was dropped is reconnected once its loss has landed,
-        so the old and new connections never overlap (single-client devices
-        would refuse the new one).
+        A connection that was dropped is replaced once it is gone, so the old
+        and new connections never overlap (single-client devices would
+        refuse the new one).
         """
-        state = self.state
-        if state is LinkState.IDLE:
-            self.start()
-        elif state is LinkState.DISCONNECTING:
-            self._connect_when_lost = True
-        elif state is LinkState.WAITING:
-            if self._callID is not None and self._callID.active():
-                self._callID.cancel()
-            self._callID = None
-            self._set_state(LinkState.CONNECTING)
-            self.connector.connect()
-        elif state is LinkState.CONNECTED and self.current is not None and not self.current.usable:
-            self.drop(self.current, 'discarded')
-            self._connect_when_lost = True
+        self.handle(LinkEvent.CONNECT)
 
-    def drop(self, proto: DeviceProtocol, why: str) -> None:
-        """Abort ``proto``'s connection (input it still delivers is dropped)."""
-        if proto is not self.current or proto.transport is None:
-            return
-        self.discard(proto, DeviceDisconnected(f'connection to {self.address} dropped: {why}'))
-        self.log.info('{address}: dropping the connection ({why})', address=self.address, why=why)
-        if self.state is LinkState.CONNECTED:
-            self._set_state(LinkState.DISCONNECTING)
-        proto.transport.abortConnection()
+    def drop(self, generation: Generation, why: str) -> None:
+        """Abort connection ``generation`` (if still current) and make a new one once it is gone."""
+        if generation == self.generation and self.current is not None:
+            self.handle(LinkEvent.DROP, why)
 
-    def discard(self, proto: DeviceProtocol, error: ConnectionError) -> None:
-        """Stop handing ``proto``'s input to callers at once (any thread).
+    def rest(self, why: str) -> None:
+        """Abort the connection and stay idle until someone needs the device (``comm.close()``)."""
+        self.handle(LinkEvent.REST, why)
 
-        Readers get ``error``; the abort itself is ``drop``'s job, in the reactor.
-        """
-        proto.usable = False
-        self.stats.record_dropped(self.buffer.discard(proto, error))
+    def resume_reading(self, generation: Generation) -> None:
+        """Read connection ``generation`` again: callers drained its input (see ``input_limit``)."""
+        if generation == self.generation and self.state is LinkState.CONNECTED:
+            self.current.resume_reading()
 
     def close(self) -> Deferred:
-        """Stop for good: no more retries, the connection aborted, waiters failed.
+        """Stop for good: no more attempts, the connection aborted, every waiter failed.
 
-        @return: a Deferred that fires once the connection is gone.
+        Returns
+        -------
+        Deferred
+            Fires once the connection is gone.
         """
-        if self.state is LinkState.CLOSED:
-            return self._lost if self.current is not None else defer.succeed(None)
+        if self.state is not LinkState.CLOSED:
+            self.handle(LinkEvent.CLOSE, 'closed')
+            self._release_everyone(NotConnected(f'connection to {self.address} closed'))
+        return self._when_gone()
+
+    # -- actions (named in the transition table) -------------------------------
+
+    def _attempt(self, _: object) -> None:
+        if self._shutdown_trigger is None:
+            self._shutdown_trigger = self.reactor.addSystemEventTrigger(
+                'before', 'shutdown', self._reactor_stopping)
+        if self.connector is None:
+            self.connector = self.reactor.connectTCP(self.host, self.port, self,
+                                                     timeout=self.connect_timeout)
+        else:
+            self.connector.connect()
+
+    def _attempt_now(self, _: object) -> None:
+        self._cancel_retry(None)
+        self._attempt(None)
+
+    def _retry_later(self, reason: Failure) -> None:
+        self.retry(self.connector)  # ReconnectingClientFactory: after the (jittered) backoff delay
+
+    def _cancel_retry(self, _: object) -> None:
+        # stopTrying cancels the scheduled retry (and stops an attempt under
+        # way, whose failure then changes nothing); trying goes on later.
         self.stopTrying()
-        proto = self.current
-        self._set_state(LinkState.CLOSED)
-        error = NotConnected(f'connection to {self.address} closed')
-        self._fail_waiters(error, everyone=True)
-        if self._shutdown_trigger is not None:
-            try:
-                self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
-            except (ValueError, KeyError):
-                pass
-            self._shutdown_trigger = None
-        if proto is not None and proto.transport is not None:
-            self.discard(proto, error)
-            proto.transport.abortConnection()
-            return self._lost
-        self.buffer.connection_down(None, error)
-        return defer.succeed(None)
+        self.continueTrying = True
+
+    _stop_attempt = _cancel_retry
+
+    def _adopt(self, proto: DeviceProtocol) -> None:
+        self.resetDelay()
+        self.generation += 1
+        proto.generation = self.generation
+        self.current = proto
+        self.stats.connects += 1
+        self.stats.last_connect_time = self.reactor.seconds()
+        self.stats.record_dropped(self.bridge.connection_up(self.generation, proto.transport.getHandle()))
+        self.log.info('{address}: connected', address=self.address)
+        self._outage_logged = False
+        waiters, self._waiters = self._waiters, []
+        for d, _ in waiters:
+            d.callback(proto)
+
+    def _abort(self, why: str) -> None:
+        error = DeviceDisconnected(f'connection to {self.address} dropped: {why}')
+        self.bridge.connection_down(self.generation, error)
+        self.log.info('{address}: dropping the connection ({reason})', address=self.address, reason=why)
+        self.current.transport.abortConnection()
+
+    def _refuse(self, proto: DeviceProtocol) -> None:
+        proto.transport.abortConnection()
+
+    # -- from DeviceProtocol and the connector ----------------------------------
+
+    def connection_made(self, proto: DeviceProtocol) -> None:
+        self.handle(LinkEvent.MADE, proto)
+
+    def input_received(self, proto: DeviceProtocol, data: bytes) -> None:
+        full = self.bridge.feed(proto.generation, data)
+        if full is None:
+            self.stats.record_dropped(len(data))  # late input of a discarded connection
+            return
+        self.stats.record_in(len(data))
+        if self.trace:
+            self.log.debug('{address} < {data!r}', address=self.address, data=data)
+        if full:
+            self.stats.input_pauses += 1
+            proto.pause_reading()
+
+    def startedConnecting(self, connector) -> None:
+        self.handle(LinkEvent.STARTED)
+
+    def clientConnectionFailed(self, connector, reason: Failure) -> None:
+        cause = reason.getErrorMessage()
+        self.stats.connect_failures += 1
+        self.stats.record_error(f'cannot connect: {cause}')
+        error = NotConnected(f'cannot connect to {self.address}: {cause}')
+        self.bridge.attempt_failed(error)
+        if self.state is LinkState.CONNECTING and not self._outage_logged:
+            self._outage_logged = True  # once per outage: dead devices must not flood the log
+            self.log.warn('{address}: cannot connect ({reason}); retrying in the background',
+                          address=self.address, reason=cause)
+        self._fail_waiters(error)
+        self.handle(LinkEvent.FAILED, reason)
+
+    def clientConnectionLost(self, connector, reason: Failure) -> None:
+        proto, self.current = self.current, None
+        if proto is not None:
+            cause = reason.getErrorMessage()
+            self.stats.disconnects += 1
+            self.stats.record_error(f'connection lost: {cause}')
+            self.bridge.connection_down(proto.generation, DeviceDisconnected(
+                f'connection to {self.address} lost: {cause}'))
+            if self.state is LinkState.CONNECTED:  # not one we dropped: say why it ended
+                self.log.info('{address}: connection lost ({reason})', address=self.address, reason=cause)
+        gone, self._gone = self._gone, []
+        self.handle(LinkEvent.LOST, reason)
+        for d in gone:
+            d.callback(None)
 
     # -- Deferred API for reactor-side code ---------------------------------
 
@@ -181,23 +242,26 @@ class DeviceClientFactory(ReconnectingClientFactory):
                       failAfterFailures: int | None = None) -> Deferred:
         """Return a Deferred that fires with a connected ``DeviceProtocol``.
 
-        @param timeout: give up after this many seconds (``DeviceTimeout``).
-        @param failAfterFailures: give up after this many failed attempts
-            (``NotConnected``); None waits through failures, retrying.
+        Parameters
+        ----------
+        timeout : float, optional
+            Give up after this many seconds (``DeviceTimeout``).
+        failAfterFailures : int, optional
+            Give up after this many failed attempts (``NotConnected``); None
+            waits through failures, retrying.
         """
-        if self.current is not None and self.current.usable:
+        if self.state is LinkState.CONNECTED:
             return defer.succeed(self.current)
         if self.state is LinkState.CLOSED:
             return defer.fail(NotConnected(f'connection to {self.address} closed'))
-        self.start()
-        entry: list = []
+        if self.state is LinkState.IDLE:
+            self.connect_now()
 
         def cancel(d: Deferred) -> None:
-            if entry and entry[0] in self._waiters:
-                self._waiters.remove(entry[0])
+            self._waiters[:] = [(w, n) for w, n in self._waiters if w is not d]
         d = Deferred(cancel)
-        entry.append((d, None if failAfterFailures is None else self.failures + failAfterFailures))
-        self._waiters.append(entry[0])
+        fail_at = None if failAfterFailures is None else self.stats.connect_failures + failAfterFailures
+        self._waiters.append((d, fail_at))
         if timeout is not None:
             d.addTimeout(timeout, self.reactor)
             d.addErrback(self._timeout_as, f'no connection to {self.address} within {timeout} s')
@@ -216,20 +280,20 @@ class DeviceClientFactory(ReconnectingClientFactory):
         d.addTimeout(timeout, self.reactor)
         return d.addErrback(self._timeout_as, f'no reply from {self.address} within {timeout} s')
 
-    def _query(self, data: bytes, frame) -> Deferred:
+    def _query(self, data: bytes, frame: Frame) -> Deferred:
         self.connect_now()
         d = self.whenConnected(failAfterFailures=1)
         return d.addCallback(self._query_on, data, frame)
 
-    def _query_on(self, proto: DeviceProtocol, data: bytes, frame) -> Deferred:
-        self.stats.record_dropped(self.buffer.clear())
-        proto.write_all(data, None)
-        d = self.buffer.when_frame(frame)
+    def _query_on(self, proto: DeviceProtocol, data: bytes, frame: Frame) -> Deferred:
+        self.stats.record_dropped(self.bridge.clear())
+        self.stats.record_out(self.bridge.write(proto.generation, data, None))
+        d = self.bridge.when_frame(frame)
 
         def on_cancel(f: Failure) -> Failure:
             f.trap(defer.CancelledError)
             self.stats.timeouts += 1
-            self.drop(proto, 'no reply within the timeout')
+            self.drop(proto.generation, 'no reply within the timeout')
             return f
         d.addErrback(on_cancel)
         d.addCallback(self._count_query)
@@ -244,103 +308,28 @@ class DeviceClientFactory(ReconnectingClientFactory):
         f.trap(defer.TimeoutError)
         raise DeviceTimeout(message)
 
-    # -- from DeviceProtocol ------------------------------------------------
-
-    def connection_made(self, proto: DeviceProtocol) -> None:
-        if self.state is LinkState.CLOSED:
-            proto.usable = False
-            proto.transport.abortConnection()
-            return
-        self.resetDelay()
-        self.stats.connects += 1
-        self.stats.last_connect_time = self.reactor.seconds()
-        dropped = self.buffer.connection_up(proto)
-        self.stats.record_dropped(dropped)
-        with self.lock:
-            self.current = proto
-            self.generation += 1
-            proto.generation = self.generation
-            self.state = LinkState.CONNECTED
-            self.changed.notify_all()
-        self.log.info('{address}: connected', address=self.address)
-        self._outage_logged = False
-        waiters, self._waiters = self._waiters, []
-        for d, _ in waiters:
-            d.callback(proto)
-
-    def input_received(self, proto: DeviceProtocol, data: bytes) -> None:
-        if self.buffer.feed(data, proto):
-            self.stats.record_in(len(data))
-            if self.trace:
-                self.log.debug('{address} < {data!r}', address=self.address, data=data)
-        else:
-            self.stats.record_dropped(len(data))
-
-    def connection_lost(self, proto: DeviceProtocol, reason: Failure) -> None:
-        if proto is not self.current:
-            return
-        message = reason.getErrorMessage() if reason is not None else 'closed'
-        self.stats.disconnects += 1
-        self.stats.record_error(f'connection lost: {message}')
-        self.buffer.connection_down(proto, DeviceDisconnected(
-            f'connection to {self.address} lost: {message}'))
-        with self.lock:
-            self.current = None
-            if self.state is not LinkState.CLOSED:
-                self.state = LinkState.WAITING
-            self.changed.notify_all()
-        self.log.info('{address}: connection lost ({message})', address=self.address, message=message)
-        lost, self._lost = self._lost, Deferred()
-        lost.callback(None)
-
-    # -- ReconnectingClientFactory -----------------------------------------
-
-    def startedConnecting(self, connector) -> None:
-        if self.state is not LinkState.CLOSED:
-            self._set_state(LinkState.CONNECTING)
-
-    def clientConnectionFailed(self, connector, reason: Failure) -> None:
-        message = reason.getErrorMessage()
-        self.stats.connect_failures += 1
-        self.stats.record_error(f'cannot connect: {message}')
-        self.buffer.connection_down(None, NotConnected(f'cannot connect to {self.address}: {message}'))
-        with self.lock:
-            self.failures += 1
-            self.last_failure = message
-            self.changed.notify_all()
-        if not self._outage_logged:  # once per outage: dead devices must not flood the log
-            self._outage_logged = True
-            self.log.warn('{address}: cannot connect ({message}); retrying in the background',
-                          address=self.address, message=message)
-        self._fail_waiters(NotConnected(f'cannot connect to {self.address}: {message}'))
-        self._retry_or_stop(connector, reason, super().clientConnectionFailed)
-
-    def clientConnectionLost(self, connector, reason: Failure) -> None:
-        if self._connect_when_lost and self.state is not LinkState.CLOSED:
-            self._connect_when_lost = False
-            self.connector = connector
-            self._set_state(LinkState.CONNECTING)
-            connector.connect()
-            return
-        self._retry_or_stop(connector, reason, super().clientConnectionLost)
-
-    def _retry_or_stop(self, connector, reason: Failure, retry) -> None:
-        if self.state is LinkState.CLOSED:
-            return
-        self._set_state(LinkState.WAITING)
-        retry(connector, reason)  # schedules the next attempt after the backoff delay
-
     # -- internals -------------------------------------------------------------
 
-    def _set_state(self, state: LinkState) -> None:
-        with self.lock:
-            self.state = state
-            self.changed.notify_all()
+    def _when_gone(self) -> Deferred:
+        """A Deferred that fires once there is no connection (at once if there is none)."""
+        if self.current is None:
+            return defer.succeed(None)
+        d = Deferred()
+        self._gone.append(d)
+        return d
+
+    def _release_everyone(self, error: NotConnected) -> None:
+        """The link is closed: every wait, in any thread, ends with ``error``."""
+        self.bridge.close(error)
+        self._fail_waiters(error, everyone=True)
+        if self._shutdown_trigger is not None:
+            self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
 
     def _fail_waiters(self, error: ConnectionError, everyone: bool = False) -> None:
         keep = []
         for d, fail_at in self._waiters:
-            if everyone or (fail_at is not None and self.failures >= fail_at):
+            if everyone or (fail_at is not None and self.stats.connect_failures >= fail_at):
                 d.errback(error)
             else:
                 keep.append((d, fail_at))
@@ -349,10 +338,5 @@ class DeviceClientFactory(ReconnectingClientFactory):
     def _reactor_stopping(self) -> None:
         """Release every caller: nothing will be answered once the reactor stops."""
         self._shutdown_trigger = None
-        self.stopTrying()
-        error = NotConnected(f'connection to {self.address} ended: the reactor is stopping')
-        with self.lock:
-            self.state = LinkState.CLOSED
-            self.changed.notify_all()
-        self.buffer.connection_down(None, error)
-        self._fail_waiters(error, everyone=True)
+        self.handle(LinkEvent.CLOSE, 'the reactor is stopping')
+        self._release_everyone(NotConnected(f'connection to {self.address} ended: the reactor is stopping'))

@@ -1,7 +1,9 @@
 """Frames: how much of the input buffer makes one reply.
 
 Each frame is a small value that answers two questions about a buffer:
-``ready`` (is a complete frame there?) and ``extract`` (remove and return it).
+``ready`` (is a complete frame there?) and ``extract`` (remove and return it),
+and says with ``size`` how many bytes it needs at least (so that a limit on
+buffered input never makes a frame impossible to complete).
 The words follow pyvisa (``read_termination``) and pyserial (``read_until``).
 """
 
@@ -12,6 +14,7 @@ class Chunk:
     """Whatever is there, at least one byte and at most ``max_size`` (like ``socket.recv``)."""
 
     __slots__ = ('max_size',)
+    size = 1
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
@@ -54,6 +57,7 @@ class Terminated:
     """
 
     __slots__ = ('terminator', 'strip')
+    size = 1
 
     def __init__(self, terminator: bytes, strip: bool) -> None:
         self.terminator = terminator
@@ -70,3 +74,15 @@ class Terminated:
         data = bytes(buf[:end] if self.strip else buf[:stop])
         del buf[:stop]
         return data
+
+
+Frame = Chunk | Exactly | Terminated
+
+
+def reply_frame(terminator: bytes | None, size: int | None) -> Frame:
+    """The frame a reply is read with: ``size`` bytes, up to ``terminator`` (removed), or any bytes."""
+    if size is not None:
+        return Exactly(size)
+    if terminator:
+        return Terminated(terminator, strip=True)
+    return Chunk(1 << 30)

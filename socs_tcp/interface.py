@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import math
+import sys
 import threading
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from collections.abc import Callable
 
 from twisted.logger import Logger
 
-from socs_tcp import reactor_thread
+from socs_tcp import arguments, foreign, reactor_owner
 from socs_tcp.backoff import Backoff
+from socs_tcp.bridge import Generation, Pump
 from socs_tcp.comm import CommSocket
 from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected
-from socs_tcp.factory import DeviceClientFactory, LinkState, reply_frame
-from socs_tcp.framing import Chunk, Exactly, Terminated
-from socs_tcp.protocol import DeviceProtocol
+from socs_tcp.factory import DEFAULT_INPUT_LIMIT, DeviceClientFactory
+from socs_tcp.framing import Chunk, Exactly, Frame, Terminated, reply_frame
 
 _DEFAULT = object()
 
@@ -50,11 +49,16 @@ class TCPInterface:
     on_connect : callable, optional
         ``on_connect(interface)``, run in the calling thread after every
         (re)connect, before any other I/O on the new connection (re-initialise
-        the device, drain a prompt). If it raises, the connection is dropped.
+        the device, drain a prompt). If it raises, the connection is dropped
+        and the call fails with a ``ConnectionError``.
     backoff : Backoff, optional
         Background reconnect policy.
     connect_timeout : float, optional
         Seconds a connection attempt may take (default: ``timeout``).
+    input_limit : int
+        Bytes of unread input above which the reactor stops reading until
+        they are read (TCP flow control then holds the device back, as the
+        kernel buffer does for ``socs.tcp``). Nothing is dropped.
     trace : bool
         Log every byte in and out at debug level.
     encoding : str
@@ -68,8 +72,10 @@ class TCPInterface:
     port : int
     timeout : float
     comm : CommSocket or None
-        None while not connected; while connected a socket-like object
-        (``sendall``, ``recv``, usable with ``select.select``).
+        None until the interface first connected (as the seed documents for
+        a device that was down at construction); from then on a socket-like
+        object (``sendall``, ``recv``, ``close``, ``settimeout``, usable with
+        ``select``), also while the device is down.
     """
 
     log = Logger()
@@ -77,16 +83,17 @@ class TCPInterface:
     def __init__(self, ip_address: str, port: int, timeout: float = 10, *,
                  read_termination: bytes | str | None = None,
                  write_termination: bytes | str = b'',
-                 on_connect: Callable[['TCPInterface'], None] | None = None,
+                 on_connect: Callable[[TCPInterface], None] | None = None,
                  backoff: Backoff | None = None,
                  connect_timeout: float | None = None,
+                 input_limit: int = DEFAULT_INPUT_LIMIT,
                  trace: bool = False,
                  encoding: str = 'utf-8',
                  reactor=None) -> None:
         if not isinstance(ip_address, str) or not ip_address:
             raise TypeError(f'ip_address must be a non-empty str, got {ip_address!r}')
         self.ip_address = ip_address
-        self.port = _port(port)
+        self.port = arguments.port(port)
         self.timeout = timeout
         self.encoding = encoding
         self.read_termination = self._optional_bytes(read_termination, 'read_termination')
@@ -95,22 +102,30 @@ class TCPInterface:
             raise TypeError(f'on_connect must be callable, got {on_connect!r}')
         if backoff is not None and not isinstance(backoff, Backoff):
             raise TypeError(f'backoff must be a socs_tcp.Backoff, got {backoff!r}')
-        connect_timeout = self.timeout if connect_timeout is None else _positive(connect_timeout, 'connect_timeout')
+        connect_timeout = (self.timeout if connect_timeout is None
+                           else arguments.seconds(connect_timeout, 'connect_timeout'))
+        input_limit = arguments.count(input_limit, 'input_limit')
         self._on_connect = on_connect
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
-        self._io_lock = threading.RLock()
-        self._hooked_generation = 0   # the connection whose on_connect has run
+        self._factory = DeviceClientFactory(ip_address, self.port, connect_timeout=connect_timeout,
+                                            backoff=backoff, input_limit=input_limit, reactor=reactor)
+        self._factory.trace = bool(trace)
+        self._bridge = self._factory.bridge
+        self._io_lock = threading.RLock()   # one operation at a time; re-entered by on_connect
+        self._hooked: Generation = 0        # the connection whose on_connect has run
         # The connection on which the last read timed out: its reply may still
         # come, so the next request starts on a fresh connection instead.
-        self._overdue_on: DeviceProtocol | None = None
+        self._overdue_on: Generation = 0
         self._closed = False
         self._comm = CommSocket(self)
-        self._factory = DeviceClientFactory(ip_address, self.port, connect_timeout=connect_timeout,
-                                            backoff=backoff, reactor=reactor)
-        self._factory.trace = bool(trace)
-        self._first_connect()
+        # Set once _connect returned something else than our comm (a test's
+        # fake socket): from then on comm is that, used the socs.tcp way.
+        self._foreign_mode = False
+        self._foreign: object | None = None
+        # As socs.tcp does: the seam that tests patch decides what comm is.
+        self.comm = self._connect((self.ip_address, self.port))
 
     # -- attributes ----------------------------------------------------------
 
@@ -120,16 +135,27 @@ class TCPInterface:
 
     @timeout.setter
     def timeout(self, value: float) -> None:
-        self._timeout = _positive(value, 'timeout')
+        self._timeout = arguments.seconds(value, 'timeout')
 
     @property
-    def comm(self) -> CommSocket | None:
-        return self._comm if self.connected else None
+    def comm(self) -> CommSocket | object | None:
+        if self._foreign_mode:
+            return self._foreign
+        return self._comm if self._bridge.ever_connected else None
+
+    @comm.setter
+    def comm(self, value: object) -> None:
+        if value is self._comm:
+            self._foreign_mode = False
+        elif value is not None or self._foreign_mode:
+            self._foreign_mode, self._foreign = True, value
+        # else: our own _connect could not connect (yet): comm stays None until it does
 
     @property
     def connected(self) -> bool:
-        current = self._factory.current
-        return current is not None and current.usable
+        if self._foreign_mode:
+            return self._foreign is not None
+        return self._bridge.connected
 
     @property
     def trace(self) -> bool:
@@ -142,12 +168,10 @@ class TCPInterface:
     @property
     def stats(self) -> dict:
         """Counters: connects, disconnects, connect_failures, bytes_in/out, stale bytes dropped,
-        queries, timeouts, last_error (and its time), plus state, connected, buffered bytes and
-        the current reconnect delay."""
-        factory = self._factory
-        stats = factory.stats.as_dict()
-        stats.update(state=factory.state.value, connected=self.connected,
-                     buffered=len(factory.buffer), reconnect_delay=factory.delay)
+        queries, timeouts, input_pauses, last_error (and its time), plus state, connected,
+        buffered bytes, reading_paused, input_limit and the current reconnect delay."""
+        stats = self._factory.stats.as_dict()
+        stats.update(self._bridge.snapshot(), reconnect_delay=self._factory.delay)
         return stats
 
     # -- the socs.tcp API ------------------------------------------------------
@@ -168,11 +192,16 @@ class TCPInterface:
             No connection could be made, or the second write failed too.
         """
         data = self._encode(msg, 'msg')
-        deadline = self._begin('send', None)
-        with self._locked(deadline):
-            self._write(data, deadline, clear_stale=False)
-            if self._factory.trace:
-                self.log.debug('{address} > {data!r}', address=self._factory.address, data=data)
+        deadline, pump = self._begin('send', None)
+        if self._foreign_mode:
+            return foreign.send(self, data)
+        self._acquire(deadline)
+        try:
+            self._write(data, deadline, pump, clear_stale=False)
+        finally:
+            self._io_lock.release()
+        if self._factory.trace:
+            self.log.debug('{address} > {data!r}', address=self._factory.address, data=data)
 
     def recv(self, bufsize: int = 4096, reset_on_error: bool = False) -> bytes:
         """Receive up to ``bufsize`` bytes, as soon as at least one is there.
@@ -194,12 +223,17 @@ class TCPInterface:
         ConnectionError
             Not connected, or the connection was lost.
         """
-        bufsize = _count(bufsize, 'bufsize')
-        deadline = self._begin('recv', None)
+        bufsize = arguments.count(bufsize, 'bufsize')
+        deadline, pump = self._begin('recv', None)
+        if self._foreign_mode:
+            return foreign.recv(self, bufsize, reset_on_error)
         try:
-            with self._locked(deadline):
-                self._run_hook_if_new()
-                return self._take(Chunk(bufsize), deadline)
+            self._acquire(deadline)
+            try:
+                self._run_hook(self._bridge.generation)
+                return self._take(Chunk(bufsize), deadline, pump)
+            finally:
+                self._io_lock.release()
         except ConnectionError as exc:
             if reset_on_error:
                 self._reset(f'recv failed: {exc}')
@@ -235,17 +269,23 @@ class TCPInterface:
             raise ValueError('query() takes terminator or size, not both')
         else:
             terminator = self._optional_bytes(terminator, 'terminator')
-        size = None if size is None else _count(size, 'size')
+        size = None if size is None else arguments.count(size, 'size')
         frame = reply_frame(terminator, size)
-        deadline = self._begin('query', timeout)
-        with self._locked(deadline):
-            proto = self._write(data, deadline, clear_stale=True)
+        deadline, pump = self._begin('query', timeout)
+        if self._foreign_mode:
+            foreign.send(self, data)
+            return foreign.read(self, frame)
+        self._acquire(deadline)
+        try:
+            generation = self._write(data, deadline, pump, clear_stale=True)
             try:
-                reply = self._factory.buffer.take(frame, deadline)
+                reply = self._bridge.take(frame, deadline, pump)
             except DeviceTimeout as exc:
                 self._factory.stats.timeouts += 1
-                self._drop(proto, 'no reply within the timeout')
+                self._drop(generation, 'no reply within the timeout')
                 raise DeviceTimeout(f'no reply from {self._factory.address} to {data!r}: {exc}') from None
+        finally:
+            self._io_lock.release()
         self._factory.stats.queries += 1
         if self._factory.trace:
             self.log.debug('{address} > {data!r} < {reply!r}', address=self._factory.address,
@@ -279,13 +319,16 @@ class TCPInterface:
         ConnectionError
             Not connected, or the connection was lost first.
         """
-        return self._read(Exactly(_count(n, 'n')), 'read_exactly', timeout)
+        return self._read(Exactly(arguments.count(n, 'n')), 'read_exactly', timeout)
 
     def clear(self) -> int:
-        """Drop all buffered input; return the number of bytes dropped."""
-        deadline = self._begin('clear', None)
-        with self._locked(deadline):
-            dropped = self._factory.buffer.clear()
+        """Drop all buffered input (not a device clear); return the number of bytes dropped."""
+        deadline, _ = self._begin('clear', None)
+        self._acquire(deadline)
+        try:
+            dropped = self._bridge.clear()
+        finally:
+            self._io_lock.release()
         self._factory.stats.record_dropped(dropped)
         return dropped
 
@@ -297,215 +340,187 @@ class TCPInterface:
         if self._closed:
             return
         self._closed = True
-        factory = self._factory
-        caller = reactor_thread.classify_caller(self._reactor, start_background=False)
-        if caller is reactor_thread.Caller.WORKER and self._reactor.running:
-            self._reactor.callFromThread(factory.close)
-            with factory.lock:  # bounded: the reactor aborts at once
-                factory.changed.wait_for(lambda: factory.state is LinkState.CLOSED
-                                         and factory.current is None, timeout=1.0)
+        reactor = self._reactor
+        if reactor_owner.in_reactor_thread(reactor) or (
+                not reactor.running and threading.current_thread() is threading.main_thread()):
+            self._factory.close()
         else:
-            factory.close()
-        factory.buffer.close()
+            reactor.callFromThread(self._factory.close)
+            if reactor.running:
+                self._bridge.wait_closed(time.monotonic() + 1.0)  # bounded: the reactor aborts at once
 
-    def __enter__(self) -> 'TCPInterface':
+    def __enter__(self) -> TCPInterface:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
 
     def __del__(self) -> None:
-        # SOCS closes its socket here; a forgotten interface must not keep
-        # reconnecting in the reactor forever.
-        try:
-            if not self._closed and self._reactor.running:
-                self._closed = True
-                self._reactor.callFromThread(self._factory.close)
-        except Exception:
-            pass
+        # SOCS closes its socket here; a forgotten interface must not keep a
+        # connection (many devices take one client only), nor reconnect forever.
+        if not getattr(self, '_closed', True) and not sys.is_finalizing():
+            self._closed = True
+            self._reactor.callFromThread(self._factory.close)
 
     def __repr__(self) -> str:
         return f'<{type(self).__name__} {self.ip_address}:{self.port} {self._factory.state.value}>'
 
-    # -- internals ---------------------------------------------------------------
+    # -- the seam socs.tcp's tests patch ------------------------------------------
 
-    def _first_connect(self) -> None:
-        """Try to connect, as ``socs.tcp`` does on construction, without ever raising."""
-        caller = reactor_thread.classify_caller(self._reactor)
-        if caller is reactor_thread.Caller.REACTOR:
+    def _connect(self, address: tuple[str, int]) -> CommSocket | None:
+        """Connect now, as ``socs.tcp`` does on construction; return ``comm``, or None.
+
+        Waits at most ``timeout``. A device that cannot be reached is logged,
+        not raised: the link keeps trying in the background. Called in the
+        running reactor's thread (reactor code building an interface), it
+        cannot wait: the link starts connecting and None is returned.
+        """
+        if reactor_owner.in_reactor_thread(self._reactor):
             self._factory.start()
-            return
-        if caller is reactor_thread.Caller.BEFORE_RUN:
-            self._reactor.callWhenRunning(self._factory.start)
-            return
-        deadline = time.monotonic() + self._timeout
+            return None
         try:
-            with self._locked(deadline):
-                self._connection(deadline)
+            deadline, pump = self._begin('connect', None)
+            self._acquire(deadline)
+            try:
+                self._connection(deadline, pump)
+            finally:
+                self._io_lock.release()
         except ConnectionError as exc:
             self.log.warn('Unable to connect to {address}: {error}', address=self._factory.address,
                           error=exc)
-        except Exception:
-            pass  # on_connect failed: logged, the connection dropped; the next call retries it
+            return None
+        return self._comm
 
-    def _begin(self, method: str, timeout: float | None) -> float:
-        """Check the caller may block here; return the call's deadline."""
-        timeout = self._timeout if timeout is None else _positive(timeout, 'timeout')
+    # -- internals ---------------------------------------------------------------
+
+    def _begin(self, method: str, timeout: float | None) -> tuple[float, Pump | None]:
+        """Check that the caller may block here; return the call's deadline and how it waits."""
+        timeout = self._timeout if timeout is None else arguments.seconds(timeout, 'timeout')
         if self._closed:
             raise NotConnected(f'{method}() on a closed interface to {self._factory.address}')
-        reactor_thread.require_worker(self._reactor, method)
-        return time.monotonic() + timeout
+        # A fake socket from a patched _connect needs no reactor: it may be used in any thread.
+        pump = None if self._foreign_mode else reactor_owner.prepare_to_block(self._reactor, method)
+        return time.monotonic() + timeout, pump
 
-    @contextmanager
-    def _locked(self, deadline: float) -> Iterator[None]:
-        """Hold the interface for one whole operation, waiting no later than ``deadline``."""
+    def _acquire(self, deadline: float) -> None:
+        """Take the interface for one whole operation (release ``_io_lock`` after), waiting until ``deadline``.
+
+        Raises
+        ------
+        DeviceTimeout
+            Another call held it for the whole timeout.
+        """
         if not self._io_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise DeviceTimeout(f'{self._factory.address} was busy with another call for the whole timeout')
+
+    def _read(self, frame: Frame, method: str, timeout: float | None) -> bytes:
+        deadline, pump = self._begin(method, timeout)
+        if self._foreign_mode:
+            return foreign.read(self, frame)
+        self._acquire(deadline)
         try:
-            yield
+            self._run_hook(self._bridge.generation)
+            return self._take(frame, deadline, pump)
         finally:
             self._io_lock.release()
 
-    def _read(self, frame, method: str, timeout: float | None) -> bytes:
-        deadline = self._begin(method, timeout)
-        with self._locked(deadline):
-            self._run_hook_if_new()
-            return self._take(frame, deadline)
-
-    def _take(self, frame, deadline: float) -> bytes:
-        """Read one frame, remembering a timeout: see ``_write``."""
+    def _take(self, frame: Frame, deadline: float, pump: Pump | None) -> bytes:
+        """Read one frame, remembering a timeout: see ``_connection``."""
+        generation = self._bridge.generation
         try:
-            data = self._factory.buffer.take(frame, deadline)
+            data = self._bridge.take(frame, deadline, pump)
         except DeviceTimeout:
-            self._overdue_on = self._factory.current
+            self._overdue_on = generation
             raise
-        self._overdue_on = None
+        self._overdue_on = 0
         return data
 
-    def _write(self, data: bytes, deadline: float, clear_stale: bool) -> DeviceProtocol:
+    def _write(self, data: bytes, deadline: float, pump: Pump | None, clear_stale: bool) -> Generation:
         """Write ``data`` on a connection (made if needed), retrying once on a new one."""
         for attempt in (1, 2):
-            proto = self._connection(deadline)
-            if proto is self._overdue_on:
-                # The last read on this connection timed out: the reply it
-                # waited for may still come and would answer this request.
-                self._overdue_on = None
-                self._drop(proto, 'the last read timed out; its reply may still come')
-                proto = self._connection(deadline)
+            generation = self._connection(deadline, pump)
             if clear_stale:
-                self._factory.stats.record_dropped(self._factory.buffer.clear())
+                self._factory.stats.record_dropped(self._bridge.clear())
             try:
-                proto.write_all(data, deadline)
-                return proto
+                self._factory.stats.record_out(self._bridge.write(generation, data, deadline, pump))
+                return generation
             except DeviceTimeout:
-                self._drop(proto, 'the device stopped reading')
+                self._drop(generation, 'the device stopped reading')
                 raise
             except DeviceDisconnected as exc:
-                self._drop(proto, f'write failed: {exc}')
+                self._drop(generation, f'write failed: {exc}')
                 if attempt == 2:
                     raise
                 self.log.info('{address}: write failed ({error}); reconnecting to write once more',
                               address=self._factory.address, error=exc)
         raise AssertionError('unreachable')
 
-    def _connection(self, deadline: float) -> DeviceProtocol:
+    def _connection(self, deadline: float, pump: Pump | None) -> Generation:
         """Return a usable connection, making one now if needed, with ``on_connect`` run on it.
 
-        @raise NotConnected: the attempt failed (refused, unreachable) or the link is closed.
-        @raise DeviceTimeout: no connection by ``deadline``.
+        Raises
+        ------
+        NotConnected
+            The attempt failed (refused, unreachable) or the link is closed.
+        DeviceTimeout
+            No connection by ``deadline``.
         """
-        factory = self._factory
-        with factory.lock:
-            proto = factory.current
-            if proto is None or not proto.usable:
-                proto = None
-                failures = factory.failures
-        if proto is None:
-            self._reactor.callFromThread(factory.connect_now)
-            with factory.lock:
-                while True:
-                    proto = factory.current
-                    if proto is not None and proto.usable:
-                        break
-                    if factory.state is LinkState.CLOSED:
-                        raise NotConnected(f'connection to {factory.address} is closed')
-                    if factory.failures != failures:
-                        raise NotConnected(f'cannot connect to {factory.address}: {factory.last_failure}')
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise DeviceTimeout(f'no connection to {factory.address} within the timeout')
-                    factory.changed.wait(remaining)
-        self._run_hook(proto)
-        return proto
+        bridge = self._bridge
+        generation = bridge.generation
+        if generation and generation == self._overdue_on:
+            # The last read on this connection timed out: the reply it
+            # waited for may still come and would answer this request.
+            self._drop(generation, 'the last read timed out; its reply may still come')
+            generation = 0
+        self._overdue_on = 0
+        if not generation:
+            failures = bridge.failures()  # before asking: a failure after this ends the wait
+            bridge.post(self._factory.connect_now)
+            generation = bridge.wait_connected(failures, deadline, pump)
+        self._run_hook(generation)
+        return generation
 
-    def _run_hook_if_new(self) -> None:
-        proto = self._factory.current
-        if proto is not None and proto.usable:
-            self._run_hook(proto)
-
-    def _run_hook(self, proto: DeviceProtocol) -> None:
-        if self._on_connect is None or self._hooked_generation == proto.generation:
+    def _run_hook(self, generation: Generation) -> None:
+        """Run ``on_connect`` once on connection ``generation`` (0: none yet, nothing to do)."""
+        if self._on_connect is None or not generation or self._hooked == generation:
             return
-        self._hooked_generation = proto.generation  # before: the hook does I/O through us
+        self._hooked = generation  # before: the hook does I/O through us
         try:
             self._on_connect(self)
-        except BaseException as exc:
-            self._drop(proto, f'on_connect failed: {exc!r}')
+        except Exception as exc:
+            self._drop(generation, f'on_connect failed: {exc!r}')
             self.log.failure('{address}: on_connect hook failed', address=self._factory.address)
-            raise
+            if isinstance(exc, ConnectionError):
+                raise
+            raise DeviceDisconnected(f'on_connect failed on {self._factory.address}: {exc!r}') from exc
 
-    def _drop(self, proto: DeviceProtocol, why: str) -> None:
-        """Forget ``proto`` now (its late input is dropped) and abort it in the reactor."""
+    def _drop(self, generation: Generation, why: str) -> None:
+        """Stop using connection ``generation`` now (its late input is dropped); abort it in the reactor."""
         factory = self._factory
         factory.stats.record_error(why)
-        factory.discard(proto, DeviceDisconnected(f'connection to {factory.address} dropped: {why}'))
-        self._reactor.callFromThread(factory.drop, proto, why)
+        error = DeviceDisconnected(f'connection to {factory.address} dropped: {why}')
+        factory.stats.record_dropped(self._bridge.discard(generation, error))
+        self._bridge.post(factory.drop, generation, why)
 
     def _reset(self, why: str) -> None:
         """Drop the current connection and reconnect in the background."""
-        proto = self._factory.current
-        if proto is not None:
-            self._drop(proto, why)
-        self._reactor.callFromThread(self._factory.connect_now)
+        generation = self._bridge.generation
+        if generation:
+            self._drop(generation, why)
+        self._bridge.post(self._factory.connect_now)
+
+    def _rest(self, why: str) -> None:
+        """Close the connection; nothing reconnects until the next call needs the device."""
+        if self._closed:
+            return
+        generation = self._bridge.generation
+        if generation:
+            self._bridge.discard(generation, DeviceDisconnected(
+                f'connection to {self._factory.address} closed: {why}'))
+        self._bridge.post(self._factory.rest, why)
 
     def _encode(self, msg: bytes | str, name: str) -> bytes:
-        if isinstance(msg, str):
-            return msg.encode(self.encoding)
-        if isinstance(msg, (bytes, bytearray, memoryview)):
-            return bytes(msg)
-        raise TypeError(f'{name} must be bytes or str, got {type(msg).__name__}')
+        return arguments.as_bytes(msg, name, encoding=self.encoding)
 
     def _optional_bytes(self, value: bytes | str | None, name: str) -> bytes | None:
-        if value is None:
-            return None
-        if isinstance(value, (str, bytes, bytearray)):
-            return self._encode(value, name)
-        raise TypeError(f'{name} must be bytes, str or None, got {type(value).__name__}')
-
-
-def _port(value) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f'port must be an int, got {value!r}')
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise TypeError(f'port must be an int, got {value!r}') from None
-    if not 1 <= port <= 65535:
-        raise ValueError(f'port must be in 1..65535, got {port}')
-    return port
-
-
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f'{name} must be a number of seconds, got {value!r}')
-    if not 0 < value < math.inf:  # also refuses NaN
-        raise ValueError(f'{name} must be a finite number > 0, got {value!r}')
-    return float(value)
-
-
-def _count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{name} must be an int, got {value!r}')
-    if value <= 0:
-        raise ValueError(f'{name} must be > 0, got {value}')
-    return value
+        return arguments.as_bytes(value, name, encoding=self.encoding, allow_none=True)

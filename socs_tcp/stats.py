@@ -22,6 +22,7 @@ class LinkStats:
     stale_bytes_dropped: int = 0
     queries: int = 0
     timeouts: int = 0
+    input_pauses: int = 0
     last_error: str | None = None
     last_error_time: float | None = None
     last_connect_time: float | None = None

@@ -19,10 +19,11 @@ from twisted.internet import defer, reactor, task, threads
 from socs_tcp.agents import polled_device
 from socs_tcp.agents.compressor import drivers as cpa
 from socs_tcp.agents.compressor.agent import CompressorAgent
-from socs_tcp.agents.compressor.simulator import CompressorModel, CompressorSimulator
+from socs_tcp.agents.compressor.simulator import CompressorSimulator
 from socs_tcp.agents.errors import ReplyError
 from socs_tcp.agents.power_supply.agent import PowerSupplyAgent
 from socs_tcp.agents.power_supply.simulator import PowerSupplySimulator
+from socs_tcp.sim.devices.cryomech_cpa import CompressorModel
 
 
 def ocs_agent(instance_id):

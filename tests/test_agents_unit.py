@@ -18,8 +18,8 @@ from socs_tcp.agents import polled_device
 from socs_tcp.agents.compressor import drivers as cpa
 from socs_tcp.agents.compressor.agent import CompressorAgent
 from socs_tcp.agents.compressor.agent import make_parser as compressor_parser
-from socs_tcp.agents.connection_state import ConnectionState
 from socs_tcp.agents.errors import DeviceReportedError, ReplyError
+from socs_tcp.agents.outages import OutageTracker
 from socs_tcp.agents.power_supply import drivers as scpi
 from socs_tcp.agents.power_supply.agent import PowerSupplyAgent
 
@@ -128,11 +128,11 @@ def test_bad_scpi_replies_raise_reply_error(parse, reply, message):
         parse(reply)
 
 
-# -- ConnectionState -------------------------------------------------------------------
+# -- OutageTracker ---------------------------------------------------------------------
 
-def test_connection_state_logs_each_outage_once_and_the_recovery():
+def test_outage_tracker_logs_each_outage_once_and_the_recovery():
     log, now = MagicMock(), [100.0]
-    state = ConnectionState(log, 'psu at x:1', clock=lambda: now[0])
+    state = OutageTracker(log, 'psu at x:1', clock=lambda: now[0])
     assert state.failed(NotConnected('refused')) is True
     assert log.error.call_args.args[0].startswith('Cannot reach')   # never answered yet
     for _ in range(5):
@@ -280,7 +280,7 @@ def test_a_task_gets_the_lock_at_once_while_acq_waits_between_samples():
 def test_task_while_device_known_down_fails_fast_without_touching_it():
     device = FakeDevice([SAMPLE])
     psu, _ = make_psu(device)
-    psu.connection.failed(NotConnected('connection refused'))
+    psu.outages.failed(NotConnected('connection refused'))
     ok, msg = psu.set_voltage(new_session('set_voltage'), {'voltage': 5.0})
     assert not ok and 'not attempted' in msg and 'unreachable since' in msg
     assert 'connection refused' in msg and device.calls == 0
@@ -290,7 +290,7 @@ def test_task_while_device_known_down_fails_fast_without_touching_it():
 def test_task_tries_again_once_the_interface_reconnected():
     device = FakeDevice([None], connected=True)
     psu, _ = make_psu(device)
-    psu.connection.failed(NotConnected('connection refused'))
+    psu.outages.failed(NotConnected('connection refused'))
     ok, msg = psu.set_voltage(new_session('set_voltage'), {'voltage': 5.0})
     assert ok and msg == 'Voltage set to 5 V' and device.calls == 1
 

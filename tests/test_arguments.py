@@ -9,6 +9,7 @@ from socs_tcp import arguments
 
 @pytest.mark.parametrize('check, value, exc, words', [
     (arguments.port, 0, ValueError, 'port must be in 1..65535'),
+    (lambda v: arguments.port(v, allow_zero=True), -1, ValueError, 'port must be in 0..65535'),
     (arguments.port, 65536, ValueError, 'port must be in 1..65535'),
     (arguments.port, True, TypeError, 'port must be an int'),
     (arguments.port, 'http', TypeError, 'port must be an int'),
@@ -27,6 +28,7 @@ def test_bad_values_raise_naming_the_argument(check, value, exc, words):
 
 def test_good_values_come_back_in_the_stored_form():
     assert arguments.port('502') == 502
+    assert arguments.port(0, allow_zero=True) == 0   # a port to listen on: pick a free one
     assert arguments.seconds(2, 'timeout') == 2.0 and isinstance(arguments.seconds(2, 't'), float)
     assert arguments.seconds(0, 'delay', allow_zero=True) == 0.0
     assert arguments.count(0, 'n', allow_zero=True) == 0

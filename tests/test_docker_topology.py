@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_docker_config import SITE_CONFIG, agent_services, environment, load_compose, option, simulator_services
 
-from socs_tcp.demo.stack import OcsStack
+from socs_tcp.testing import OcsStack
+from test_docker_config import SITE_CONFIG, agent_services, environment, load_compose, option, simulator_services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

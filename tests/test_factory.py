@@ -12,11 +12,21 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from socs_tcp import Backoff, DeviceClientFactory, NotConnected
-from socs_tcp.factory import LinkState
+from socs_tcp.state import TRANSITIONS, LinkEvent, LinkState
 
 
 def refused(factory, reactor):
     factory.clientConnectionFailed(reactor.connectors[-1], Failure(ConnectionRefusedError()))
+
+
+def retry_fires(factory, reactor, delay):
+    """Let the backoff timer fire; the connector starts its attempt, as a real one does."""
+    reactor.advance(delay)
+    factory.startedConnecting(reactor.connectors[-1])
+
+
+def lost(factory, reactor):
+    factory.clientConnectionLost(reactor.connectors[-1], Failure(ConnectionLost()))
 
 
 def connect(factory):
@@ -44,7 +54,7 @@ def test_delays_grow_to_the_cap_and_reset_after_a_success(reactor):
         refused(factory, reactor)
         assert factory.state is LinkState.WAITING
         delays.append(reactor.getDelayedCalls()[0].getTime() - reactor.seconds())
-        reactor.advance(delays[-1])
+        retry_fires(factory, reactor, delays[-1])
     assert delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
     connect(factory)
     assert factory.state is LinkState.CONNECTED
@@ -60,7 +70,7 @@ def test_jitter_spreads_the_delays(reactor):
         refused(factory, reactor)
         delay = reactor.getDelayedCalls()[0].getTime() - reactor.seconds()
         delays.add(round(delay, 6))
-        reactor.advance(delay)
+        retry_fires(factory, reactor, delay)
     assert len(delays) > 5
     assert all(0.2 < d < 1.8 for d in delays)
 
@@ -83,14 +93,13 @@ def test_a_dropped_connection_is_reconnected_only_after_it_is_gone(reactor):
     factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
     factory.start()
     proto, transport = connect(factory)
-    factory.drop(proto, 'test')
-    assert factory.state is LinkState.DISCONNECTING
+    factory.drop(proto.generation, 'test')
+    assert factory.state is LinkState.DROPPING and transport.disconnecting
     factory.connect_now()
-    assert factory.state is LinkState.DISCONNECTING  # not two connections at once
+    assert factory.state is LinkState.DROPPING  # not two connections at once
     connector = reactor.connectors[-1]
     connector.connect = mock.Mock()
-    proto.connectionLost(Failure(ConnectionLost()))
-    factory.clientConnectionLost(connector, Failure(ConnectionLost()))
+    lost(factory, reactor)
     connector.connect.assert_called_once_with()
     assert factory.state is LinkState.CONNECTING
 
@@ -106,6 +115,7 @@ def test_when_connected_fires_on_connect_and_fails_after_failures(reactor):
     results = []
     waiting.addCallback(results.append)
     assert results == []
+    retry_fires(factory, reactor, reactor.getDelayedCalls()[0].getTime() - reactor.seconds())
     proto, _ = connect(factory)
     assert results == [proto]
 
@@ -121,3 +131,45 @@ def test_close_stops_retries_and_fails_waiters(reactor):
     assert errors and errors[0].check(NotConnected)
     assert factory.state is LinkState.CLOSED
     assert reactor.getDelayedCalls() == []
+
+
+def test_comm_close_rests_the_link_until_a_call_needs_it(reactor):
+    factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+    factory.start()
+    proto, transport = connect(factory)
+    factory.rest('comm.close() called')
+    assert factory.state is LinkState.RESTING and transport.disconnecting
+    lost(factory, reactor)
+    assert factory.state is LinkState.IDLE
+    assert reactor.getDelayedCalls() == []  # nothing reconnects in the background
+    factory.connector.connect = mock.Mock()
+    factory.connect_now()
+    factory.connector.connect.assert_called_once_with()
+    assert factory.state is LinkState.CONNECTING
+
+
+def test_a_connection_that_completes_after_close_is_not_kept(reactor):
+    factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+    factory.start()
+    factory.close()
+    proto, transport = connect(factory)
+    assert factory.state is LinkState.CLOSED and transport.disconnecting
+    assert factory.current is None and not factory.bridge.connected
+
+
+def test_the_state_changes_only_by_the_table(reactor):
+    """Every (state, event) pair either has a row or changes nothing: drive them all."""
+    for state in LinkState:
+        for event in LinkEvent:
+            factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+            factory.state = state
+            for name in ('_attempt', '_attempt_now', '_retry_later', '_cancel_retry', '_stop_attempt',
+                         '_adopt', '_abort', '_refuse'):
+                setattr(factory, name, mock.Mock(name=name))
+            factory.handle(event, 'detail')
+            expected, action = TRANSITIONS.get((state, event), (state, None))
+            assert factory.state is expected, (state, event)
+            assert factory.bridge.snapshot()['state'] == (expected.value if (state, event) in TRANSITIONS
+                                                          else 'idle')
+            if action is not None:
+                getattr(factory, action).assert_called_once_with('detail')

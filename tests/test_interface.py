@@ -12,8 +12,7 @@ import time
 import pytest
 import pytest_twisted
 
-from socs_tcp import (DeviceDisconnected, DeviceTimeout, NotConnected, ReactorThreadError,
-                      TCPInterface)
+from socs_tcp import DeviceDisconnected, DeviceTimeout, NotConnected, ReactorThreadError, TCPInterface
 from socs_tcp.sim import DeviceServer
 from tests.conftest import in_worker
 
@@ -74,7 +73,7 @@ def test_send_reconnects_first_when_the_device_came_back():
     def body():
         dev = TCPInterface('127.0.0.1', device.port, 2)
         assert dev.comm is None
-        device.start()
+        device.blocking.start()
         dev.send('hello\n')  # str is encoded, as SOCS drivers pass both
         assert dev.recv() == b'hello\n'
         dev.close()
@@ -86,19 +85,19 @@ def test_send_reconnects_first_when_the_device_came_back():
 
 @pytest_twisted.inlineCallbacks
 def test_send_retries_once_on_a_new_connection_after_a_failed_write(line_device, monkeypatch):
-    from socs_tcp.protocol import DeviceProtocol
-    real_write = DeviceProtocol.write_all
+    from socs_tcp.bridge import Bridge
+    real_write = Bridge.write
     failures = []
 
-    def fail_first(self, data, deadline):
+    def fail_first(self, generation, data, deadline, pump=None):
         if not failures:
-            failures.append(self)
+            failures.append(generation)
             raise DeviceDisconnected('broken pipe (injected)')
-        return real_write(self, data, deadline)
+        return real_write(self, generation, data, deadline, pump)
 
     def body():
         with line_interface(line_device) as dev:
-            monkeypatch.setattr(DeviceProtocol, 'write_all', fail_first)
+            monkeypatch.setattr(Bridge, 'write', fail_first)
             dev.send(b'second try\n')
             assert dev.recv() == b'second try\n'
             assert dev.stats['connects'] == 2  # the write went out on a new connection
@@ -108,14 +107,14 @@ def test_send_retries_once_on_a_new_connection_after_a_failed_write(line_device,
 
 @pytest_twisted.inlineCallbacks
 def test_send_raises_when_the_retry_fails_too(line_device, monkeypatch):
-    from socs_tcp.protocol import DeviceProtocol
+    from socs_tcp.bridge import Bridge
 
-    def always_fail(self, data, deadline):
+    def always_fail(self, generation, data, deadline, pump=None):
         raise DeviceDisconnected('broken pipe (injected)')
 
     def body():
         with line_interface(line_device) as dev:
-            monkeypatch.setattr(DeviceProtocol, 'write_all', always_fail)
+            monkeypatch.setattr(Bridge, 'write', always_fail)
             with pytest.raises(ConnectionError):
                 dev.send(b'x\n')
     yield in_worker(body)
@@ -127,7 +126,7 @@ def test_recv_returns_as_soon_as_one_byte_is_there_up_to_bufsize(line_device):
         with line_interface(line_device) as dev:
             dev.send(b'abcdef\n')
             assert dev.read_exactly(7) == b'abcdef\n'
-            line_device.send_unsolicited(b'xyz')
+            line_device.blocking.send_unsolicited(b'xyz')
             assert dev.recv(2) == b'xy'
             assert dev.recv(100) == b'z'
     yield in_worker(body)
@@ -162,7 +161,7 @@ def test_peer_close_returns_buffered_input_then_raises(line_device):
     def body():
         with line_interface(line_device) as dev:
             dev.send(b'last words\n')
-            line_device.when_requests(1, timeout=2)
+            line_device.blocking.when_requests(1, timeout=2)
             deadline = time.monotonic() + 2
             while len(line_device.requests) < 1 and time.monotonic() < deadline:
                 time.sleep(0.005)
@@ -170,7 +169,7 @@ def test_peer_close_returns_buffered_input_then_raises(line_device):
             dev.send(b'more\n')
             while dev.stats['bytes_in'] < len(b'last words\nmore\n') and time.monotonic() < deadline:
                 time.sleep(0.005)
-            line_device.drop_connections()
+            line_device.blocking.drop_connections()
             assert dev.recv() == b'more\n'
             with pytest.raises(DeviceDisconnected):
                 dev.recv()  # socs.tcp returned b'' here, forever
@@ -181,11 +180,11 @@ def test_peer_close_returns_buffered_input_then_raises(line_device):
 def test_a_late_reply_never_answers_a_later_query(line_device):
     def body():
         with line_interface(line_device) as dev:
-            line_device.set_delay(0.4)
+            line_device.blocking.set_delay(0.4)
             error, took = timed(dev.query, 'first', timeout=0.15)
             assert isinstance(error, DeviceTimeout), error
             assert took < 0.15 + MARGIN
-            line_device.set_delay(0)
+            line_device.blocking.set_delay(0)
             # The reply to 'first' arrives while this query waits; it must not be taken.
             assert dev.query('second') == b'second'
             time.sleep(0.4)  # let the late reply land, if it could
@@ -240,13 +239,13 @@ def test_reconnects_in_the_background_after_the_device_comes_back(line_device):
 
     def body():
         with line_interface(line_device, backoff=Backoff(initial=0.05, max_delay=0.2)) as dev:
-            line_device.stop_listening()
-            line_device.drop_connections()
+            line_device.blocking.stop_listening()
+            line_device.blocking.drop_connections()
             deadline = time.monotonic() + 2
             while dev.connected and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert not dev.connected
-            line_device.start_listening()
+            line_device.blocking.start()
             while not dev.connected and time.monotonic() < deadline:  # no call made: the reactor did it
                 time.sleep(0.01)
             assert dev.connected
@@ -260,11 +259,11 @@ def test_a_call_after_an_outage_reconnects_at_once_not_after_the_backoff(line_de
 
     def body():
         with line_interface(line_device, backoff=Backoff(initial=30, max_delay=60)) as dev:
-            line_device.stop_listening()
-            line_device.drop_connections()
+            line_device.blocking.stop_listening()
+            line_device.blocking.drop_connections()
             with pytest.raises(ConnectionError):
                 dev.query('down')
-            line_device.start_listening()
+            line_device.blocking.start()
             reply, took = timed(dev.query, 'back')
             assert reply == b'back' and took < 0.5
     yield in_worker(body)
@@ -284,16 +283,16 @@ def test_every_call_is_bounded_by_its_timeout_in_every_fault(line_device):
         dev.close()
         # silent: accepts, reads, never answers
         with line_interface(line_device, timeout=timeout) as dev:
-            line_device.set_silent(True)
+            line_device.blocking.set_silent(True)
             error, took = timed(dev.query, 'hello?')
             assert isinstance(error, DeviceTimeout) and took < timeout + MARGIN
-            line_device.set_silent(False)
+            line_device.blocking.set_silent(False)
             # closing mid-reply: a fragment, then the connection goes
-            line_device.set_fragments(3, interval=0.05)
-            line_device.drop_after(1)
+            line_device.blocking.set_fragments(3, interval=0.05)
+            line_device.blocking.drop_after(1)
             error, took = timed(dev.query, 'a long reply')
             assert isinstance(error, ConnectionError) and took < timeout + MARGIN
-            line_device.reset_faults()
+            line_device.blocking.reset_faults()
         # blackholed: a listener that never accepts, its backlog full
         hole = socket.socket()
         hole.bind(('127.0.0.1', 0))
@@ -370,7 +369,7 @@ def test_on_connect_runs_after_every_reconnect_before_user_io():
     def body():
         with line_interface(device, on_connect=drain_prompt) as dev:
             assert dev.query('one') == b'one'  # not b'WELCOME'
-            device.drop_connections()
+            device.blocking.drop_connections()
             deadline = time.monotonic() + 2
             while dev.connected and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -404,9 +403,9 @@ def test_query_read_until_read_exactly_clear_close_stats(line_device):
         assert dev.query('abc', terminator=None, size=4) == b'abc\n'
         assert dev.query(b'x', terminator=b'x') == b''
         assert dev.clear() == 1  # the '\n' after 'x' was left over
-        line_device.send_unsolicited(b'noise\n')
+        line_device.blocking.send_unsolicited(b'noise\n')
         assert dev.read_until('\n') == b'noise\n'
-        line_device.send_unsolicited(b'stale\n')
+        line_device.blocking.send_unsolicited(b'stale\n')
         deadline = time.monotonic() + 2
         while dev.stats['buffered'] < 6 and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -416,9 +415,11 @@ def test_query_read_until_read_exactly_clear_close_stats(line_device):
         assert stats['bytes_out'] > 0 and stats['bytes_in'] > 0 and stats['stale_bytes_dropped'] >= 7
         dev.close()
         dev.close()  # idempotent
-        assert not dev.connected and dev.comm is None
+        assert not dev.connected
         with pytest.raises(NotConnected, match='closed'):
             dev.query('x')
+        with pytest.raises(NotConnected, match='closed'):
+            dev.comm.recv(10)  # comm stays socket-like: a closed socket, not an AttributeError
     yield in_worker(body)
     deadline = time.monotonic() + 2
     while line_device.connection_count and time.monotonic() < deadline:
@@ -460,7 +461,7 @@ def test_factory_deferred_api_in_the_reactor_thread(line_device):
     factory = DeviceClientFactory('127.0.0.1', line_device.port, connect_timeout=1)
     try:
         proto = yield factory.whenConnected(timeout=2)
-        assert proto.usable
+        assert proto is factory.current and factory.state.value == 'connected'
         reply = yield factory.query(b'hi\n', terminator=b'\n', timeout=1)
         assert reply == b'hi'
         line_device.set_silent(True)
@@ -514,22 +515,22 @@ def test_send_recv_drivers_never_read_a_late_reply_either(line_device):
     """The seed's pattern (send, then recv) after a recv timeout: socs.tcp returns the late reply."""
     def body():
         with line_interface(line_device, timeout=0.15) as dev:
-            line_device.set_delay(0.3)
+            line_device.blocking.set_delay(0.3)
             dev.send(b'first\n')
             with pytest.raises(DeviceTimeout):
                 dev.recv()
-            line_device.set_delay(0)
+            line_device.blocking.set_delay(0)
             dev.send(b'second\n')  # on a fresh connection: 'first' can no longer arrive here
             time.sleep(0.3)        # long enough for the late reply to land, if it could
             assert dev.read_until(b'\n') == b'second\n'
             assert dev.stats['connects'] == 2
             # a late reply that *was* read (a polling loop) leaves the connection alone
-            line_device.set_delay(0.2)
+            line_device.blocking.set_delay(0.2)
             dev.send(b'slow\n')
             with pytest.raises(DeviceTimeout):
                 dev.recv()
             assert dev.read_until(b'\n', timeout=1) == b'slow\n'
-            line_device.set_delay(0)
+            line_device.blocking.set_delay(0)
             assert dev.query('third') == b'third'
             assert dev.stats['connects'] == 2
     yield in_worker(body)

@@ -66,11 +66,11 @@ def test_socs_ptc_driver_reads_through_socs_tcp_across_a_device_restart(PTC):
     def body():
         ptc = PTC('127.0.0.1', port=device.port, timeout=1)
         read(ptc)
-        device.stop_listening()
-        device.drop_connections()
+        device.blocking.stop_listening()
+        device.blocking.drop_connections()
         with pytest.raises(ConnectionError):  # what the agent's degraded loop catches
             ptc.get_data()
-        device.start_listening()
+        device.blocking.start()
         read(ptc)
         ptc.close()
     try:

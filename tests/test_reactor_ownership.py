@@ -4,6 +4,7 @@ Each case runs as its own Python process, talking over loopback to a device
 served by this test process's reactor.
 """
 
+import socket
 import subprocess
 import sys
 import textwrap
@@ -96,19 +97,26 @@ OCS_AGENT = """
     from socs_tcp import ReactorThreadError, TCPInterface
 
     class Agent:
-        def __init__(self):
-            self.dev = TCPInterface('127.0.0.1', int(sys.argv[1]), 2, read_termination=b'\\n')
-            print('built before the reactor runs; comm is', self.dev.comm)
+        def __init__(self):  # a SOCS driver talking to its device in the agent's __init__
+            self.dev = TCPInterface('127.0.0.1', int(sys.argv[1]), 2, read_termination=b'\\n',
+                                    write_termination=b'\\n')
+            print('built before the reactor runs; comm is', type(self.dev.comm).__name__)
+            print('__init__ I/O:', self.dev.query('*IDN?'))
+            start = time.monotonic()
+            down = TCPInterface('127.0.0.1', int(sys.argv[2]), 1)
             try:
-                self.dev.query(b'too early\\n')
-            except ReactorThreadError as exc:
-                print('blocking in __init__ refused:', 'before the reactor runs' in str(exc))
+                down.send(b'x')
+            except ConnectionError as exc:
+                print('device down:', type(exc).__name__, 'bounded', time.monotonic() - start < 1.5)
 
         def acq(self):  # what OCS runs in a worker thread
-            deadline = time.monotonic() + 2
-            while not self.dev.connected and time.monotonic() < deadline:
-                time.sleep(0.01)  # the reactor connects by itself once it runs
-            return self.dev.connected, self.dev.query(b'from a worker\\n')
+            return self.dev.stats['connects'], self.dev.query('from a worker')
+
+        def in_reactor(self):
+            try:
+                self.dev.query('too late')
+            except ReactorThreadError as exc:
+                print('blocking in the running reactor thread refused:', 'reactor thread' in str(exc))
 
     agent = Agent()
     def done(result):
@@ -117,15 +125,43 @@ OCS_AGENT = """
     def failed(f):
         print('worker failed', f.getErrorMessage())
         reactor.stop()
+    reactor.callWhenRunning(agent.in_reactor)
     reactor.callWhenRunning(lambda: threads.deferToThread(agent.acq).addCallbacks(done, failed))
     reactor.run()
 """
 
 
 @pytest_twisted.inlineCallbacks
-def test_an_interface_built_before_the_agents_reactor_runs_connects_once_it_runs(line_device):
-    rc, out, err, _ = yield in_worker(run_script, OCS_AGENT, line_device.port)
+def test_device_io_before_the_agents_reactor_runs_works_and_the_link_then_belongs_to_it(line_device):
+    with socket.socket() as s:  # a port with nothing listening: the device that is down
+        s.bind(('127.0.0.1', 0))
+        down_port = s.getsockname()[1]
+    rc, out, err, _ = yield in_worker(run_script, OCS_AGENT, line_device.port, down_port)
     assert rc == 0, err
-    assert 'comm is None' in out
-    assert 'blocking in __init__ refused: True' in out
-    assert "worker got (True, b'from a worker')" in out
+    assert 'comm is CommSocket' in out
+    assert "__init__ I/O: b'*IDN?'" in out
+    assert 'device down: NotConnected bounded True' in out
+    assert 'blocking in the running reactor thread refused: True' in out
+    assert "worker got (1, b'from a worker')" in out  # the same connection, now the reactor's
+
+
+DECLARED_BACKGROUND = """
+    import sys, threading
+    import ocs.ocs_agent  # would mean 'the application runs the reactor' if undeclared
+    import socs_tcp
+    socs_tcp.set_reactor_owner('background')
+    dev = socs_tcp.TCPInterface('127.0.0.1', int(sys.argv[1]), 2, read_termination=b'\\n')
+    print(dev.query(b'declared\\n'), 'socs_tcp-reactor' in [t.name for t in threading.enumerate()])
+    try:
+        socs_tcp.set_reactor_owner('nobody')
+    except ValueError as exc:
+        print('refused:', exc)
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_declared_reactor_owner_wins_over_the_guess(line_device):
+    rc, out, err, _ = yield in_worker(run_script, DECLARED_BACKGROUND, line_device.port)
+    assert rc == 0, err
+    assert "b'declared' True" in out
+    assert "refused: owner must be 'application' or 'background', got 'nobody'" in out

@@ -5,6 +5,7 @@ reactor (pytest-twisted runs it in the main thread); the timing of delays and
 fragments is also checked exactly on a MemoryReactorClock.
 """
 
+import itertools
 import os
 import select
 import signal
@@ -78,6 +79,14 @@ def connect(port):
     return connectProtocol(endpoint, Client())
 
 
+@defer.inlineCallbacks
+def answered(port, line: bytes):
+    """Connect a new client, send ``line``; return what came back (the terminated reply)."""
+    c = yield connect(port)
+    c.send(line + b'\n')
+    return (yield c.wait_bytes(len(line) + 1))
+
+
 @pytest.fixture
 def make_server():
     """Build DeviceServers that are stopped (and their clients gone) after the test."""
@@ -103,7 +112,7 @@ def upper(request):
 @pytest_twisted.inlineCallbacks
 def test_handler_answers_and_requests_are_recorded(make_server):
     srv = make_server(upper)
-    port = srv.start()
+    port = yield srv.start()
     assert port == srv.port and port > 0 and srv.listening
     c = yield connect(port)
     c.send(b'*idn?\nmeas?\n')
@@ -115,7 +124,7 @@ def test_handler_answers_and_requests_are_recorded(make_server):
 @pytest_twisted.inlineCallbacks
 def test_dict_table_str_and_bytes_unknown_gets_no_reply(make_server):
     srv = make_server({'A?': '1', b'B?': b'2', 'C?': None})
-    c = yield connect(srv.start())
+    c = yield connect((yield srv.start()))
     c.send(b'X?\nC?\nB?\nA?\n')
     yield srv.when_requests(4, timeout=WAIT)
     data = yield c.wait_bytes(4)
@@ -126,7 +135,7 @@ def test_dict_table_str_and_bytes_unknown_gets_no_reply(make_server):
 @pytest_twisted.inlineCallbacks
 def test_terminators_and_requests_split_across_segments(make_server):
     srv = make_server(upper, terminator='\r', reply_terminator=b'\r\n')
-    c = yield connect(srv.start())
+    c = yield connect((yield srv.start()))
     c.send(b'ab')
     yield srv.when_connections(1, timeout=WAIT)
     c.send(b'c\rde\r')
@@ -142,7 +151,7 @@ def test_binary_framer_mbap(make_server):
         return frame[:2] + b'\x00\x00\x00\x05' + frame[6:8] + b'\x02\x12\x34'
 
     srv = make_server(handler, framer=mbap_framer)
-    c = yield connect(srv.start())
+    c = yield connect((yield srv.start()))
     read_req = b'\x00\x07\x00\x00\x00\x06\x01\x03\x00\x10\x00\x01'
     c.send(read_req[:4])            # header split across two segments
     c.send(read_req[4:] + read_req.replace(b'\x00\x07', b'\x00\x08', 1))
@@ -156,7 +165,7 @@ def test_binary_framer_mbap(make_server):
 @pytest_twisted.inlineCallbacks
 def test_framing_error_drops_only_that_connection(make_server):
     srv = make_server(lambda frame: frame, framer=mbap_framer)
-    port = srv.start()
+    port = yield srv.start()
     bad, good = yield defer.gatherResults([connect(port), connect(port)])
     bad.send(b'\x00\x01\x00\x00\x00\x00\x01')          # MBAP length 0: invalid
     assert isinstance((yield bad.wait_lost()), ConnectionLost)
@@ -187,7 +196,7 @@ def test_handler_errors_send_nothing_and_keep_the_connection(make_server):
         return 42 if request == b'int' else b'ok'
 
     srv = make_server(handler)
-    c = yield connect(srv.start())
+    c = yield connect((yield srv.start()))
     c.send(b'boom\nint\nfine\n')
     data = yield c.wait_bytes(3)
     assert data == b'ok\n' and srv.connection_count == 1
@@ -196,7 +205,7 @@ def test_handler_errors_send_nothing_and_keep_the_connection(make_server):
 @pytest_twisted.inlineCallbacks
 def test_greeting_is_sent_on_connect(make_server):
     srv = make_server(upper, greeting='READY> ')
-    c = yield connect(srv.start())
+    c = yield connect((yield srv.start()))
     data = yield c.wait_bytes(7)
     assert data == b'READY> '
 
@@ -204,7 +213,7 @@ def test_greeting_is_sent_on_connect(make_server):
 @pytest_twisted.inlineCallbacks
 def test_max_connections_closes_extra_clients_at_once(make_server):
     srv = make_server(upper, max_connections=1)
-    port = srv.start()
+    port = yield srv.start()
     first = yield connect(port)
     yield srv.when_connections(1, timeout=WAIT)
     second = yield connect(port)
@@ -215,9 +224,7 @@ def test_max_connections_closes_extra_clients_at_once(make_server):
     # Once the first client is gone its slot is free again.
     first.transport.loseConnection()
     yield srv.when_connections(0, timeout=WAIT)
-    third = yield connect(port)
-    third.send(b'y\n')
-    assert (yield third.wait_bytes(2)) == b'Y\n'
+    assert (yield answered(port, b'y')) == b'Y\n'
 
 
 # -- listening faults ------------------------------------------------------------
@@ -225,7 +232,7 @@ def test_max_connections_closes_extra_clients_at_once(make_server):
 @pytest_twisted.inlineCallbacks
 def test_stop_listening_refuses_new_clients_keeps_old_restarts_same_port(make_server):
     srv = make_server(upper)
-    port = srv.start()
+    port = yield srv.start()
     old = yield connect(port)
     yield srv.stop_listening()
     assert not srv.listening
@@ -233,28 +240,45 @@ def test_stop_listening_refuses_new_clients_keeps_old_restarts_same_port(make_se
         yield connect(port)
     old.send(b'still\n')
     assert (yield old.wait_bytes(6)) == b'STILL\n'
-    assert srv.start_listening() == port
-    new = yield connect(port)
-    new.send(b'back\n')
-    assert (yield new.wait_bytes(5)) == b'BACK\n'
+    assert (yield srv.start()) == port
+    assert (yield answered(port, b'back')) == b'BACK\n'
+
+
+@pytest_twisted.inlineCallbacks
+def test_blackhole_silences_old_clients_new_ones_hang_then_it_comes_back(make_server):
+    from twisted.internet.error import TimeoutError as ConnectTimeout
+    srv = make_server(upper)
+    port = yield srv.start()
+    old = yield connect(port)
+    yield srv.set_blackhole(True)
+    assert srv.blackholed and not srv.listening and srv.faults.silent
+    old.send(b'anyone?\n')
+    yield srv.when_requests(1, timeout=WAIT)             # read, never answered
+    endpoint = TCP4ClientEndpoint(reactor, '127.0.0.1', port, timeout=0.3)
+    with pytest.raises(ConnectTimeout):                  # hangs: not refused, not accepted
+        yield connectProtocol(endpoint, Client())
+    assert old.data == b''
+    yield srv.set_blackhole(False)
+    assert srv.listening and not srv.blackholed and not srv.faults.silent
+    assert (yield answered(port, b'back')) == b'BACK\n'
 
 
 @pytest_twisted.inlineCallbacks
 def test_restart_in_the_same_reactor_turn_waits_for_the_old_port(make_server):
     srv = make_server(upper)
-    port = srv.start()
+    port = yield srv.start()
     d = srv.stop_listening()
-    assert srv.start() == port        # old socket still closing: listens right after
+    again = srv.start()
+    assert not again.called           # old socket still closing: listens right after
     yield d
-    c = yield connect(port)
-    c.send(b'q\n')
-    assert (yield c.wait_bytes(2)) == b'Q\n'
+    assert (yield again) == port and srv.listening
+    assert (yield answered(port, b'q')) == b'Q\n'
 
 
 @pytest_twisted.inlineCallbacks
 def test_stop_closes_port_and_connections_then_start_again(make_server):
     srv = make_server(upper)
-    port = srv.start()
+    port = yield srv.start()
     clients = yield defer.gatherResults([connect(port), connect(port)])
     yield srv.when_connections(2, timeout=WAIT)
     yield srv.stop()
@@ -263,25 +287,33 @@ def test_stop_closes_port_and_connections_then_start_again(make_server):
         assert isinstance((yield c.wait_lost()), ConnectionLost)   # aborted: a reset
     with pytest.raises(ConnectionRefusedError):
         yield connect(port)
-    assert srv.start() == port
-    c = yield connect(port)
-    c.send(b'z\n')
-    assert (yield c.wait_bytes(2)) == b'Z\n'
+    assert (yield srv.start()) == port
+    assert (yield answered(port, b'z')) == b'Z\n'
 
 
 @pytest_twisted.inlineCallbacks
 def test_drop_connections_aborts_all_but_keeps_listening(make_server):
     srv = make_server(upper)
-    port = srv.start()
+    port = yield srv.start()
     a, b = yield defer.gatherResults([connect(port), connect(port)])
     yield srv.when_connections(2, timeout=WAIT)
     yield srv.drop_connections()
     assert srv.connection_count == 0
     assert isinstance((yield a.wait_lost()), ConnectionLost)
     assert isinstance((yield b.wait_lost()), ConnectionLost)
-    c = yield connect(port)
-    c.send(b'ok\n')
-    assert (yield c.wait_bytes(3)) == b'OK\n'
+    assert (yield answered(port, b'ok')) == b'OK\n'
+
+
+@pytest_twisted.inlineCallbacks
+def test_hang_up_closes_cleanly_unlike_drop_and_keeps_listening(make_server):
+    srv = make_server(upper)
+    port = yield srv.start()
+    a = yield connect(port)
+    yield srv.when_connections(1, timeout=WAIT)
+    yield srv.hang_up()
+    assert srv.connection_count == 0
+    assert isinstance((yield a.wait_lost()), ConnectionDone)   # FIN, not a reset
+    assert (yield answered(port, b'ok')) == b'OK\n'
 
 
 # -- reply faults -------------------------------------------------------------------
@@ -289,7 +321,7 @@ def test_drop_connections_aborts_all_but_keeps_listening(make_server):
 @pytest_twisted.inlineCallbacks
 def test_drop_after_n_reads_nth_unanswered_aborts_then_clears(make_server):
     srv = make_server(upper)
-    port = srv.start()
+    port = yield srv.start()
     srv.drop_after(2)
     c = yield connect(port)
     c.send(b'one\n')
@@ -306,7 +338,7 @@ def test_drop_after_n_reads_nth_unanswered_aborts_then_clears(make_server):
 @pytest_twisted.inlineCallbacks
 def test_delay_defers_replies_without_blocking_the_reactor(make_server):
     srv = make_server(upper)
-    port = srv.start()
+    port = yield srv.start()
     srv.set_delay(0.3)
     c = yield connect(port)
     t0 = reactor.seconds()
@@ -328,7 +360,7 @@ def test_delay_defers_replies_without_blocking_the_reactor(make_server):
 @pytest_twisted.inlineCallbacks
 def test_silent_reads_but_never_answers(make_server):
     srv = make_server(upper)
-    c = yield connect(srv.start())
+    c = yield connect((yield srv.start()))
     srv.set_silent(True)
     c.send(b'lost\n')
     yield srv.when_requests(1, timeout=WAIT)
@@ -342,20 +374,20 @@ def test_silent_reads_but_never_answers(make_server):
 @pytest_twisted.inlineCallbacks
 def test_fragments_arrive_in_chunks_spaced_apart(make_server):
     srv = make_server(upper)
-    c = yield connect(srv.start())
+    c = yield connect((yield srv.start()))
     srv.set_fragments(3, interval=0.1)
     c.send(b'abcdefgh\n')
     data = yield c.wait_bytes(9)
     assert data == b'ABCDEFGH\n'
     assert [chunk for _, chunk in c.arrivals] == [b'ABC', b'DEF', b'GH\n']
-    gaps = [t2 - t1 for (t1, _), (t2, _) in zip(c.arrivals, c.arrivals[1:])]
+    gaps = [t2 - t1 for (t1, _), (t2, _) in itertools.pairwise(c.arrivals)]
     assert all(g >= 0.08 for g in gaps), gaps
 
 
 @pytest_twisted.inlineCallbacks
 def test_send_unsolicited_goes_to_every_client(make_server):
     srv = make_server(upper)
-    port = srv.start()
+    port = yield srv.start()
     a, b = yield defer.gatherResults([connect(port), connect(port)])
     yield srv.when_connections(2, timeout=WAIT)
     srv.send_unsolicited('ALARM\n')
@@ -366,7 +398,7 @@ def test_send_unsolicited_goes_to_every_client(make_server):
 @pytest_twisted.inlineCallbacks
 def test_garbage_prefixes_only_the_next_reply(make_server):
     srv = make_server(upper)
-    c = yield connect(srv.start())
+    c = yield connect((yield srv.start()))
     srv.set_garbage(b'\x00\xff~')
     c.send(b'a\nb\n')
     assert (yield c.wait_bytes(7)) == b'\x00\xff~A\nB\n'
@@ -375,7 +407,7 @@ def test_garbage_prefixes_only_the_next_reply(make_server):
 @pytest_twisted.inlineCallbacks
 def test_reset_faults_restores_normal_replies(make_server):
     srv = make_server(upper)
-    c = yield connect(srv.start())
+    c = yield connect((yield srv.start()))
     srv.set_delay(5)
     srv.set_silent(True)
     srv.set_fragments(1, 1.0)
@@ -392,7 +424,7 @@ def test_reset_faults_restores_normal_replies(make_server):
 @pytest_twisted.inlineCallbacks
 def test_max_recorded_bounds_history_but_counts_all(make_server):
     srv = make_server(upper, max_recorded=2)
-    c = yield connect(srv.start())
+    c = yield connect((yield srv.start()))
     c.send(b'a\nb\nc\n')
     reqs = yield srv.when_requests(3, timeout=WAIT)
     assert reqs == [b'b', b'c'] and srv.request_count == 3
@@ -414,32 +446,58 @@ def test_when_fires_at_once_if_already_true_and_times_out(make_server):
         yield srv.when_requests(1, timeout=0.05)
 
 
-# -- thread safety -----------------------------------------------------------------
+# -- other threads: the blocking twin -------------------------------------------------
 
 @pytest_twisted.inlineCallbacks
-def test_public_methods_work_from_another_thread(make_server):
+def test_blocking_twin_works_from_another_thread(make_server):
     srv = make_server(upper)
+    dev = srv.blocking
 
     def worker():
-        port = srv.start()                      # hops into the reactor, listens
-        srv.set_delay(0.05)
-        srv.set_garbage(b'#')
+        port = dev.start()                      # hops into the reactor, listens
+        dev.set_delay(0.05)
+        dev.set_garbage(b'#')
         with socket.create_connection(('127.0.0.1', port), timeout=WAIT) as s:
-            assert srv.when_connections(1, timeout=WAIT) == 1   # blocks, then returns
+            assert dev.when_connections(1, timeout=WAIT) == 1   # blocks, then returns
             s.sendall(b'hi\n')
-            reqs = srv.when_requests(1, timeout=WAIT)
+            reqs = dev.when_requests(1, timeout=WAIT)
             reply = b''
             while not reply.endswith(b'\n'):
                 reply += s.recv(100)
-            srv.stop()                          # returns once all is closed
-            stopped = (srv.connection_count, srv.listening)
+            dev.stop()                          # returns once all is closed
+            stopped = (dev.connection_count, dev.listening)
             with pytest.raises(ConnectionResetError):
                 s.recv(100)                     # the server's abort reached us
+            with pytest.raises(ValueError, match='seconds'):
+                dev.set_delay(-1)               # raised here, in the calling thread
         return port, reqs, reply, stopped
 
     port, reqs, reply, stopped = yield threads.deferToThread(worker)
     assert port == srv.port and reqs == [b'hi'] and reply == b'#HI\n'
     assert stopped == (0, False)
+
+
+@pytest_twisted.inlineCallbacks
+def test_blocking_twin_hangs_up_from_a_worker_thread(make_server):
+    srv = make_server(upper)
+    port = yield srv.start()
+
+    def worker():
+        with socket.create_connection(('127.0.0.1', port), timeout=WAIT) as s:
+            srv.blocking.when_connections(1, timeout=WAIT)
+            srv.blocking.hang_up()              # returns once the connection is gone
+            return srv.connection_count, s.recv(100)
+
+    assert (yield threads.deferToThread(worker)) == (0, b'')   # end of stream, not a reset
+
+
+def test_blocking_twin_refuses_the_reactor_thread_and_a_stopped_reactor():
+    from socs_tcp import ReactorThreadError
+    # pytest-twisted runs the reactor in this (the main) thread
+    with pytest.raises(ReactorThreadError, match='would deadlock'):
+        DeviceServer(upper).blocking.set_silent(True)
+    with pytest.raises(ReactorThreadError, match='running reactor'):
+        DeviceServer(upper, reactor=MemoryReactorClock()).blocking.start()
 
 
 # -- in-memory reactor: exact timing ------------------------------------------------
@@ -507,7 +565,7 @@ def test_memory_reactor_max_connections_counts_aborting_slot_as_free():
     (dict(framer='x'), TypeError, 'framer'),
     (dict(reply_terminator=1.0), TypeError, 'reply_terminator'),
     (dict(port=70000), ValueError, 'port'),
-    (dict(port='80'), TypeError, 'port'),
+    (dict(port='http'), TypeError, 'port'),
     (dict(max_connections=0), ValueError, 'max_connections'),
     (dict(greeting=3), TypeError, 'greeting'),
     (dict(max_recorded=-1), ValueError, 'max_recorded'),

@@ -12,13 +12,13 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import reactor, task, threads
 
 from socs_tcp.agents.compressor import drivers as cpa
-from socs_tcp.agents.compressor.simulator import (IDLING, RUNNING, STARTING, STOPPING,
-                                                  CompressorModel, CompressorSimulator)
+from socs_tcp.agents.compressor.simulator import CompressorSimulator
 from socs_tcp.agents.power_supply.simulator import PowerSupplyModel
-from socs_tcp.agents.sim_control import ControlChannel, SimControl, SimControlError
+from socs_tcp.sim.control import ControlChannel, SimControl, SimControlError
+from socs_tcp.sim.devices.cryomech_cpa import IDLING, RUNNING, STARTING, STOPPING, CompressorModel
 
 # -- compressor model ---------------------------------------------------------------
 
@@ -181,13 +181,38 @@ def test_control_stop_start_and_timed_restart(channel):
     assert sim.listening and time.monotonic() - start >= 0.15
 
 
+@pytest_twisted.inlineCallbacks
+def test_control_hangup_closes_device_connections_cleanly(channel):
+    sock = yield threads.deferToThread(socket.create_connection,
+                                       ('127.0.0.1', channel.server.port), 3)
+    try:
+        yield channel.server.when_connections(1, timeout=3)
+        assert (yield channel.execute('hangup')) == 'OK closed 1 connections'
+        # the end of the stream, where a reset (drop) raises ConnectionResetError
+        assert (yield threads.deferToThread(sock.recv, 10)) == b''
+        assert channel.server.listening
+    finally:
+        sock.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_control_blackhole_on_then_off(channel):
+    sim = channel.server
+    assert (yield channel.execute('blackhole on')) == \
+        'OK blackholed: connections silent, new ones hang'
+    assert sim.blackholed and not sim.listening and sim.faults.silent
+    assert 'blackhole=1' in (yield channel.execute('status'))
+    assert (yield channel.execute('blackhole off')) == f'OK back: listening on {sim.port}'
+    assert sim.listening and not sim.blackholed and not sim.faults.silent
+
+
 @pytest.mark.parametrize('line, error', [
     ('bogus', "ERR unknown command 'bogus'"),
     ('silent maybe', "ERR silent must be 'on' or 'off'"),
-    ('delay -1', 'ERR delay must be >= 0'),
+    ('delay -1', 'ERR delay must be a finite number >= 0'),
     ('delay', 'ERR usage: delay <seconds>'),
     ('garbage xyz', 'ERR garbage must be hex digits'),
-    ('drop-after 0', 'ERR n must be >= 1'),
+    ('drop-after 0', 'ERR n must be > 0'),
 ])
 @pytest_twisted.inlineCallbacks
 def test_control_rejects_bad_commands_with_err(channel, line, error):

@@ -85,8 +85,6 @@ OPERATING_STATES = {
     9: 'power related error',
     15: 'recovered from error',
 }
-PRESSURE_UNITS = {0: 'psi', 1: 'bar', 2: 'kPa'}
-TEMPERATURE_UNITS = {0: 'F', 1: 'C', 2: 'K'}
 
 MODBUS_EXCEPTIONS = {
     1: 'illegal function',

@@ -98,7 +98,7 @@ def parse_idn(reply: bytes) -> dict:
     fields = [f.strip() for f in _text(reply, '*IDN?').split(',')]
     if len(fields) != 4 or not all(fields[:2]):
         raise ReplyError(f'*IDN?: expected 4 comma-separated fields, got {reply!r}')
-    return dict(zip(('manufacturer', 'model', 'serial', 'firmware'), fields))
+    return dict(zip(('manufacturer', 'model', 'serial', 'firmware'), fields, strict=True))
 
 
 def format_number(value: float) -> str:

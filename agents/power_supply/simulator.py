@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from socs_tcp.sim import DeviceServer
 
@@ -47,7 +47,7 @@ def _keyword_matches(node: str, keyword: str) -> bool:
 def _header_matches(header: str, pattern: str) -> bool:
     nodes, keywords = header.split(':'), pattern.split(':')
     return len(nodes) == len(keywords) and all(
-        _keyword_matches(n, k) for n, k in zip(nodes, keywords))
+        _keyword_matches(n, k) for n, k in zip(nodes, keywords, strict=True))
 
 
 def _format(value: float) -> str:
@@ -72,7 +72,7 @@ class PowerSupplyModel:
     def __init__(self, load_ohms: float = 10.0,
                  identity: str = 'SOCS-TCP,SIM-PSU-3005,SN00042,1.2',
                  noise_volts: float = 0.0005, noise_amps: float = 0.0001,
-                 seed: Optional[int] = None):
+                 seed: int | None = None):
         self.load_ohms = load_ohms
         self.identity = identity
         self.noise_volts = noise_volts
@@ -81,7 +81,7 @@ class PowerSupplyModel:
         self._lock = threading.Lock()
         self.errors: deque = deque()
         self.reset()
-        self._commands: list[tuple[str, Callable[[Optional[str]], Optional[str]]]] = [
+        self._commands: list[tuple[str, Callable[[str | None], str | None]]] = [
             ('*IDN?', lambda arg: self.identity),
             ('*RST', lambda arg: self.reset()),
             ('*CLS', lambda arg: self.errors.clear()),
@@ -136,7 +136,7 @@ class PowerSupplyModel:
         return self.errors.popleft() if self.errors else NO_ERROR
 
     # -- commands -----------------------------------------------------------------
-    def _set(self, name: str, arg: Optional[str], maximum: float) -> None:
+    def _set(self, name: str, arg: str | None, maximum: float) -> None:
         if arg is None:
             return self.push_error(MISSING_PARAMETER)
         word = arg.upper()
@@ -154,7 +154,7 @@ class PowerSupplyModel:
         setattr(self, name, value)
         return None
 
-    def _set_output(self, arg: Optional[str]) -> None:
+    def _set_output(self, arg: str | None) -> None:
         if arg is None:
             return self.push_error(MISSING_PARAMETER)
         word = arg.upper()
@@ -166,7 +166,7 @@ class PowerSupplyModel:
             self.push_error(ILLEGAL_PARAMETER_VALUE)
         return None
 
-    def handle(self, line: bytes) -> Optional[str]:
+    def handle(self, line: bytes) -> str | None:
         """Execute one command line; return the reply for a query, None otherwise."""
         try:
             text = line.decode('ascii').strip()
@@ -212,6 +212,6 @@ class PowerSupplySimulator(DeviceServer):
     """
 
     def __init__(self, host: str = '127.0.0.1', port: int = 0,
-                 model: Optional[PowerSupplyModel] = None):
+                 model: PowerSupplyModel | None = None):
         self.model = model if model is not None else PowerSupplyModel()
         super().__init__(self.model.handle, terminator=b'\n', host=host, port=port)

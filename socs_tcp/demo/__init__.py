@@ -1,7 +1,7 @@
-"""The one-command demo and the OCS stack harness it runs on.
+"""The one-command demo: ``socs-tcp demo``.
 
-- `socs_tcp.demo.stack.OcsStack`: crossbar, simulators and agents
-  (``ocs-agent-cli``) on 127.0.0.1, all stopped on exit; used by the demo and
-  the end-to-end tests.
-- `socs_tcp.demo.run`: ``socs-tcp demo``.
+- `socs_tcp.demo.run`: the scripted run (outage, recovery, a task, a clean stop);
+- `socs_tcp.demo.view`: its terminal output.
+
+It runs on the real-stack harness of `socs_tcp.testing`.
 """

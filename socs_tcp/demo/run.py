@@ -27,14 +27,15 @@ import signal
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
 
 from twisted.logger import globalLogPublisher, textFileLogObserver
 
-from socs_tcp.demo.processes import StopRecord
-from socs_tcp.demo.stack import OcsStack
+from socs_tcp.arguments import command_line, seconds
 from socs_tcp.demo.view import LiveView
+from socs_tcp.testing.processes import StopRecord
+from socs_tcp.testing.stack import OcsStack
 
 DEFAULT_DURATION = 30.0   # scripted part; startup (~6 s) and shutdown (~7 s) come on top
 DEFAULT_OUTAGE = 5.0
@@ -49,29 +50,20 @@ COMPRESSOR, PSU = 'compressor-1', 'psu-1'
 KEEP_RUNNING = 'running until Ctrl-C'
 
 
-class Terminated(Exception):
+class SigtermReceived(Exception):
     """SIGTERM arrived: stop like on Ctrl-C."""
 
 
-def _positive_or_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected seconds, got {text!r}') from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f'must be >= 0 seconds, got {text!r}')
-    return value
-
-
 def make_parser() -> argparse.ArgumentParser:
+    seconds_or_zero = command_line(seconds, allow_zero=True)
     parser = argparse.ArgumentParser(
         prog='socs-tcp demo',
         description='Run crossbar, two simulated devices and their OCS agents on this '
                     'machine, inject an outage, run a task, and stop everything.')
-    parser.add_argument('--duration', type=_positive_or_zero, default=DEFAULT_DURATION,
+    parser.add_argument('--duration', type=seconds_or_zero, default=DEFAULT_DURATION,
                         help='seconds of the scripted part after the agents joined; steps '
                              'that need longer still finish (default %(default)g)')
-    parser.add_argument('--outage', type=_positive_or_zero, default=DEFAULT_OUTAGE,
+    parser.add_argument('--outage', type=seconds_or_zero, default=DEFAULT_OUTAGE,
                         help='seconds the compressor stays unreachable (default %(default)g)')
     parser.add_argument('--keep-running', action='store_true',
                         help='after the script, keep everything running and the view live '
@@ -85,7 +77,7 @@ def make_parser() -> argparse.ArgumentParser:
 @dataclass
 class Step:
     name: str
-    ok: Optional[bool] = None      # None: not reached
+    ok: bool | None = None      # None: not reached
     detail: str = ''
 
 
@@ -97,7 +89,7 @@ class AgentWatch:
     client: object
     fields: dict = field(default_factory=dict)
     timestamps: set = field(default_factory=set)
-    connected: Optional[bool] = None
+    connected: bool | None = None
     degraded: bool = False
     status: str = '?'
     error: str = ''
@@ -412,10 +404,10 @@ class Demo:
 
 
 def _sigterm(signum, frame):
-    raise Terminated()
+    raise SigtermReceived()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; return 0 when every step worked (also after Ctrl-C with
     ``--keep-running``), 1 when a step failed, 130 when interrupted early."""
     args = make_parser().parse_args(argv)
@@ -432,7 +424,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         try:
             demo.run()
-        except (KeyboardInterrupt, Terminated) as exc:
+        except (KeyboardInterrupt, SigtermReceived) as exc:
             what = 'Ctrl-C' if isinstance(exc, KeyboardInterrupt) else 'SIGTERM'
             if demo.phase != KEEP_RUNNING:   # there, Ctrl-C is the normal way out
                 interrupted = f'interrupted by {what} during "{demo.phase}"'

@@ -12,7 +12,8 @@ import os
 import shutil
 import sys
 import time
-from typing import Sequence, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
 _RESET = '\x1b[0m'
 _COLOURS = {'red': '\x1b[31m', 'green': '\x1b[32m', 'yellow': '\x1b[33m', 'bold': '\x1b[1m',

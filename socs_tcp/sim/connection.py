@@ -8,7 +8,7 @@ fragment faults while keeping replies in request order.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IAddress
@@ -42,7 +42,7 @@ class DeviceConnection(Protocol):
     fragmented reply is never overtaken by a later one.
     """
 
-    def __init__(self, server: 'DeviceServer'):
+    def __init__(self, server: DeviceServer):
         self._server = server
         self._buf = bytearray()
         self._outbox: deque = deque()
@@ -97,6 +97,14 @@ class DeviceConnection(Protocol):
         self._outbox.clear()
         self.transport.abortConnection()
 
+    def hang_up(self):
+        """Close this connection cleanly (FIN), as a device that hangs up; queued replies are dropped."""
+        if self.closing:
+            return
+        self.closing = True
+        self._outbox.clear()
+        self.transport.loseConnection()
+
     def when_lost(self) -> defer.Deferred:
         """Deferred that fires (with None) once the connection is gone."""
         if self.lost:
@@ -149,10 +157,10 @@ class DeviceConnection(Protocol):
 class DeviceServerFactory(Factory):
     """Builds `DeviceConnection` s; refuses those over ``max_connections``."""
 
-    def __init__(self, server: 'DeviceServer'):
+    def __init__(self, server: DeviceServer):
         self._server = server
 
-    def buildProtocol(self, addr: IAddress) -> Optional[DeviceConnection]:
+    def buildProtocol(self, addr: IAddress) -> DeviceConnection | None:
         # Returning None makes Twisted close the new socket at once: a
         # one-client instrument that refuses a second client.
         if not self._server._has_free_slot():

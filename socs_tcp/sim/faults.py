@@ -7,7 +7,6 @@ is visible in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass
@@ -33,10 +32,10 @@ class Faults:
 
     delay: float = 0.0
     silent: bool = False
-    fragment_size: Optional[int] = None
+    fragment_size: int | None = None
     fragment_interval: float = 0.0
     garbage: bytes = b''
-    drop_countdown: Optional[int] = None
+    drop_countdown: int | None = None
 
     @property
     def shapes_replies(self) -> bool:

@@ -10,9 +10,9 @@ segment may carry several requests and one request may span several segments.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Optional
+from collections.abc import Callable
 
-Framer = Callable[[bytearray], Optional[bytes]]
+Framer = Callable[[bytearray], bytes | None]
 
 #: Modbus-TCP MBAP header: transaction id, protocol id, length, all big-endian
 #: unsigned 16-bit; the unit id byte that follows is counted by ``length``.
@@ -51,7 +51,7 @@ class TerminatorFramer:
         self.terminator = bytes(terminator)
         self.max_length = max_length
 
-    def __call__(self, buf: bytearray) -> Optional[bytes]:
+    def __call__(self, buf: bytearray) -> bytes | None:
         """Remove and return the first terminated request, or ``None``.
 
         Raises
@@ -72,7 +72,7 @@ class TerminatorFramer:
         return f'TerminatorFramer({self.terminator!r})'
 
 
-def mbap_framer(buf: bytearray) -> Optional[bytes]:
+def mbap_framer(buf: bytearray) -> bytes | None:
     """Frame Modbus-TCP requests by their MBAP header.
 
     A frame is the 6-byte header (transaction id, protocol id, length) plus

@@ -3,36 +3,37 @@
 `DeviceServer` listens on 127.0.0.1, answers each request through a handler
 (a callable or a dict), and injects the faults real lab devices show: going
 away and coming back on the same port, dropping connections, slow, silent or
-fragmented replies, unsolicited output, line noise, one-client limits.
+fragmented replies, unsolicited output, line noise, one-client limits, and
+vanishing from the network (new connections hang).
 
-All of it runs in the Twisted reactor. Every public method may be called from
-any thread: in the reactor thread it acts at once; from another thread it hops
-into the reactor with `blockingCallFromThread` and waits for the outcome
-(methods that return a Deferred in the reactor thread return its result there).
+All of it runs in the Twisted reactor, and its methods are the reactor API:
+call them in the reactor thread (or before the reactor runs). What finishes
+later returns a Deferred (`start`, `stop`, `stop_listening`,
+`drop_connections`, `set_blackhole`, `when_connections`, `when_requests`);
+the rest takes effect at once and returns None. The state properties are
+plain reads, safe from any thread. Other threads use `DeviceServer.blocking`,
+the same methods that wait for the outcome (see `socs_tcp.sim.blocking`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
-from typing import Callable, Optional, Union
+from collections.abc import Callable, Mapping
 
 from twisted.internet import defer
-from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
-from twisted.python import threadable
 from twisted.python.failure import Failure
 
-from socs_tcp.sim.arguments import (as_bytes, non_negative_int, non_negative_seconds,
-                                    positive_int_or_none)
+from socs_tcp import arguments
+from socs_tcp.sim.blackhole import Blackhole
 from socs_tcp.sim.connection import DeviceConnection, DeviceServerFactory
 from socs_tcp.sim.faults import Faults
 from socs_tcp.sim.framing import Framer, TerminatorFramer
 
 __all__ = ['DeviceConnection', 'DeviceServer', 'DeviceServerFactory', 'Handler', 'Reply']
 
-Reply = Union[bytes, str, None]
-Handler = Union[Callable[[bytes], Reply], Mapping]
+Reply = bytes | str | None
+Handler = Callable[[bytes], Reply] | Mapping
 
 # Marks "argument not given" where None is a meaningful value.
 _DEFAULT = object()
@@ -40,12 +41,16 @@ _DEFAULT = object()
 log = Logger(namespace='socs_tcp.sim')
 
 
+def _count_or_none(value: object, name: str) -> int | None:
+    return None if value is None else arguments.count(value, name)
+
+
 def _table_handler(table: Mapping) -> Callable[[bytes], Reply]:
     """Turn ``{request: reply}`` into a handler; unknown requests get no reply."""
     normalized = {}
     for key, value in table.items():
-        normalized[as_bytes(key, 'handler key')] = as_bytes(value, f'handler[{key!r}]',
-                                                             allow_none=True)
+        normalized[arguments.as_bytes(key, 'handler key')] = arguments.as_bytes(
+            value, f'handler[{key!r}]', allow_none=True)
     return normalized.get
 
 
@@ -92,12 +97,12 @@ class DeviceServer:
         For a bad argument, naming it.
     """
 
-    def __init__(self, handler: Handler, *, terminator: Union[bytes, str] = b'\n',
-                 reply_terminator=_DEFAULT, framer: Optional[Framer] = None,
+    def __init__(self, handler: Handler, *, terminator: bytes | str = b'\n',
+                 reply_terminator=_DEFAULT, framer: Framer | None = None,
                  host: str = '127.0.0.1', port: int = 0,
-                 max_connections: Optional[int] = None,
-                 greeting: Union[bytes, str, None] = None,
-                 max_recorded: Optional[int] = None, reactor=None):
+                 max_connections: int | None = None,
+                 greeting: bytes | str | None = None,
+                 max_recorded: int | None = None, reactor=None):
         if isinstance(handler, Mapping):
             self._handler = _table_handler(handler)
         elif callable(handler):
@@ -110,39 +115,38 @@ class DeviceServer:
             self._framer = framer
             self.terminator = None
         else:
-            self.terminator = as_bytes(terminator, 'terminator')
+            self.terminator = arguments.as_bytes(terminator, 'terminator')
             if not self.terminator:
                 raise ValueError('terminator must not be empty (use framer for binary protocols)')
             self._framer = TerminatorFramer(self.terminator)
         if reply_terminator is _DEFAULT:
             reply_terminator = None if framer is not None else self.terminator
-        self.reply_terminator = as_bytes(reply_terminator, 'reply_terminator', allow_none=True)
+        self.reply_terminator = arguments.as_bytes(reply_terminator, 'reply_terminator',
+                                                   allow_none=True)
         if not isinstance(host, str):
             raise TypeError(f'host must be str, got {type(host).__name__}')
-        if isinstance(port, bool) or not isinstance(port, int):
-            raise TypeError(f'port must be int, got {type(port).__name__}')
-        if not 0 <= port <= 65535:
-            raise ValueError(f'port must be in 0..65535, got {port}')
         self.host = host
-        self._port_number = port or None
-        self.max_connections = positive_int_or_none(max_connections, 'max_connections')
-        self.greeting = as_bytes(greeting, 'greeting', allow_none=True)
+        self._port_number = arguments.port(port, allow_zero=True) or None
+        self.max_connections = _count_or_none(max_connections, 'max_connections')
+        self.greeting = arguments.as_bytes(greeting, 'greeting', allow_none=True)
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
 
         self._factory = DeviceServerFactory(self)
         self._listening_port = None          # IListeningPort while listening
-        self._stopping: Optional[defer.Deferred] = None   # old port still closing
+        self._stopping: defer.Deferred | None = None   # old port still closing
         self._listen_after_stop = False
+        self._blackhole: Blackhole | None = None
         self._connections: list[DeviceConnection] = []
         self.max_recorded = (None if max_recorded is None
-                             else non_negative_int(max_recorded, 'max_recorded'))
+                             else arguments.count(max_recorded, 'max_recorded', allow_zero=True))
         self._requests: deque = deque(maxlen=self.max_recorded)
         self._request_count = 0
         self._faults = Faults()
         self._connection_waiters: list = []  # (n, Deferred)
         self._request_waiters: list = []     # (n, Deferred)
+        self._blocking = None
         #: Connections refused because of ``max_connections``.
         self.rejected_count = 0
 
@@ -150,20 +154,22 @@ class DeviceServer:
         return (f'<DeviceServer {self.host}:{self._port_number} listening={self.listening} '
                 f'connections={self.connection_count}>')
 
-    # -- thread hopping -------------------------------------------------------
-    def _in_reactor(self) -> bool:
-        # A reactor that isn't running (not yet started, or a MemoryReactor)
-        # has no thread to hop into: act directly.
-        return not getattr(self._reactor, 'running', False) or threadable.isInIOThread()
-
-    def _call(self, f, *args):
-        if self._in_reactor():
-            return f(*args)
-        return blockingCallFromThread(self._reactor, f, *args)
-
     # -- state (plain reads, safe from any thread) ----------------------------
     @property
-    def port(self) -> Optional[int]:
+    def blocking(self):
+        """This server for other threads: a `~socs_tcp.sim.blocking.BlockingDeviceServer`."""
+        if self._blocking is None:
+            from socs_tcp.sim.blocking import BlockingDeviceServer
+            self._blocking = BlockingDeviceServer(self)
+        return self._blocking
+
+    @property
+    def reactor(self):
+        """The reactor this server runs in."""
+        return self._reactor
+
+    @property
+    def port(self) -> int | None:
         """The port number (None before the first start with ``port=0``)."""
         return self._port_number
 
@@ -182,6 +188,11 @@ class DeviceServer:
     def listening(self) -> bool:
         """True while new connections are accepted."""
         return self._listening_port is not None
+
+    @property
+    def blackholed(self) -> bool:
+        """True while new connections hang (see `set_blackhole`)."""
+        return self._blackhole is not None
 
     @property
     def connection_count(self) -> int:
@@ -209,39 +220,23 @@ class DeviceServer:
                       f.garbage, f.drop_countdown)
 
     # -- listening ------------------------------------------------------------
-    def start(self) -> int:
-        """Start listening (again) and return the port.
+    def start(self) -> defer.Deferred:
+        """Start listening (again); the device is back (a blackhole is let go).
 
         The first start with ``port=0`` picks a free port; every later start
         uses that same port. Starting while listening does nothing.
 
         Returns
         -------
-        int
-            The port. From another thread, the server listens when this
-            returns. In the reactor thread right after `stop_listening`
-            (whose Deferred hasn't fired yet), listening resumes once the old
-            port has closed, later in this reactor turn.
-
-        Raises
-        ------
-        twisted.internet.error.CannotListenError
-            If the port can't be bound (e.g. someone else took it meanwhile).
+        Deferred
+            Fires with the port once listening: at once, unless the port of
+            a `stop_listening` whose Deferred hasn't fired is still closing
+            (then later in this reactor turn). Fails with
+            ``twisted.internet.error.CannotListenError`` if the port can't be
+            bound (e.g. someone else took it meanwhile).
         """
-        if not self._in_reactor():
-            return blockingCallFromThread(self._reactor, self._start)
-        d = self._start()
-        result = []
-        d.addBoth(result.append)
-        if not result:
-            return self._port_number
-        if isinstance(result[0], Failure):
-            result[0].raiseException()
-        return result[0]
-
-    def start_listening(self) -> int:
-        """Same as `start` (resume accepting connections after `stop_listening`)."""
-        return self.start()
+        self._release_blackhole()
+        return defer.maybeDeferred(self._start)
 
     def _start(self) -> defer.Deferred:
         if self._listening_port is not None:
@@ -266,19 +261,19 @@ class DeviceServer:
                   port=self._port_number)
         return defer.succeed(self._port_number)
 
-    def stop_listening(self) -> Optional[defer.Deferred]:
-        """Stop accepting connections; open connections stay up.
+    def stop_listening(self) -> defer.Deferred:
+        """Stop accepting connections (refused, also after a blackhole); open ones stay up.
 
         Clients connecting meanwhile are refused, like a device that is off
-        or rebooting. Does nothing if not listening.
+        or rebooting. Does nothing more if not listening.
 
         Returns
         -------
-        Deferred or None
-            In the reactor thread, a Deferred that fires once the port is
-            closed; from another thread, returns once it is.
+        Deferred
+            Fires (with None) once the port is closed.
         """
-        return self._call(self._stop_listening)
+        self._release_blackhole()
+        return self._stop_listening()
 
     def _stop_listening(self) -> defer.Deferred:
         self._listen_after_stop = False
@@ -303,36 +298,75 @@ class DeviceServer:
         self._stopping.addBoth(lambda r: (d.callback(None), r)[1])
         return d
 
-    def stop(self) -> Optional[defer.Deferred]:
-        """Stop listening and abort every connection.
+    def stop(self) -> defer.Deferred:
+        """Stop listening and abort every connection: the device is off.
 
         Returns
         -------
-        Deferred or None
-            In the reactor thread, a Deferred that fires once the port is
-            closed and every connection is gone; from another thread, returns
-            once that is so. `start` may be called again afterwards.
+        Deferred
+            Fires (with None) once the port is closed and every connection
+            is gone. `start` may be called again afterwards.
         """
-        return self._call(self._stop)
-
-    def _stop(self) -> defer.Deferred:
+        self._release_blackhole()
         d = defer.gatherResults([self._stop_listening(), self._drop_connections()],
                                 consumeErrors=True)
         return d.addCallback(lambda _: None)
 
+    def set_blackhole(self, on: bool = True) -> defer.Deferred:
+        """Vanish from the network (``on``), or come back (``on=False``).
+
+        While on, the open connections are silent (requests read, never
+        answered) and new connections hang until the client's own timeout
+        (see `socs_tcp.sim.blackhole`). Off lets the port go, ends the
+        silence and listens again. `start`, `stop` and `stop_listening` end
+        a blackhole too.
+
+        Returns
+        -------
+        Deferred
+            Fires (with None) once in effect; fails with ``OSError`` if the
+            port can't be held (or ``CannotListenError`` if it can't be
+            listened on again).
+
+        Raises
+        ------
+        ValueError
+            If the server never listened (it has no port to hold yet).
+        """
+        if not on:
+            self._faults.silent = False
+            return self.start().addCallback(lambda _: None)
+        if self._port_number is None:
+            raise ValueError('set_blackhole needs a port: start() the server first')
+        self._faults.silent = True
+        if self._blackhole is not None:
+            return defer.succeed(None)
+
+        def hold(_):
+            # Unless start() or stop() came meanwhile, take the port ourselves.
+            if self._listening_port is None and self._blackhole is None:
+                self._blackhole = Blackhole(self.host, self._port_number)
+                log.debug('Device server {port}: blackholed', port=self._port_number)
+
+        return self._stop_listening().addCallback(hold)
+
+    def _release_blackhole(self) -> None:
+        if self._blackhole is not None:
+            self._blackhole.close()
+            self._blackhole = None
+
     # -- connections ----------------------------------------------------------
-    def drop_connections(self) -> Optional[defer.Deferred]:
+    def drop_connections(self) -> defer.Deferred:
         """Abort every open connection now (the peer sees a reset).
 
         Queued replies are discarded. The server keeps listening.
 
         Returns
         -------
-        Deferred or None
-            In the reactor thread, a Deferred that fires once those
-            connections are gone; from another thread, returns once they are.
+        Deferred
+            Fires (with None) once those connections are gone.
         """
-        return self._call(self._drop_connections)
+        return self._drop_connections()
 
     def _drop_connections(self) -> defer.Deferred:
         conns = list(self._connections)
@@ -341,7 +375,24 @@ class DeviceServer:
         d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
-    def send_unsolicited(self, data: Union[bytes, str]) -> None:
+    def hang_up(self) -> defer.Deferred:
+        """Close every open connection cleanly (FIN) now, as a device that hangs up.
+
+        Unlike `drop_connections` (a reset), the peer reads the end of the
+        stream. Queued replies are discarded. The server keeps listening.
+
+        Returns
+        -------
+        Deferred
+            Fires (with None) once those connections are gone.
+        """
+        conns = list(self._connections)
+        for conn in conns:
+            conn.hang_up()
+        d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
+        return d.addCallback(lambda _: None)
+
+    def send_unsolicited(self, data: bytes | str) -> None:
         """Write ``data`` to every open connection now, outside any reply.
 
         Raises
@@ -349,10 +400,7 @@ class DeviceServer:
         TypeError
             If ``data`` is not bytes or str.
         """
-        data = as_bytes(data, 'data')
-        self._call(self._send_unsolicited, data)
-
-    def _send_unsolicited(self, data: bytes) -> None:
+        data = arguments.as_bytes(data, 'data')
         for conn in self._connections:
             conn.write_now(data)
 
@@ -379,9 +427,6 @@ class DeviceServer:
     # -- requests -------------------------------------------------------------
     def clear_requests(self) -> None:
         """Forget the recorded requests (`when_requests` counts from zero again)."""
-        self._call(self._clear_requests)
-
-    def _clear_requests(self) -> None:
         self._requests.clear()
         self._request_count = 0
 
@@ -410,7 +455,7 @@ class DeviceServer:
             reply = self._handler(request)
             if reply is None:
                 return
-            reply = as_bytes(reply, 'handler reply')
+            reply = arguments.as_bytes(reply, 'handler reply')
         except Exception:
             log.failure('Device server handler failed for request {request!r}', request=request)
             return
@@ -422,7 +467,7 @@ class DeviceServer:
         conn.queue_reply(reply, faults)
 
     # -- faults ---------------------------------------------------------------
-    def drop_after(self, n: Optional[int]) -> None:
+    def drop_after(self, n: int | None) -> None:
         """Abort a connection at the ``n``-th request read from now on.
 
         That request (on whichever connection) is read and recorded but not
@@ -434,8 +479,7 @@ class DeviceServer:
         TypeError, ValueError
             If ``n`` is not None or an int >= 1.
         """
-        n = positive_int_or_none(n, 'n')
-        self._call(setattr, self._faults, 'drop_countdown', n)
+        self._faults.drop_countdown = _count_or_none(n, 'n')
 
     def set_delay(self, seconds: float) -> None:
         """Start each reply ``seconds`` after its request is read (0: at once).
@@ -447,14 +491,13 @@ class DeviceServer:
         TypeError, ValueError
             If ``seconds`` is not a finite number >= 0.
         """
-        seconds = non_negative_seconds(seconds, 'seconds')
-        self._call(setattr, self._faults, 'delay', seconds)
+        self._faults.delay = arguments.seconds(seconds, 'seconds', allow_zero=True)
 
     def set_silent(self, silent: bool = True) -> None:
         """While ``silent``, read and record requests but never answer them."""
-        self._call(setattr, self._faults, 'silent', bool(silent))
+        self._faults.silent = bool(silent)
 
-    def set_fragments(self, size: Optional[int], interval: float = 0.0) -> None:
+    def set_fragments(self, size: int | None, interval: float = 0.0) -> None:
         """Write replies in chunks of ``size`` bytes, ``interval`` s apart.
 
         ``size=None`` writes replies whole again. Each chunk is a separate
@@ -465,16 +508,12 @@ class DeviceServer:
         TypeError, ValueError
             If ``size`` is not None or an int >= 1, or ``interval`` < 0.
         """
-        size = positive_int_or_none(size, 'size')
-        interval = non_negative_seconds(interval, 'interval')
+        size = _count_or_none(size, 'size')
+        interval = arguments.seconds(interval, 'interval', allow_zero=True)
+        self._faults.fragment_size = size
+        self._faults.fragment_interval = interval
 
-        def apply():
-            self._faults.fragment_size = size
-            self._faults.fragment_interval = interval
-
-        self._call(apply)
-
-    def set_garbage(self, data: Union[bytes, str]) -> None:
+    def set_garbage(self, data: bytes | str) -> None:
         """Put ``data`` in front of the next reply sent (once; b'' cancels).
 
         Raises
@@ -482,19 +521,18 @@ class DeviceServer:
         TypeError
             If ``data`` is not bytes or str.
         """
-        data = as_bytes(data, 'data')
-        self._call(setattr, self._faults, 'garbage', data)
+        self._faults.garbage = arguments.as_bytes(data, 'data')
 
     def reset_faults(self) -> None:
         """Turn every reply fault off (delay, silent, fragments, garbage, drop_after).
 
-        Listening state and open connections are left as they are; replies
-        already queued keep their timing.
+        Listening state (and a blackhole) and open connections are left as
+        they are; replies already queued keep their timing.
         """
-        self._call(setattr, self, '_faults', Faults())
+        self._faults = Faults()
 
     # -- waiting --------------------------------------------------------------
-    def when_connections(self, n: int, timeout: Optional[float] = None):
+    def when_connections(self, n: int, timeout: float | None = None) -> defer.Deferred:
         """Wait until exactly ``n`` connections are open.
 
         Parameters
@@ -506,39 +544,37 @@ class DeviceServer:
 
         Returns
         -------
-        Deferred or int
-            In the reactor thread, a Deferred firing with ``n`` (at once if
-            already so); from another thread, returns ``n`` once so.
+        Deferred
+            Fires with ``n`` (at once if already so); fails with
+            ``TimeoutError`` if ``timeout`` passes first.
 
         Raises
         ------
-        TimeoutError
-            (or the Deferred fails with it) if ``timeout`` passes first.
+        TypeError, ValueError
+            If ``n`` is not an int >= 0 or ``timeout`` not a number >= 0.
         """
-        n = non_negative_int(n, 'n')
-        timeout = None if timeout is None else non_negative_seconds(timeout, 'timeout')
-        return self._call(self._when, 'connections', n, timeout)
+        return self._when('connections', n, timeout)
 
-    def when_requests(self, n: int, timeout: Optional[float] = None):
+    def when_requests(self, n: int, timeout: float | None = None) -> defer.Deferred:
         """Wait until at least ``n`` requests have been read (`request_count`).
 
         Returns
         -------
-        Deferred or list of bytes
-            In the reactor thread, a Deferred firing with a copy of
-            `requests` (at once if already so); from another thread, returns
-            that list once so.
+        Deferred
+            Fires with a copy of `requests` (at once if already so); fails
+            with ``TimeoutError`` if ``timeout`` passes first.
 
         Raises
         ------
-        TimeoutError
-            (or the Deferred fails with it) if ``timeout`` passes first.
+        TypeError, ValueError
+            If ``n`` is not an int >= 0 or ``timeout`` not a number >= 0.
         """
-        n = non_negative_int(n, 'n')
-        timeout = None if timeout is None else non_negative_seconds(timeout, 'timeout')
-        return self._call(self._when, 'requests', n, timeout)
+        return self._when('requests', n, timeout)
 
-    def _when(self, what: str, n: int, timeout: Optional[float]):
+    def _when(self, what: str, n: int, timeout: float | None) -> defer.Deferred:
+        n = arguments.count(n, 'n', allow_zero=True)
+        if timeout is not None:
+            timeout = arguments.seconds(timeout, 'timeout', allow_zero=True)
         d = defer.Deferred()
         if what == 'connections':
             self._connection_waiters.append((n, d))

@@ -35,7 +35,22 @@ def _silence_socs_tcp_prints() -> None:
     socs.tcp.print = lambda *args, **kwargs: None
 
 
-class RawSocketClient:
+class _LockedQuery:
+    """``query`` around a subclass's ``_query``, under ``self._lock`` when there is one."""
+
+    _lock: threading.Lock | None = None
+
+    def _query(self, payload: bytes) -> bytes:
+        raise NotImplementedError
+
+    def query(self, payload: bytes) -> bytes:
+        if self._lock is None:
+            return self._query(payload)
+        with self._lock:
+            return self._query(payload)
+
+
+class RawSocketClient(_LockedQuery):
     """A blocking socket with ``settimeout(timeout)``, reconnecting on demand."""
 
     kind = 'raw'
@@ -83,17 +98,11 @@ class RawSocketClient:
         line, _, self._buf = self._buf.partition(b'\n')
         return line
 
-    def query(self, payload: bytes) -> bytes:
-        if self._lock is None:
-            return self._query(payload)
-        with self._lock:
-            return self._query(payload)
-
     def close(self) -> None:
         self._drop()
 
 
-class SocsTcpClient:
+class SocsTcpClient(_LockedQuery):
     """``socs.tcp.TCPInterface``: ``send`` then ``recv`` until the newline.
 
     ``recv`` returning ``b''`` (what socs.tcp does when the peer has closed)
@@ -120,12 +129,6 @@ class SocsTcpClient:
                 raise ConnectionError('recv returned no data (peer closed)')
             data += more
         return data[:-1]
-
-    def query(self, payload: bytes) -> bytes:
-        if self._lock is None:
-            return self._query(payload)
-        with self._lock:
-            return self._query(payload)
 
     def close(self) -> None:
         if self.iface.comm is not None:

@@ -1,8 +1,10 @@
-"""Start a server in a child process, learn its port(s), and stop it.
+"""Simulated devices in a child process: start them, learn their ports, fault them, stop them.
 
 The benchmarks keep the device side in another process, as real hardware is:
 otherwise the server would share the client's interpreter lock (and, for
 socs_tcp, its reactor) and its work would show up in the client's figures.
+The devices are ``socs_tcp.sim.echo``'s, faulted through their control
+channels with the commands every simulator takes (`socs_tcp.sim.control`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import threading
 import time
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
+from socs_tcp.sim.control import SimControl
+
+BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = BENCH_DIR.parent
+HOST = '127.0.0.1'
 
 
 class ServerProcess:
-    """A child process that prints ``PORT <n>`` lines when it is ready.
+    """A child process that prints ``PORT <n>`` (and ``CONTROL <n>``) lines when ready.
 
     Parameters
     ----------
@@ -29,6 +34,8 @@ class ServerProcess:
         Arguments after ``python`` (e.g. ``['-m', 'socs_tcp.sim.echo', '--port', '0']``).
     ports : int
         How many ``PORT`` lines to wait for.
+    controls : int
+        How many ``CONTROL`` lines to wait for (one per device with a control channel).
     ready_timeout : float
         Seconds to wait for the ports before giving up.
 
@@ -39,7 +46,8 @@ class ServerProcess:
         the child is killed first.
     """
 
-    def __init__(self, argv: list[str], *, ports: int = 1, ready_timeout: float = 30.0):
+    def __init__(self, argv: list[str], *, ports: int = 1, controls: int = 0,
+                 ready_timeout: float = 30.0):
         env = dict(os.environ)
         # The child must import this checkout's socs_tcp even without an install.
         env['PYTHONPATH'] = os.pathsep.join(
@@ -55,21 +63,37 @@ class ServerProcess:
         threading.Thread(target=self._pump_stdout, daemon=True).start()
         threading.Thread(target=self._pump_stderr, daemon=True).start()
         self.ports: list[int] = []
+        self.control_ports: list[int] = []
+        self._controls: dict[int, SimControl] = {}
+        announced = {'PORT': self.ports, 'CONTROL': self.control_ports}
         deadline = time.monotonic() + ready_timeout
-        while len(self.ports) < ports:
+        while len(self.ports) < ports or len(self.control_ports) < controls:
             line = self.readline(max(0.0, deadline - time.monotonic()))
             if line is None:
                 self.stop()
                 raise RuntimeError(
-                    f'{argv!r} did not report {ports} port(s) within {ready_timeout} s; '
-                    f'stderr: {"".join(self._stderr)[-2000:]}')
-            if line.startswith('PORT '):
-                self.ports.append(int(line.split()[1]))
+                    f'{argv!r} did not report {ports} port(s) and {controls} control port(s) '
+                    f'within {ready_timeout} s; stderr: {"".join(self._stderr)[-2000:]}')
+            name, _, value = line.partition(' ')
+            if name in announced:
+                announced[name].append(int(value))
 
     @property
     def port(self) -> int:
         """The first port the child reported."""
         return self.ports[0]
+
+    def control(self, device: int) -> SimControl:
+        """The fault-control client of device number ``device`` (0-based).
+
+        Raises
+        ------
+        IndexError
+            If the child has no control channel for that device.
+        """
+        if device not in self._controls:
+            self._controls[device] = SimControl(HOST, self.control_ports[device])
+        return self._controls[device]
 
     def _pump_stdout(self) -> None:
         for line in self.proc.stdout:
@@ -92,27 +116,6 @@ class ServerProcess:
         except queue.Empty:
             return None
 
-    def command(self, line: str, timeout: float = 10.0) -> str:
-        """Write one command line to the child and return its ``OK ...`` answer.
-
-        Raises
-        ------
-        RuntimeError
-            If the child answers anything else, or nothing within ``timeout``.
-        """
-        self.proc.stdin.write(line + '\n')
-        self.proc.stdin.flush()
-        deadline = time.monotonic() + timeout
-        while True:
-            answer = self.readline(max(0.0, deadline - time.monotonic()))
-            if answer is None:
-                raise RuntimeError(f'no answer to {line!r}; stderr: {self.stderr_text[-2000:]}')
-            if answer.startswith('OK'):
-                return answer
-            if answer.startswith('ERR'):
-                raise RuntimeError(f'{line!r} failed: {answer}')
-            # Anything else is chatter (e.g. a late PORT line): skip it.
-
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the child (SIGTERM, then SIGKILL) and reap it. Idempotent."""
         if self.proc.poll() is None:
@@ -127,7 +130,7 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout)
 
-    def __enter__(self) -> 'ServerProcess':
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -135,5 +138,14 @@ class ServerProcess:
 
 
 def start_echo_process() -> ServerProcess:
-    """Start the line echo server (``socs_tcp.sim.echo``) in another process."""
+    """Start one line echo device (``socs_tcp.sim.echo``) in another process."""
     return ServerProcess(['-m', 'socs_tcp.sim.echo', '--port', '0'])
+
+
+def start_echo_devices(count: int) -> ServerProcess:
+    """Start ``count`` line echo devices, each with a control channel, in one other process.
+
+    Device ``i`` listens on ``ports[i]``; ``control(i)`` faults it.
+    """
+    return ServerProcess(['-m', 'socs_tcp.sim.echo', '--devices', str(count), '--control'],
+                         ports=count, controls=count)

@@ -13,12 +13,13 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from twisted.logger import Logger
 
-from socs_tcp.demo.processes import ManagedProcess
+from socs_tcp import arguments
+from socs_tcp.testing.processes import ManagedProcess
 
 log = Logger()
 
@@ -54,11 +55,10 @@ def render_crossbar_config(realm: str, address_root: str, port: int) -> dict:
 
     Raises
     ------
-    ValueError
-        If ``port`` is not in 1..65535.
+    TypeError, ValueError
+        If ``port`` is not an int in 1..65535.
     """
-    if not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f'port must be an int in 1..65535, got {port!r}')
+    port = arguments.port(port)
     from ocs.ocsbow import render_crossbar_config_example
 
     config = json.loads(render_crossbar_config_example(
@@ -71,7 +71,7 @@ def render_crossbar_config(realm: str, address_root: str, port: int) -> dict:
 
 
 class Crossbar:
-    """A crossbar router process started by :class:`~socs_tcp.demo.stack.OcsStack`.
+    """A crossbar router process started by :class:`~socs_tcp.testing.stack.OcsStack`.
 
     Attributes
     ----------

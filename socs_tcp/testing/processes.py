@@ -1,4 +1,4 @@
-"""Child processes the demo stack starts, and the one way they are stopped.
+"""Child processes an `OcsStack` starts, and the one way they are stopped.
 
 Every process runs in its own process group (so the terminal's Ctrl-C reaches
 only the parent, which then stops the children in order) with its output in a
@@ -8,23 +8,27 @@ and children that watch stdin (the simulators) exit by themselves.
 
 Stopping escalates SIGINT, SIGTERM, SIGKILL with a bounded wait at each step,
 for many processes at once. Every process still running when the interpreter
-exits is stopped by an ``atexit`` hook, so a crashed or interrupted parent
-leaves no orphans behind.
+exits is stopped by an ``atexit`` hook (registered when the first process
+starts, not on import), so a crashed or interrupted parent leaves no orphans
+behind.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from twisted.logger import Logger
+
+from socs_tcp import arguments
 
 try:  # psutil tracks grandchildren (crossbar's router worker); optional at run time
     import psutil
@@ -40,8 +44,9 @@ STOP_WAITS = (10.0, 3.0, 2.0)
 _POLL = 0.05  # how often waits re-check their condition
 
 # Processes started and not yet stopped, in this interpreter (for atexit).
-_live: set['ManagedProcess'] = set()
+_live: set[ManagedProcess] = set()
 _live_lock = threading.Lock()
+_exit_hook_registered = False
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,7 @@ class ManagedProcess:
                 start_new_session=True, close_fds=True)
         self.pid = self.popen.pid
         self.started_at = time.monotonic()
-        with _live_lock:
-            _live.add(self)
+        _track_until_exit(self)
         log.info('started {name} (pid {pid}): {argv}', name=name, pid=self.pid,
                  argv=' '.join(self.argv))
 
@@ -194,9 +198,92 @@ class ManagedProcess:
         return stop_processes([self], waits)[0]
 
 
+def _track_until_exit(proc: ManagedProcess) -> None:
+    """Remember ``proc`` until stopped; the first one registers the exit hook."""
+    global _exit_hook_registered
+    with _live_lock:
+        _live.add(proc)
+        if not _exit_hook_registered:
+            atexit.register(_stop_leftovers)
+            _exit_hook_registered = True
+
+
 def _forget(proc: ManagedProcess) -> None:
     with _live_lock:
         _live.discard(proc)
+
+
+@contextlib.contextmanager
+def _ctrl_c_hurries(hurry: threading.Event) -> Iterator[None]:
+    """While inside, Ctrl-C sets ``hurry`` instead of raising (main thread only)."""
+    restore = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            restore = signal.signal(signal.SIGINT, lambda *_: hurry.set())
+        except ValueError:  # pragma: no cover - not in the main interpreter
+            restore = None
+    try:
+        yield
+    finally:
+        if restore is not None:
+            signal.signal(signal.SIGINT, restore)
+
+
+@dataclass
+class _Escalation:
+    """When each process got its first and last signal, and when it was gone."""
+
+    first_signal: dict
+    last_signal: dict
+    ended_at: dict
+
+
+def _escalate(todo: list[ManagedProcess], waits: Sequence[float]) -> _Escalation:
+    """Signal SIGINT, SIGTERM, SIGKILL in turn to every process still running."""
+    seen = _Escalation({}, {}, {})
+    hurry = threading.Event()
+    with _ctrl_c_hurries(hurry):
+        for sig, wait in zip((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), waits, strict=True):
+            alive = [p for p in todo if p not in seen.ended_at and p.tree_running()]
+            if not alive:
+                break
+            now = time.monotonic()
+            for proc in alive:
+                seen.first_signal.setdefault(proc, now)
+                seen.last_signal[proc] = sig.name
+                proc.send_signal(sig)
+            deadline = now + wait
+            hurry.clear()
+            while alive and not hurry.is_set():
+                for proc in list(alive):
+                    if not proc.tree_running():
+                        seen.ended_at[proc] = time.monotonic()
+                        alive.remove(proc)
+                if not alive or time.monotonic() >= deadline:
+                    break
+                time.sleep(_POLL)
+    return seen
+
+
+def _record(proc: ManagedProcess, already_gone: bool, seen: _Escalation) -> StopRecord:
+    """Write down how ``proc`` ended, close its stdin, log it; forget it once gone."""
+    if already_gone:
+        record = StopRecord(proc.name, proc.pid, 'exited', proc.returncode, 0.0)
+    else:
+        end = seen.ended_at.get(proc, time.monotonic())
+        record = StopRecord(proc.name, proc.pid, seen.last_signal.get(proc, 'exited'),
+                            proc.returncode, end - seen.first_signal.get(proc, end))
+    proc.stop_record = record
+    if proc.popen.stdin is not None and record.returncode is not None:
+        proc.popen.stdin.close()
+    if record.returncode is None:
+        log.error('{name} (pid {pid}) survived SIGKILL', name=proc.name, pid=proc.pid)
+    else:
+        log.info('{name} (pid {pid}) stopped by {how} in {s:.1f} s, status {rc}',
+                 name=proc.name, pid=proc.pid, how=record.ended_by, s=record.seconds,
+                 rc=record.returncode)
+        _forget(proc)
+    return record
 
 
 def stop_processes(procs: Iterable[ManagedProcess],
@@ -218,66 +305,24 @@ def stop_processes(procs: Iterable[ManagedProcess],
     -------
     list of StopRecord
         One per process, in the order given.
+
+    Raises
+    ------
+    ValueError
+        If ``waits`` is not three numbers of seconds >= 0.
     """
     procs = list(procs)
-    if len(waits) != 3 or any(w < 0 for w in waits):
+    if len(waits) != 3:
         raise ValueError(f'waits must be three non-negative seconds, got {waits!r}')
+    for wait in waits:
+        arguments.seconds(wait, 'waits', allow_zero=True)
     todo = [p for p in procs if p.stop_record is None]
     for proc in todo:
         proc._snapshot_descendants()
-    first_signal: dict[ManagedProcess, float] = {}
-    last_signal: dict[ManagedProcess, str] = {}
-    ended_at: dict[ManagedProcess, float] = {}
     already_gone = {p for p in todo if not p.tree_running()}
-
-    hurry = threading.Event()
-    restore = None
-    if threading.current_thread() is threading.main_thread():
-        try:
-            restore = signal.signal(signal.SIGINT, lambda *_: hurry.set())
-        except ValueError:  # pragma: no cover - not in the main interpreter
-            restore = None
-    try:
-        for sig, wait in zip((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), waits):
-            alive = [p for p in todo if p not in ended_at and p.tree_running()]
-            if not alive:
-                break
-            now = time.monotonic()
-            for proc in alive:
-                first_signal.setdefault(proc, now)
-                last_signal[proc] = sig.name
-                proc.send_signal(sig)
-            deadline = now + wait
-            hurry.clear()
-            while alive and not hurry.is_set():
-                for proc in list(alive):
-                    if not proc.tree_running():
-                        ended_at[proc] = time.monotonic()
-                        alive.remove(proc)
-                if not alive or time.monotonic() >= deadline:
-                    break
-                time.sleep(_POLL)
-    finally:
-        if restore is not None:
-            signal.signal(signal.SIGINT, restore)
-
+    seen = _escalate(todo, waits)
     for proc in todo:
-        if proc in already_gone:
-            record = StopRecord(proc.name, proc.pid, 'exited', proc.returncode, 0.0)
-        else:
-            end = ended_at.get(proc, time.monotonic())
-            record = StopRecord(proc.name, proc.pid, last_signal.get(proc, 'exited'),
-                                proc.returncode, end - first_signal.get(proc, end))
-        proc.stop_record = record
-        if proc.popen.stdin is not None and record.returncode is not None:
-            proc.popen.stdin.close()
-        if record.returncode is None:
-            log.error('{name} (pid {pid}) survived SIGKILL', name=proc.name, pid=proc.pid)
-        else:
-            log.info('{name} (pid {pid}) stopped by {how} in {s:.1f} s, status {rc}',
-                     name=proc.name, pid=proc.pid, how=record.ended_by, s=record.seconds,
-                     rc=record.returncode)
-            _forget(proc)
+        _record(proc, proc in already_gone, seen)
     return [p.stop_record for p in procs]
 
 
@@ -287,7 +332,6 @@ def live_processes() -> list[ManagedProcess]:
         return list(_live)
 
 
-@atexit.register
 def _stop_leftovers() -> None:
     # Last line of defence: whatever a crashed or interrupted caller left running.
     leftovers = live_processes()

@@ -1,6 +1,6 @@
-"""What an agent's acquisition knows about the link to its device.
+"""The outages of the link between an agent and its device.
 
-`ConnectionState` turns a stream of poll outcomes into outages: the first
+`OutageTracker` turns a stream of poll outcomes into outages: the first
 failure of an outage is logged, later ones only counted (a device that is off
 for an hour must not write 3600 identical errors), and the first success after
 it logs "Connection re-established". `as_dict` is what goes into
@@ -10,13 +10,13 @@ it logs "Connection re-established". `as_dict` is what goes into
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 #: Seconds between attempts while the device is unreachable.
 RETRY_INTERVAL = 1.0
 
 
-class ConnectionState:
+class OutageTracker:
     """Outage bookkeeping for one device, updated by the acquisition thread.
 
     Parameters
@@ -48,8 +48,8 @@ class ConnectionState:
         self.device = device
         self._clock = clock
         self.connected = False
-        self.last_error: Optional[str] = None
-        self.outage_started: Optional[float] = None
+        self.last_error: str | None = None
+        self.outage_started: float | None = None
         self.outages = 0
         self.failures = 0
         self._ever_connected = False

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
-
-import yaml
+from typing import Any
 
 #: Host-block keys that point at a hub; a local run always uses its own crossbar.
 _HUB_KEYS = ('wamp_server', 'wamp_http', 'wamp_realm')
 
 #: ``address_map`` value: a host, or (host, port) to also replace the ``--port``.
-Address = Union[str, tuple]
+Address = str | tuple
 
 
 @dataclass
@@ -132,7 +131,7 @@ class SiteConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike,
-                  address_map: Mapping[str, Address] | None = None) -> 'SiteConfig':
+                  address_map: Mapping[str, Address] | None = None) -> SiteConfig:
         """Load a site config (e.g. a docker topology) to run on this machine.
 
         The hub block's realm and address root are kept; its URLs are replaced
@@ -162,6 +161,8 @@ class SiteConfig:
             if not _is_local_address(host):
                 raise ValueError(f'address_map[{name!r}] must map to a loopback address, '
                                  f'got {host!r}')
+        import yaml  # a test extra: imported only where a file is read or written
+
         data = yaml.safe_load(Path(path).read_text())
         if not isinstance(data, dict) or 'hub' not in data or 'hosts' not in data:
             raise ValueError(f'{path}: a site config needs "hub" and "hosts" blocks')
@@ -212,6 +213,8 @@ class SiteConfig:
     def write(self, path: str | os.PathLike, wamp_server: str, wamp_http: str,
               log_dir: str | os.PathLike) -> Path:
         """Write the rendered config atomically (agents may be reading it)."""
+        import yaml
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix('.tmp')

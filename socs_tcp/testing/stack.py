@@ -1,6 +1,7 @@
 """A complete OCS stack on this machine: crossbar, simulators and agents.
 
-Used by ``socs-tcp demo``, the end-to-end tests and the docker-topology test::
+Used by ``socs-tcp demo``, the pytest plugin (`socs_tcp.testing.plugin`), the
+end-to-end tests and the docker-topology test::
 
     with OcsStack() as stack:
         crossbar = stack.start_crossbar(wait=False)      # ~4 s to ready: overlap it
@@ -12,29 +13,32 @@ Used by ``socs-tcp demo``, the end-to-end tests and the docker-topology test::
         ...
     # everything started is stopped here: SIGINT, SIGTERM, SIGKILL, bounded waits
 
-Every process is a :class:`~socs_tcp.demo.processes.ManagedProcess` (own
+Every process is a :class:`~socs_tcp.testing.processes.ManagedProcess` (own
 process group, output to ``<workdir>/logs/<name>.log``) and is stopped on
 leaving the ``with`` block, whether normally, on an exception or on Ctrl-C,
-and at interpreter exit if the stack was never closed. All network traffic
-stays on 127.0.0.1.
+and at interpreter exit if the stack was never closed. ``with stack.scope():``
+stops what was started inside it on leaving it, and leaves the rest running
+(a test's agents, on a crossbar shared by the whole test session). All network
+traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from twisted.logger import Logger
 
-from socs_tcp.demo.crossbar import HOST, Crossbar, CrossbarError, find_executable, free_port
-from socs_tcp.demo.processes import STOP_WAITS, ManagedProcess, StopRecord, stop_processes
-from socs_tcp.demo.site import Address, SiteConfig
+from socs_tcp.testing.crossbar import HOST, Crossbar, CrossbarError, find_executable, free_port
+from socs_tcp.testing.processes import STOP_WAITS, ManagedProcess, StopRecord, stop_processes
+from socs_tcp.testing.site import Address, SiteConfig
 
 log = Logger()
 
@@ -128,21 +132,21 @@ class Simulator(Service):
 
     def control(self, command: str) -> str:
         """Send one control command (``drop``, ``silent on``, ``stop``,
-        ``start``, ``restart 5``, ``status`` ...) and return the reply line.
+        ``start``, ``restart 5``, ``blackhole on``, ``status`` ...; see
+        `socs_tcp.sim.control`) and return the answer after ``OK``.
 
         Raises
         ------
-        StackError
-            If the simulator answers ``ERR ...``.
+        socs_tcp.sim.control.SimControlError
+            If the simulator answers ``ERR ...`` (the message says why).
+        ConnectionError
+            If the control channel can't be reached or doesn't answer.
         """
         if self._control is None:
-            from socs_tcp.agents.sim_control import SimControl
+            from socs_tcp.sim.control import SimControl
 
             self._control = SimControl(HOST, self.control_port)
-        reply = self._control.send(command)
-        if reply.startswith('ERR'):
-            raise StackError(f'{self.name}: control command {command!r} failed: {reply}')
-        return reply
+        return self._control.send(command)
 
 
 class Agent:
@@ -200,7 +204,7 @@ class OcsStack:
 
     # -- context manager ----------------------------------------------------------
 
-    def __enter__(self) -> 'OcsStack':
+    def __enter__(self) -> OcsStack:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -276,8 +280,11 @@ class OcsStack:
     # -- simulators and other services ------------------------------------------------
 
     def start_service(self, name: str, argv: Sequence[str], *, expect: Sequence[str] = ('PORT',),
-                      wait: bool = True, timeout: float = 15.0) -> Service:
+                      wait: bool = True, timeout: float = 15.0,
+                      env: Mapping[str, str] | None = None) -> Service:
         """Start any program that prints ``NAME <int>`` lines (e.g. ``PORT 40123``).
+
+        ``env`` adds to the environment every child of the stack gets.
 
         Raises
         ------
@@ -286,12 +293,17 @@ class OcsStack:
         StackError
             If ``wait`` and it exits or does not announce ``expect`` in time.
         """
+        return self._launch(name, argv, lambda proc: Service(name, proc, expect), wait, timeout, env)
+
+    def _launch(self, name: str, argv: Sequence[str], make: Callable[[ManagedProcess], Service],
+                wait: bool, timeout: float, env: Mapping[str, str] | None = None) -> Service:
+        """Start ``argv`` as service ``name`` (``make`` wraps the process); wait if asked."""
         self._check_open()
         if name in self.services:
             raise ValueError(f'name {name!r} is already used by {self.services[name]!r}')
         proc = self._track(ManagedProcess(name, argv, log_path=self.log_dir / f'{name}.log',
-                                          env=self.child_env(), cwd=self.workdir))
-        service = Service(name, proc, expect)
+                                          env=self.child_env(env), cwd=self.workdir))
+        service = make(proc)
         self.services[name] = service
         if wait:
             service.wait_ready(timeout)
@@ -322,18 +334,9 @@ class OcsStack:
         if not isinstance(kind, str) or not kind:
             raise ValueError(f'kind must be a simulator name such as "psu", got {kind!r}')
         name = name or f'{kind}-sim'
-        self._check_open()
-        if name in self.services:
-            raise ValueError(f'name {name!r} is already used by {self.services[name]!r}')
         argv = [sys.executable, '-m', 'socs_tcp.cli', 'simulate', kind, '--host', HOST,
                 '--port', '0', '--control-port', '0', *args]
-        proc = self._track(ManagedProcess(name, argv, log_path=self.log_dir / f'{name}.log',
-                                          env=self.child_env(), cwd=self.workdir))
-        sim = Simulator(name, kind, proc)
-        self.services[name] = sim
-        if wait:
-            sim.wait_ready(timeout)
-        return sim
+        return self._launch(name, argv, lambda proc: Simulator(name, kind, proc), wait, timeout)
 
     # -- site config and agents ----------------------------------------------------------
 
@@ -478,6 +481,37 @@ class OcsStack:
         return OCSClient(instance_id, args=self.client_args)
 
     # -- stopping -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[OcsStack]:
+        """Stop, on leaving the block, every process started inside it.
+
+        What ran before stays running (e.g. the crossbar a whole test session
+        shares), and so does this stack's crossbar if it was started inside
+        (:meth:`stop` stops it). Each step is SIGINT, SIGTERM, SIGKILL with
+        the bounded ``stop_waits``, for all of them at once. The names and
+        instance ids of what was stopped can be used again; their records are
+        in :attr:`stop_records`.
+
+        Raises
+        ------
+        StackError
+            If the stack has been stopped.
+        """
+        self._check_open()
+        mark = len(self._started)
+        try:
+            yield self
+        finally:
+            self._stop_started_since(mark)
+
+    def _stop_started_since(self, mark: int) -> None:
+        procs = [p for p in self._started[mark:]
+                 if self.crossbar is None or p is not self.crossbar.process]
+        stop_processes(procs, self.stop_waits)
+        self.stop_records.extend(p.stop_record for p in procs)
+        self.services = {k: s for k, s in self.services.items() if s.process not in procs}
+        self.agents = {k: a for k, a in self.agents.items() if a.process not in procs}
 
     @property
     def processes(self) -> list[ManagedProcess]:

@@ -1,13 +1,12 @@
-"""The demo's stack harness without crossbar: process stopping, site configs,
-announcements, the live view and the demo's arguments. Fast (small Python
-children only); the real stack runs in test_e2e.py."""
+"""The real-stack harness (socs_tcp.testing) without crossbar: process stopping,
+scopes, site configs, announcements, and that importing it starts nothing.
+Fast (small Python children only); the real stack runs in test_e2e.py and
+test_testing_plugin.py."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -17,12 +16,17 @@ import uuid
 import pytest
 import yaml
 
-from socs_tcp.demo.crossbar import render_crossbar_config
-from socs_tcp.demo.processes import ManagedProcess, processes_with_env, stop_processes
-from socs_tcp.demo.run import make_parser
-from socs_tcp.demo.site import SiteConfig
-from socs_tcp.demo.stack import STACK_ENV, OcsStack, StackError
-from socs_tcp.demo.view import LiveView
+from socs_tcp.testing import (
+    STACK_ENV,
+    ManagedProcess,
+    OcsStack,
+    SiteConfig,
+    StackError,
+    processes_with_env,
+    stop_processes,
+    wait_for,
+)
+from socs_tcp.testing.crossbar import render_crossbar_config
 
 FAST = (1.0, 1.0, 1.0)
 
@@ -105,7 +109,7 @@ def test_processes_left_running_are_stopped_at_interpreter_exit(tmp_path):
     marker = uuid.uuid4().hex
     script = f"""
         import sys
-        from socs_tcp.demo.processes import ManagedProcess
+        from socs_tcp.testing import ManagedProcess
         ManagedProcess('orphan?', [sys.executable, '-c', 'import time; time.sleep(60)'],
                        log_path={str(tmp_path / 'o.log')!r})
         ManagedProcess('orphan2?', [sys.executable, '-c',
@@ -233,46 +237,34 @@ def test_site_config_refuses_device_addresses_off_this_machine(tmp_path):
         SiteConfig.from_file(path, {'psu-sim': '10.0.0.5'})
 
 
-def test_live_view_redraws_in_place_only_on_a_terminal():
-    tty = io.StringIO()
-    view = LiveView(tty, ansi=True)
-    view.live(['a', 'b'])
-    view.event('happened')
-    view.live(['c', 'd'])
-    text = tty.getvalue()
-    # the event clears the two live lines, prints itself, the block comes back below
-    assert text.startswith('a\nb\n\x1b[2F\x1b[J[')
-    assert text.endswith('happened\nc\nd\n')
-
-    plain = io.StringIO()
-    view = LiveView(plain, ansi=False, plain_interval=60)
-    view.live(['a', 'b'])
-    view.live(['c', 'd'])            # within plain_interval: not repeated
-    view.event('happened')
-    assert '\x1b' not in plain.getvalue()
-    assert plain.getvalue().count('\n') == 3 and 'c' not in plain.getvalue()
+def test_scope_stops_what_started_inside_and_frees_its_names(tmp_path):
+    echo = [sys.executable, '-m', 'socs_tcp.sim.echo', '--port', '0']
+    with OcsStack(tmp_path, stop_waits=FAST) as stack:
+        before = stack.start_service('before', echo)
+        with stack.scope():
+            inside = stack.start_service('inside', echo)
+        assert not inside.process.running and inside.process.stop_record.ended_by == 'SIGINT'
+        assert before.process.running and 'inside' not in stack.services
+        assert stack.start_service('inside', echo).process.running   # the name is free again
+    assert not before.process.running
 
 
-@pytest.mark.parametrize('argv, name', [(['--duration', '-1'], 'duration'),
-                                        (['--outage', 'soon'], 'outage')])
-def test_demo_rejects_bad_arguments_naming_them(argv, name, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        make_parser().parse_args(argv)
-    assert exit_info.value.code == 2
-    assert f'--{name}' in capsys.readouterr().err
+def test_importing_the_harness_registers_no_exit_hook():
+    # Twisted registers its own on import; count only what socs_tcp adds.
+    code = """
+        import atexit
+        import twisted.internet.protocol, twisted.logger
+        before = atexit._ncallbacks()
+        import socs_tcp.testing, socs_tcp.testing.plugin, socs_tcp.demo.run, socs_tcp.sim.cli
+        print(atexit._ncallbacks() - before)
+    """
+    done = subprocess.run(_python(code), capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == '0', done.stdout + done.stderr
 
 
-def test_demo_reports_a_failed_start_and_exits_non_zero(tmp_path, monkeypatch, capsys):
-    import socs_tcp.demo.stack as stack_module
-    from socs_tcp.demo import run
-
-    def missing(name, hint):
-        raise FileNotFoundError(f'{name!r} not found: {hint}')
-
-    monkeypatch.setattr(stack_module, 'find_executable', missing)
-    assert run.main(['--duration', '0', '--workdir', str(tmp_path)]) == 1
-    out = capsys.readouterr().out
-    assert re.search(r"FAIL start\s+FileNotFoundError: 'crossbar' not found: pip install "
-                     r"crossbar", out), out
-    assert re.search(r'ok\s+shutdown\s+0 processes stopped', out), out
-    assert (tmp_path / 'demo.log').exists()
+def test_wait_for_returns_the_value_or_fails_naming_what_it_waited_for():
+    values = iter([None, 0, {'voltage': 1.0}])
+    assert wait_for(lambda: next(values), 2, 'readings', interval=0.01) == {'voltage': 1.0}
+    with pytest.raises(AssertionError, match=r'timed out after 0.05 s waiting for readings; '
+                                             r'last value: \[\]'):
+        wait_for(list, 0.05, 'readings', interval=0.01)

@@ -7,6 +7,8 @@ line; each is answered by one line, ``OK ...`` or ``ERR ...``:
 ``status``                  ``OK listening=1 connections=1 requests=42 ...``
                             (server state, faults, then the device's state)
 ``drop``                    abort every open device connection (keeps listening)
+``hangup``                  close every open device connection cleanly (FIN),
+                            as a device that hangs up (keeps listening)
 ``drop-after <n>``          abort the connection carrying the n-th next request
 ``silent on|off``           read requests but never answer them
 ``delay <seconds>``         answer each request that much later
@@ -16,9 +18,15 @@ line; each is answered by one line, ``OK ...`` or ``ERR ...``:
 ``stop``                    the device goes away: stop listening, drop connections
 ``start``                   listen again (same port)
 ``restart <seconds>``       ``stop`` now, ``start`` after that many seconds
+``blackhole on|off``        vanish from the network: open connections go silent,
+                            new ones hang; ``off`` (or ``start``) comes back
 ``reset``                   clear every reply fault (silent, delay, fragments, ...)
 ``help``                    list the commands
 ==========================  ==================================================
+
+These are the fault commands of every simulated device here: the
+simulators ``socs-tcp simulate`` runs, the benchmarks' echo devices
+(``python -m socs_tcp.sim.echo --control``), the demo and the tests.
 
 `ControlChannel` is the server side (it runs in the simulator's reactor);
 `SimControl` is a blocking client for scripts, the demo and tests. Don't call
@@ -29,31 +37,36 @@ would wait for an answer that reactor can't send.
 from __future__ import annotations
 
 import socket
-from typing import Optional
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
-log = Logger(namespace='socs_tcp.agents.sim_control')
+from socs_tcp import arguments
 
-HELP = ('status | drop | drop-after <n> | silent on|off | delay <s> | '
-        'fragments <n> [<s>]|off | garbage <hex> | stop | start | restart <s> | reset | help')
+log = Logger(namespace='socs_tcp.sim.control')
+
+HELP = ('status | drop | hangup | drop-after <n> | silent on|off | delay <s> | '
+        'fragments <n> [<s>]|off | garbage <hex> | stop | start | restart <s> | '
+        'blackhole on|off | reset | help')
 
 
 class CommandError(ValueError):
     """A control command was malformed (answered with ``ERR``)."""
 
 
-def _seconds(text: str, name: str) -> float:
+def _number(text: str, name: str, parse=float):
+    """``text`` as a number (checked for range by whoever uses it)."""
     try:
-        value = float(text)
+        return parse(text)
     except ValueError:
-        raise CommandError(f'{name} must be a number of seconds, got {text!r}')
-    if not 0 <= value < float('inf'):
-        raise CommandError(f'{name} must be >= 0, got {text!r}')
-    return value
+        kind = 'an integer' if parse is int else 'a number'
+        raise CommandError(f'{name} must be {kind}, got {text!r}') from None
+
+
+def _seconds(text: str, name: str) -> float:
+    return arguments.seconds(_number(text, name), name, allow_zero=True)
 
 
 def _on_off(text: str, name: str) -> bool:
@@ -86,7 +99,7 @@ class ControlChannel:
             from twisted.internet import reactor
         self.server = server
         self.host = host
-        self.port = port
+        self.port = arguments.port(port, allow_zero=True)
         self._reactor = reactor
         self._listening = None
         self._restart_call = None
@@ -155,6 +168,7 @@ class ControlChannel:
                  f'connections={srv.connection_count}', f'requests={len(srv.requests)}',
                  f'silent={int(faults.silent)}', f'delay={faults.delay:g}',
                  f'fragments={faults.fragment_size or 0}',
+                 f'blackhole={int(srv.blackholed)}',
                  f'restart_pending={int(self._restart_call is not None and self._restart_call.active())}']
         model = getattr(srv, 'model', None)
         if model is not None and hasattr(model, 'describe'):
@@ -167,12 +181,15 @@ class ControlChannel:
         d = self.server.drop_connections()
         return d.addCallback(lambda _: f'dropped {count} connections')
 
+    def _cmd_hangup(self, *args):
+        self._arity(args, 0, 'hangup')
+        count = self.server.connection_count
+        d = self.server.hang_up()
+        return d.addCallback(lambda _: f'closed {count} connections')
+
     def _cmd_drop_after(self, *args):
         self._arity(args, 1, 'drop-after <n>')
-        try:
-            n = int(args[0])
-        except ValueError:
-            raise CommandError(f'n must be an integer, got {args[0]!r}')
+        n = _number(args[0], 'n', int)
         self.server.drop_after(n)
         return f'dropping at request {n} from now'
 
@@ -194,10 +211,7 @@ class ControlChannel:
             return 'fragments off'
         if len(args) not in (1, 2):
             raise CommandError('usage: fragments <size> [<interval>] | fragments off')
-        try:
-            size = int(args[0])
-        except ValueError:
-            raise CommandError(f'size must be an integer, got {args[0]!r}')
+        size = _number(args[0], 'size', int)
         interval = _seconds(args[1], 'interval') if len(args) == 2 else 0.0
         self.server.set_fragments(size, interval)
         return f'fragments {size} {interval:g}'
@@ -207,7 +221,7 @@ class ControlChannel:
         try:
             data = bytes.fromhex(args[0])
         except ValueError:
-            raise CommandError(f'garbage must be hex digits, got {args[0]!r}')
+            raise CommandError(f'garbage must be hex digits, got {args[0]!r}') from None
         self.server.set_garbage(data)
         return f'garbage {len(data)} bytes before the next reply'
 
@@ -219,8 +233,7 @@ class ControlChannel:
     def _cmd_start(self, *args):
         self._arity(args, 0, 'start')
         self._cancel_restart()
-        port = self.server.start()
-        return f'listening on {port}'
+        return self.server.start().addCallback(lambda port: f'listening on {port}')
 
     def _cmd_restart(self, *args):
         self._arity(args, 1, 'restart <seconds>')
@@ -229,17 +242,26 @@ class ControlChannel:
 
         def back():
             self._restart_call = None
-            try:
-                self.server.start()
-                log.info('control: device is back on port {port}', port=self.server.port)
-            except Exception:
-                log.failure('control: restart could not listen again')
+            d = self.server.start()
+            d.addCallback(lambda port: log.info('control: device is back on port {port}',
+                                                port=port))
+            d.addErrback(lambda failure: log.failure('control: restart could not listen again',
+                                                     failure))
 
         def stopped(_):
             self._restart_call = self._reactor.callLater(seconds, back)
             return f'stopped; back in {seconds:g} s'
 
         return self.server.stop().addCallback(stopped)
+
+    def _cmd_blackhole(self, *args):
+        self._arity(args, 1, 'blackhole on|off')
+        on = _on_off(args[0], 'blackhole')
+        self._cancel_restart()
+        d = self.server.set_blackhole(on)
+        if on:
+            return d.addCallback(lambda _: 'blackholed: connections silent, new ones hang')
+        return d.addCallback(lambda _: f'back: listening on {self.server.port}')
 
     def _cmd_reset(self, *args):
         self._arity(args, 0, 'reset')
@@ -282,6 +304,11 @@ class SimControl:
     timeout : float
         Seconds to wait for the answer.
 
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument, naming it.
+
     Examples
     --------
     >>> ctl = SimControl('127.0.0.1', 40123)      # doctest: +SKIP
@@ -292,13 +319,9 @@ class SimControl:
     def __init__(self, host: str, port: int, timeout: float = 5.0):
         if not isinstance(host, str) or not host:
             raise TypeError(f'host must be a non-empty str, got {host!r}')
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise ValueError(f'port must be an int in 1..65535, got {port!r}')
-        if not timeout > 0:
-            raise ValueError(f'timeout must be > 0, got {timeout!r}')
         self.host = host
-        self.port = port
-        self.timeout = timeout
+        self.port = arguments.port(port)
+        self.timeout = arguments.seconds(timeout, 'timeout')
 
     def send(self, command: str) -> str:
         """Send one command; return the text after ``OK``.
@@ -321,7 +344,7 @@ class SimControl:
                     if not chunk:
                         break
                     answer += chunk
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise ConnectionError(f'simulator control {self.host}:{self.port} did not answer '
                                   f'{command!r} within {self.timeout} s') from exc
         text = answer.decode('utf-8', 'replace').strip()
@@ -341,6 +364,10 @@ class SimControl:
         """Abort every open device connection."""
         return self.send('drop')
 
+    def hang_up(self) -> str:
+        """Close every open device connection cleanly (the device hangs up)."""
+        return self.send('hangup')
+
     def drop_after(self, n: int) -> str:
         """Abort the connection carrying the ``n``-th next request."""
         return self.send(f'drop-after {int(n)}')
@@ -353,7 +380,7 @@ class SimControl:
         """Answer each request ``seconds`` late."""
         return self.send(f'delay {float(seconds)!r}')
 
-    def fragments(self, size: Optional[int], interval: float = 0.0) -> str:
+    def fragments(self, size: int | None, interval: float = 0.0) -> str:
         """Send replies in ``size``-byte chunks (None: whole)."""
         if size is None:
             return self.send('fragments off')
@@ -377,6 +404,10 @@ class SimControl:
     def restart(self, seconds: float) -> str:
         """Take the device away now and bring it back after ``seconds``."""
         return self.send(f'restart {float(seconds)!r}')
+
+    def blackhole(self, on: bool = True) -> str:
+        """Vanish from the network (open connections silent, new ones hang), or come back."""
+        return self.send(f'blackhole {"on" if on else "off"}')
 
     def reset(self) -> str:
         """Clear every reply fault."""

@@ -1,0 +1,525 @@
+"""Where worker threads and the reactor meet: the only state of a link that both touch.
+
+A link's reactor side (``DeviceClientFactory`` and its ``DeviceProtocol``)
+runs in the reactor thread and tells the link's ``Bridge`` what happened: a
+connection came up, input arrived, the connection went, an attempt failed,
+the link closed. Worker threads (``TCPInterface``) ask the bridge to wait for
+a connection, to take one frame of input, or to write, each bounded by a
+deadline, and post their requests to the reactor with ``post``.
+
+Everything here is guarded by one lock, and every wait is a ``Condition``
+wait on it inside a loop that re-checks the state it waits for: a wake-up
+that comes early, late or twice is harmless, and none can be lost. Every
+wait ends by its deadline, and at once when the link closes or the reactor
+stops (``close``).
+
+Writes go straight from the calling thread to the kernel, through a duplicate
+of the connection's socket (this saves one thread hop per request). The
+duplicate is created when the connection comes up and closed when it goes
+down, both under the lock, and ``write`` only calls ``send`` under the lock
+after checking that the connection it was asked to write on is still the
+current one. So a write can never reach a descriptor that was closed (and
+perhaps reused by another connection), nor a connection that was replaced.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred
+
+from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected
+from socs_tcp.framing import Frame
+
+#: Turns the reactor in the calling thread for up to the given seconds: how a
+#: caller waits when it is the thread that will run the reactor, before it runs.
+Pump = Callable[[float], None]
+
+#: A connection's number: 1 for the link's first connection, then 2, ...; 0 is none.
+Generation = int
+
+#: Longest single wait of a writer for a device that stopped reading.
+_WRITE_SLICE = 0.05
+
+
+class Bridge:
+    """One link's connection snapshot, input buffer and writer, shared by the reactor and callers.
+
+    Methods under "reactor side" are called in the reactor thread only;
+    the others in any thread. One caller at a time reads (``TCPInterface``
+    serialises its callers; reactor code uses ``when_frame``).
+
+    Parameters
+    ----------
+    reactor :
+        The reactor the link lives in (``post`` hands work to its thread).
+    resume_reading : callable
+        ``resume_reading(generation)``, posted when a caller drained input
+        below half the ``input_limit`` after the reactor paused reading.
+    input_limit : int
+        Buffered bytes above which the reactor stops reading the connection
+        (TCP flow control then holds the device back). A frame that needs
+        more (``read_exactly(n)`` with a larger ``n``) raises the limit for
+        its own wait.
+    """
+
+    def __init__(self, reactor, resume_reading: Callable[[Generation], None], input_limit: int) -> None:
+        self._reactor = reactor
+        self._resume_reading = resume_reading
+        self.input_limit = input_limit
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        # The connection whose input is accepted and which may be written to.
+        self._generation: Generation = 0
+        self._writer: socket.socket | None = None
+        self._ever_connected = False
+        # Why there is no connection: readers get it once the buffered input is taken.
+        self._error: ConnectionError = NotConnected('not connected')
+        self._closed = False
+        self._failures = 0                      # failed connection attempts so far
+        self._state = 'idle'                    # the link's state, as last published
+        self._data = bytearray()
+        self._paused = False                    # the reactor stopped reading (input_limit)
+        self._waiting_frame: Frame | None = None  # a caller's frame, while it waits
+        self._reader: tuple[Frame, Deferred] | None = None  # reactor code's frame and Deferred
+        self._signal: _ReadySignal | None = None  # for select() on comm, made on first use
+
+    # -- snapshot (any thread) --------------------------------------------
+
+    @property
+    def generation(self) -> Generation:
+        """The current connection's generation, or 0 while there is none."""
+        return self._generation
+
+    @property
+    def connected(self) -> bool:
+        return self._generation != 0
+
+    @property
+    def ever_connected(self) -> bool:
+        return self._ever_connected
+
+    def snapshot(self) -> dict:
+        """The link's state as callers see it: for ``TCPInterface.stats``."""
+        with self._lock:
+            return {'state': self._state, 'connected': self._generation != 0,
+                    'buffered': len(self._data), 'reading_paused': self._paused,
+                    'input_limit': self.input_limit}
+
+    def post(self, fn: Callable[..., object], *args: object) -> None:
+        """Run ``fn(*args)`` in the reactor thread, soon (thread-safe; also before the reactor runs)."""
+        self._reactor.callFromThread(fn, *args)
+
+    # -- reactor side -----------------------------------------------------
+
+    def publish_state(self, state: str) -> None:
+        """Record the link's new state (``LinkState.value``), for callers to read."""
+        with self._lock:
+            self._state = state
+
+    def connection_up(self, generation: Generation, sock: socket.socket) -> int:
+        """A new connection, ``generation``, carries the link; ``sock`` is its socket.
+
+        Input left from a previous connection answers requests that are gone:
+        it is dropped rather than handed to the next reader.
+
+        Returns
+        -------
+        int
+            The number of bytes dropped.
+        """
+        writer = sock.dup()  # shares the (non-blocking) open file; ours to close
+        with self._lock:
+            old, self._writer = self._writer, writer
+            self._generation = generation
+            self._ever_connected = True
+            dropped = len(self._data)
+            self._data.clear()
+            self._paused = False
+            self._sync_signal()
+            self._changed.notify_all()
+        if old is not None:
+            old.close()
+        return dropped
+
+    def connection_down(self, generation: Generation, error: ConnectionError) -> None:
+        """Connection ``generation`` is gone (or discarded): readers get what is buffered, then ``error``.
+
+        News about any other connection than the current one is ignored.
+        """
+        with self._lock:
+            if generation != self._generation or generation == 0:
+                return
+            writer = self._go_down(error)
+            fire = self._detach_reader()
+        if writer is not None:
+            writer.close()
+        if fire is not None:
+            fire()
+
+    def attempt_failed(self, error: ConnectionError) -> None:
+        """A connection attempt failed: callers waiting for a connection get ``error``."""
+        with self._lock:
+            self._failures += 1
+            if self._generation == 0:
+                self._error = error
+            self._changed.notify_all()
+            fire = self._detach_reader()
+        if fire is not None:
+            fire()
+
+    def feed(self, generation: Generation, data: bytes) -> bool | None:
+        """Append ``data`` received on connection ``generation``; wake a reader whose frame is complete.
+
+        Returns
+        -------
+        bool or None
+            None: refused (not the current connection: late input of one
+            that was discarded). True: accepted, and buffered input is now
+            above ``input_limit``, so the reactor must stop reading. False:
+            accepted.
+        """
+        with self._lock:
+            if generation != self._generation or generation == 0:
+                return None
+            buffered = self._data
+            buffered += data
+            if self._signal is not None:
+                self._sync_signal()
+            frame = self._waiting_frame
+            if frame is not None and frame.ready(buffered):
+                self._changed.notify_all()
+            fire = self._detach_reader() if self._reader is not None else None
+            pause = (not self._paused and len(buffered) > self.input_limit
+                     and (frame is None or len(buffered) > frame.size))
+            if pause:
+                self._paused = True
+        if fire is not None:
+            fire()
+        return pause
+
+    def when_frame(self, frame: Frame) -> Deferred:
+        """Return a Deferred that fires with the next complete ``frame`` (reactor code's ``take``).
+
+        It fails with the connection's error if the connection goes first.
+        Cancelling it stops the wait and leaves the input in place.
+
+        Raises
+        ------
+        RuntimeError
+            Reactor code is already waiting for a frame on this link.
+        """
+        def cancel(d: Deferred) -> None:
+            with self._lock:
+                if self._reader is not None and self._reader[1] is d:
+                    self._reader = None
+        d = Deferred(cancel)
+        with self._lock:
+            if self._reader is not None:
+                raise RuntimeError('reactor code is already waiting for a frame on this link')
+            self._reader = (frame, d)
+            fire = self._detach_reader()
+        if fire is not None:
+            fire()
+        return d
+
+    def close(self, error: ConnectionError) -> None:
+        """The link is closed for good (or the reactor is stopping): every wait ends with ``error``."""
+        with self._lock:
+            self._closed = True
+            writer = self._go_down(error)
+            fire = self._detach_reader()
+            signal, self._signal = self._signal, None
+        if writer is not None:
+            writer.close()
+        if signal is not None:
+            signal.close()
+        if fire is not None:
+            fire()
+
+    # -- callers (any thread) ---------------------------------------------
+
+    def failures(self) -> int:
+        """How many connection attempts failed so far (see ``wait_connected``)."""
+        return self._failures
+
+    def wait_connected(self, failures_before: int, deadline: float, pump: Pump | None) -> Generation:
+        """Wait for a connection; return its generation.
+
+        Parameters
+        ----------
+        failures_before : int
+            ``failures()`` read before the connection was requested: an
+            attempt that fails after that ends the wait.
+        deadline : float
+            A ``time.monotonic()`` value.
+        pump : callable or None
+            How to wait when the caller must turn the reactor itself.
+
+        Raises
+        ------
+        NotConnected
+            The attempt failed, or the link is closed.
+        DeviceTimeout
+            No connection by ``deadline``.
+        """
+        with self._lock:
+            while True:
+                if self._generation:
+                    return self._generation
+                if self._closed or self._failures != failures_before:
+                    raise _fresh(self._error)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeviceTimeout(f'no connection within the timeout ({self._state})')
+                self._wait(remaining, pump)
+
+    def take(self, frame: Frame, deadline: float, pump: Pump | None) -> bytes:
+        """Wait until ``frame`` is complete in the input, remove it and return it.
+
+        Input buffered before the connection went is returned first; then
+        the connection's error is raised.
+
+        Raises
+        ------
+        DeviceTimeout
+            No complete frame by ``deadline`` (the partial input stays buffered).
+        ConnectionError
+            The connection is gone (or never was) and no complete frame is buffered.
+        """
+        with self._lock:
+            try:
+                while True:
+                    data = frame.extract(self._data)
+                    if data is not None:
+                        if self._signal is not None:
+                            self._sync_signal()
+                        if self._paused and len(self._data) <= self.input_limit // 2:
+                            self._resume()
+                        return data
+                    if self._generation == 0:
+                        raise _fresh(self._error)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        paused = ', reading paused at input_limit' if self._paused else ''
+                        raise DeviceTimeout(f'no complete reply within the timeout '
+                                            f'({len(self._data)} bytes buffered{paused})')
+                    self._waiting_frame = frame
+                    if self._paused and frame.size > len(self._data):
+                        self._resume()  # a frame larger than the limit must be able to complete
+                    self._wait(remaining, pump)
+            finally:
+                self._waiting_frame = None
+
+    def write(self, generation: Generation, data: bytes, deadline: float | None,
+              pump: Pump | None = None) -> int:
+        """Write every byte of ``data`` to connection ``generation``; return the count.
+
+        With a deadline (a caller thread), waits for a device that stops
+        reading until then. With None (reactor code), a write that cannot
+        complete at once fails rather than block the reactor (device
+        messages are small: a full send buffer means the device stopped
+        reading).
+
+        Raises
+        ------
+        DeviceDisconnected
+            That connection is gone (or was replaced), or the write failed.
+        DeviceTimeout
+            The device did not take the data by ``deadline``.
+        """
+        view = memoryview(data)
+        while True:
+            with self._lock:
+                writer = self._writer
+                if generation != self._generation or writer is None:
+                    raise DeviceDisconnected(f'connection lost before the write: {self._error}')
+                try:
+                    view = view[writer.send(view):]
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    raise DeviceDisconnected(f'write failed: {exc}') from exc
+                if not view:
+                    return len(data)
+                fd = writer.fileno()
+            if deadline is None:
+                raise DeviceDisconnected('the device is not reading its input (send buffer full)')
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeviceTimeout(f'the device did not accept {len(view)} bytes within the timeout')
+            # Bounded slices: the connection may go (and its descriptor be
+            # reused) while we wait; the next turn of the loop notices.
+            if pump is not None:
+                pump(min(remaining, _WRITE_SLICE))
+            else:
+                _wait_writable(fd, min(remaining, _WRITE_SLICE))
+
+    def wait_closed(self, deadline: float) -> bool:
+        """Wait until the link is closed, at most until ``deadline``; return whether it is."""
+        with self._lock:
+            while not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def discard(self, generation: Generation, error: ConnectionError) -> int:
+        """Stop using connection ``generation`` at once; drop its input; readers get ``error``.
+
+        Called by a caller whose request on that connection timed out: a
+        late reply must never answer a later request. The caller then asks
+        the reactor to drop the connection itself.
+
+        Returns
+        -------
+        int
+            The number of bytes dropped.
+        """
+        with self._lock:
+            if generation != self._generation or generation == 0:
+                return 0
+            dropped = len(self._data)
+            self._data.clear()
+            writer = self._go_down(error)
+            fire = self._detach_reader()
+        if writer is not None:
+            writer.close()
+        if fire is not None:
+            self.post(fire)  # a Deferred fires in the reactor thread, never in a caller's
+        return dropped
+
+    def clear(self) -> int:
+        """Drop all buffered input; return how many bytes were dropped."""
+        if not self._data and not self._paused:
+            return 0  # the common case before a request; input arriving now is no older than it
+        with self._lock:
+            dropped = len(self._data)
+            if dropped:
+                self._data.clear()
+                self._sync_signal()
+            if self._paused:
+                self._resume()
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def fileno(self) -> int:
+        """A descriptor that ``select`` reports readable while input waits, or the connection is gone.
+
+        A dead socket is readable too (its ``recv`` fails): drivers that
+        poll ``comm`` before reading then get the error from the read.
+
+        Raises
+        ------
+        NotConnected
+            The link is closed.
+        """
+        with self._lock:
+            if self._closed:
+                raise NotConnected(f'the link is closed: {self._error}')
+            if self._signal is None:
+                self._signal = _ReadySignal()
+                self._sync_signal()
+            return self._signal.fileno()
+
+    # -- internals (lock held) --------------------------------------------
+
+    def _wait(self, remaining: float, pump: Pump | None) -> None:
+        """Sleep until notified or ``remaining`` seconds pass (re-checking is the caller's loop)."""
+        if pump is None:
+            self._changed.wait(remaining)
+            return
+        self._lock.release()  # the reactor code that the pump runs takes the lock
+        try:
+            pump(remaining)
+        finally:
+            self._lock.acquire()
+
+    def _go_down(self, error: ConnectionError) -> socket.socket | None:
+        """No connection from now on; return the writer for the caller to close outside the lock."""
+        writer, self._writer = self._writer, None
+        self._generation = 0
+        self._error = error
+        self._paused = False
+        self._sync_signal()
+        self._changed.notify_all()
+        return writer
+
+    def _resume(self) -> None:
+        """Have the reactor read again (it paused at ``input_limit``)."""
+        self._paused = False
+        self.post(self._resume_reading, self._generation)  # callFromThread: safe under our lock
+
+    def _detach_reader(self) -> Callable[[], None] | None:
+        """Detach reactor code's reader if its frame is complete or the connection is gone.
+
+        Returns what fires its Deferred, to be called once the lock is
+        released (its callbacks may well call back into this bridge).
+        """
+        if self._reader is None:
+            return None
+        frame, d = self._reader
+        data = frame.extract(self._data)
+        if data is None and self._generation != 0 and not self._closed:
+            return None
+        self._reader = None
+        self._sync_signal()
+        if data is not None:
+            return lambda: d.callback(data)
+        error = self._error
+        return lambda: d.errback(error)
+
+    def _sync_signal(self) -> None:
+        if self._signal is not None:
+            self._signal.set(bool(self._data) or (self._generation == 0 and self._ever_connected))
+
+
+class _ReadySignal:
+    """A socket pair whose read end is readable exactly while ``set(True)`` holds."""
+
+    def __init__(self) -> None:
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        self._on = False
+
+    def fileno(self) -> int:
+        return self._read.fileno()
+
+    def set(self, on: bool) -> None:
+        if on == self._on:
+            return
+        try:
+            if on:
+                self._write.send(b'\0')
+            else:
+                self._read.recv(16)
+        except OSError:  # the pair was closed under us: nothing left to signal
+            return
+        self._on = on
+
+    def close(self) -> None:
+        self._read.close()
+        self._write.close()
+
+
+def _fresh(error: ConnectionError) -> ConnectionError:
+    """A new exception like ``error``: one stored error raised again and again would grow its traceback."""
+    return type(error)(*error.args)
+
+
+def _wait_writable(fd: int, timeout: float) -> None:
+    """Wait until ``fd`` can take more data or ``timeout`` passes (any descriptor number)."""
+    with selectors.PollSelector() as selector:  # poll(): no limit at descriptor 1024, no fd of its own
+        try:
+            selector.register(fd, selectors.EVENT_WRITE)
+        except (ValueError, OSError):
+            return  # closed under us: the caller's next turn says so
+        selector.select(timeout)

@@ -1,0 +1,123 @@
+"""``socs-tcp simulate KIND``: run a simulated device until stopped.
+
+KIND is ``compressor`` or ``psu`` (the sample agents' devices) or one of the
+SOCS devices of `socs_tcp.sim.devices` (``cryomech-cpa``, ``lakeshore372``,
+``pfeiffer-tpg366``).
+
+Prints ``PORT <n>`` (the device port) and, with ``--control-port``,
+``CONTROL <n>`` (the fault-control port, see `socs_tcp.sim.control`)
+on stdout, one line each, flushed, once the simulator is listening; so a
+script can start it with ``--port 0`` and read where it went. Logs go to
+stderr. SIGTERM and SIGINT stop it cleanly (exit status 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+
+from socs_tcp import arguments
+from socs_tcp.arguments import command_line
+from socs_tcp.sim.devices import SIMULATORS
+
+log = Logger(namespace='socs_tcp.sim.cli')
+
+#: device name -> (module, class): a `DeviceServer` subclass built as ``cls(host=..., port=...)``.
+DEVICES = {
+    'compressor': ('socs_tcp.agents.compressor.simulator', 'CompressorSimulator'),
+    'psu': ('socs_tcp.agents.power_supply.simulator', 'PowerSupplySimulator'),
+    **SIMULATORS,     # the devices SOCS's own agents drive
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='socs-tcp simulate', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('device', choices=sorted(DEVICES), help='which device to simulate')
+    parser.add_argument('--host', default='127.0.0.1',
+                        help='interface to listen on (default 127.0.0.1)')
+    port = command_line(arguments.port, int, allow_zero=True)
+    parser.add_argument('--port', type=port, default=0,
+                        help='device port (default 0: pick a free one, printed as PORT <n>)')
+    parser.add_argument('--control-port', type=port, default=None,
+                        help='fault-control port (0: pick a free one, printed as CONTROL <n>); '
+                             'no control channel if not given')
+    parser.add_argument('--control-host', default=None,
+                        help='interface of the control channel (default: --host); e.g. 127.0.0.1 '
+                             'for a device on another loopback address')
+    parser.add_argument('--log-level', default='info',
+                        choices=['debug', 'info', 'warn', 'error'],
+                        help='stderr log level (default info)')
+    return parser
+
+
+def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0):
+    """Build (not start) the simulator for ``device`` (a key of `DEVICES`).
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not one of them.
+    """
+    if device not in DEVICES:
+        raise ValueError(f'device must be one of {sorted(DEVICES)}, got {device!r}')
+    module, name = DEVICES[device]
+    return getattr(importlib.import_module(module), name)(host=host, port=port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    level = LogLevel.levelWithName(args.log_level)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr),
+                              [LogLevelFilterPredicate(defaultLogLevel=level)])],
+        redirectStandardIO=False)
+
+    from twisted.internet import reactor
+
+    from socs_tcp.sim.control import ControlChannel
+
+    simulator = make_simulator(args.device, args.host, args.port)
+    failed = []
+
+    def listening(port: int) -> None:
+        lines = [f'PORT {port}']
+        control_port = None
+        if args.control_port is not None:
+            control = ControlChannel(simulator, args.control_host or args.host,
+                                     args.control_port)
+            control_port = control.start()
+            lines.append(f'CONTROL {control_port}')
+        print('\n'.join(lines), flush=True)
+        log.info('Simulated {device} on {host}:{port}{control}', device=args.device,
+                 host=args.host, port=port,
+                 control=f', control on {control_port}' if control_port else '')
+
+    def cannot_listen(failure) -> None:
+        # e.g. the port is taken: say so and exit non-zero
+        failed.append(failure)
+        print(f'socs-tcp simulate: cannot listen: {failure.getErrorMessage()}',
+              file=sys.stderr, flush=True)
+        reactor.stop()
+
+    # reactor.run() installs SIGINT/SIGTERM handlers that stop the reactor,
+    # which closes the listening ports and connections on the way out.
+    reactor.callWhenRunning(
+        lambda: simulator.start().addCallback(listening).addErrback(cannot_listen))
+    reactor.run()
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Simulators of devices that SOCS agents drive, built on `socs_tcp.sim.DeviceServer`.
+
+One module per device, each with its pure request -> reply function and the
+server class that serves it:
+
+==================  ====================================  ===========================
+kind                simulator                             SOCS agent (agent-class)
+==================  ====================================  ===========================
+``cryomech-cpa``    `cryomech_cpa.CryomechCPASimulator`     ``CryomechCPAAgent``
+``lakeshore372``    `lakeshore372.Lakeshore372Simulator`    ``Lakeshore372Agent``
+``pfeiffer-tpg366`` `pfeiffer_tpg366.PfeifferTPG366Simulator`  ``PfeifferAgent``
+==================  ====================================  ===========================
+
+``socs-tcp simulate <kind>`` runs one with its fault-control channel.
+"""
+
+from __future__ import annotations
+
+__all__ = ['SIMULATORS']
+
+#: kind -> (module, class) of each simulated SOCS device; ``socs-tcp simulate``
+#: builds them as ``cls(host=..., port=...)`` (see `socs_tcp.sim.cli.make_simulator`).
+SIMULATORS = {
+    'cryomech-cpa': ('socs_tcp.sim.devices.cryomech_cpa', 'CryomechCPASimulator'),
+    'lakeshore372': ('socs_tcp.sim.devices.lakeshore372', 'Lakeshore372Simulator'),
+    'pfeiffer-tpg366': ('socs_tcp.sim.devices.pfeiffer_tpg366', 'PfeifferTPG366Simulator'),
+}

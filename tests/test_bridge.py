@@ -1,0 +1,336 @@
+"""The bridge between worker threads and the reactor, without a reactor.
+
+The reactor side is played by the test thread. The dangerous interleavings
+(a timeout racing a wake-up, a close racing a wait, a drop racing a write)
+are forced, not hoped for: ``ScriptedWaits`` replaces the bridge's condition
+so that a caller's wait runs the reactor's next move, exactly where a real
+thread switch could put it, and then reports a timeout.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+
+import pytest
+
+from socs_tcp.bridge import Bridge
+from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected
+from socs_tcp.framing import Chunk, Exactly, Terminated
+
+LINE = Terminated(b'\n', strip=True)
+
+
+class Posts:
+    """Stands in for the reactor: keeps what callers posted, runs it on request."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def callFromThread(self, fn, *args) -> None:
+        self.calls.append((fn, args))
+
+    def run(self) -> None:
+        calls, self.calls = self.calls, []
+        for fn, args in calls:
+            fn(*args)
+
+
+class ScriptedWaits:
+    """A condition whose every wait lets one scripted "reactor" move happen, then times out.
+
+    Like a real ``Condition.wait``, it releases the bridge's lock for the
+    move and takes it back before returning.
+    """
+
+    def __init__(self, bridge: Bridge, *moves) -> None:
+        self._bridge, self._moves, self.waits = bridge, list(moves), 0
+        self._real = bridge._changed
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        self._bridge._lock.release()
+        try:
+            if self._moves:
+                self._moves.pop(0)()
+        finally:
+            self._bridge._lock.acquire()
+        return False
+
+    def notify_all(self) -> None:
+        self._real.notify_all()
+
+
+@pytest.fixture
+def posts():
+    return Posts()
+
+
+@pytest.fixture
+def pair():
+    """A connected socket pair: (the connection's socket, the device's end)."""
+    ours, device = socket.socketpair()
+    ours.setblocking(False)
+    yield ours, device
+    ours.close()
+    device.close()
+
+
+def connected_bridge(posts, sock, input_limit=1 << 20) -> Bridge:
+    resumed = []
+    bridge = Bridge(posts, resumed.append, input_limit)
+    bridge.resumed = resumed
+    bridge.connection_up(1, sock)
+    return bridge
+
+
+def soon(seconds: float = 2.0) -> float:
+    return time.monotonic() + seconds
+
+
+# -- input, frames and errors ----------------------------------------------------
+
+def test_take_waits_for_a_complete_frame_fed_from_another_thread(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    bridge.feed(1, b'par')
+    threading.Timer(0.05, bridge.feed, (1, b'tial\n')).start()
+    assert bridge.take(LINE, soon(), None) == b'partial'
+
+
+def test_take_times_out_and_keeps_partial_input(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    bridge.feed(1, b'par')
+    start = time.monotonic()
+    with pytest.raises(DeviceTimeout, match='3 bytes buffered'):
+        bridge.take(LINE, start + 0.1, None)
+    assert 0.09 <= time.monotonic() - start < 1.0
+    assert len(bridge) == 3
+
+
+def test_input_from_a_discarded_connection_is_refused(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    bridge.discard(1, DeviceDisconnected('dropped after a timeout'))
+    assert bridge.feed(1, b'late reply\n') is None
+    assert len(bridge) == 0
+    with pytest.raises(DeviceDisconnected, match='dropped after a timeout'):
+        bridge.take(Chunk(10), soon(), None)
+
+
+def test_buffered_input_is_read_before_the_disconnect_error(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    bridge.feed(1, b'last words')
+    bridge.connection_down(1, DeviceDisconnected('peer closed'))
+    assert bridge.take(Chunk(100), soon(), None) == b'last words'
+    with pytest.raises(DeviceDisconnected, match='peer closed'):
+        bridge.take(Chunk(100), soon(), None)
+
+
+def test_a_new_connection_drops_the_old_connections_leftovers(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    bridge.feed(1, b'pre-disconnect reply')
+    bridge.connection_down(1, DeviceDisconnected('lost'))
+    assert bridge.connection_up(2, pair[0]) == len(b'pre-disconnect reply')
+    assert len(bridge) == 0 and bridge.generation == 2
+    assert bridge.feed(1, b'news from the old connection') is None
+
+
+def test_a_bridge_that_never_connected_says_so(posts):
+    bridge = Bridge(posts, lambda generation: None, 1024)
+    with pytest.raises(NotConnected):
+        bridge.take(Chunk(1), soon(), None)
+
+
+def test_a_stored_error_raised_again_and_again_does_not_grow(posts):
+    bridge = Bridge(posts, lambda generation: None, 1024)
+    errors = []
+    for _ in range(3):
+        with pytest.raises(NotConnected) as info:
+            bridge.take(Chunk(1), soon(), None)
+        errors.append(info.value)
+    assert len({id(e) for e in errors}) == 3  # fresh each time: no traceback chain kept
+
+
+def test_fileno_is_readable_while_input_waits_and_while_the_connection_is_gone(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    fd = bridge.fileno()
+    assert select.select([fd], [], [], 0)[0] == []
+    bridge.feed(1, b'abc')
+    assert select.select([fd], [], [], 0)[0] == [fd]
+    bridge.take(Chunk(2), soon(), None)
+    assert select.select([fd], [], [], 0)[0] == [fd]  # one byte still waits
+    bridge.take(Chunk(2), soon(), None)
+    assert select.select([fd], [], [], 0)[0] == []
+    bridge.feed(1, b'x')
+    bridge.clear()
+    assert select.select([fd], [], [], 0)[0] == []
+    bridge.connection_down(1, DeviceDisconnected('peer closed'))
+    assert select.select([fd], [], [], 0)[0] == [fd]  # as a dead socket: the next recv raises
+    bridge.connection_up(2, pair[0])
+    assert select.select([fd], [], [], 0)[0] == []
+    bridge.close(NotConnected('closed'))
+    with pytest.raises(NotConnected):
+        bridge.fileno()
+
+
+# -- input limit -------------------------------------------------------------------
+
+def test_above_the_input_limit_the_reactor_is_told_to_pause_and_resume_once_drained(posts, pair):
+    bridge = connected_bridge(posts, pair[0], input_limit=10)
+    assert bridge.feed(1, b'x' * 10) is False
+    assert bridge.feed(1, b'y' * 5) is True        # over the limit: pause reading
+    assert bridge.feed(1, b'z' * 5) is False       # said once; input is never dropped
+    assert bridge.snapshot()['reading_paused'] and len(bridge) == 20
+    assert bridge.take(Exactly(8), soon(), None) == b'x' * 8
+    assert posts.calls == []                       # 12 left: still above half the limit
+    assert bridge.take(Exactly(8), soon(), None) == b'xxyyyyyz'
+    posts.run()
+    assert bridge.resumed == [1] and not bridge.snapshot()['reading_paused']
+
+
+def test_a_frame_larger_than_the_limit_can_still_complete(posts, pair):
+    bridge = connected_bridge(posts, pair[0], input_limit=10)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(bridge.take(Exactly(30), soon(), None)))
+    reader.start()
+    deadline = soon()
+    while bridge._waiting_frame is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert bridge.feed(1, b'a' * 25) is False      # the waiting frame needs 30: no pause yet
+    bridge.feed(1, b'b' * 5)
+    reader.join(2)
+    assert got == [b'a' * 25 + b'b' * 5]
+
+
+# -- forced interleavings ------------------------------------------------------------
+
+def test_a_timeout_racing_the_wake_up_loses_nothing_and_breaks_nothing(posts, pair):
+    """Reader 1 times out just as its frame completes; reader 2 then waits.
+
+    With a lock used as a semaphore this left a release behind, and the
+    next completed frame raised 'release unlocked lock' in the reactor,
+    dropping a healthy connection.
+    """
+    bridge = connected_bridge(posts, pair[0])
+    bridge._changed = ScriptedWaits(bridge, lambda: bridge.feed(1, b'a\n'))
+    assert bridge.take(LINE, time.monotonic() + 0.01, None) == b'a'  # the frame won the race
+    bridge._changed = ScriptedWaits(bridge, lambda: bridge.feed(1, b'b'), lambda: bridge.feed(1, b'\n'))
+    assert bridge.take(LINE, soon(), None) == b'b'
+    assert bridge.connected
+
+
+def test_a_timeout_that_wins_the_race_leaves_the_input_for_the_next_read(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    bridge._changed = ScriptedWaits(bridge, lambda: bridge.feed(1, b'par'))
+    with pytest.raises(DeviceTimeout):
+        bridge.take(LINE, time.monotonic() + 0.01, None)
+    bridge._changed = bridge._changed._real
+    bridge.feed(1, b'tial\n')
+    assert bridge.take(LINE, soon(), None) == b'partial'
+
+
+def test_a_close_racing_a_wait_ends_it_at_once(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    waits = ScriptedWaits(bridge, lambda: bridge.close(NotConnected('link closed')))
+    bridge._changed = waits
+    with pytest.raises(NotConnected, match='link closed'):
+        bridge.take(LINE, soon(60), None)
+    assert waits.waits == 1                       # not a wait until the 60 s deadline
+
+
+def test_the_reactor_stopping_during_a_wait_for_a_connection_ends_it(posts):
+    bridge = Bridge(posts, lambda generation: None, 1024)
+    failures = bridge.failures()
+    bridge._changed = ScriptedWaits(bridge, lambda: bridge.close(NotConnected('the reactor is stopping')))
+    with pytest.raises(NotConnected, match='reactor is stopping'):
+        bridge.wait_connected(failures, soon(60), None)
+
+
+def test_a_failed_attempt_ends_a_wait_for_a_connection_only_if_it_came_after_the_request(posts):
+    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge.attempt_failed(NotConnected('refused, before the request'))
+    failures = bridge.failures()
+    bridge._changed = ScriptedWaits(bridge, lambda: bridge.attempt_failed(NotConnected('refused')))
+    with pytest.raises(NotConnected, match='^refused$'):
+        bridge.wait_connected(failures, soon(60), None)
+
+
+class SlowSocket:
+    """A socket whose ``send`` takes its time: the reactor acts while a write is under way."""
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+        self.sending = threading.Event()
+        self.finish = threading.Event()
+
+    def dup(self):
+        return self
+
+    def fileno(self) -> int:
+        return -1
+
+    def send(self, data) -> int:
+        self.events.append('send')
+        if self.sending.is_set():
+            raise BlockingIOError  # the device stopped reading: the writer waits and comes back
+        self.sending.set()
+        self.finish.wait(5)     # the reactor acts while this send is under way
+        self.events.append('first send returned')
+        return 1
+
+    def close(self) -> None:
+        self.events.append('closed')
+
+
+def test_a_drop_racing_a_write_never_closes_the_socket_under_it_nor_writes_after(posts):
+    events: list = []
+    sock = SlowSocket(events)
+    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge.connection_up(1, sock)
+    outcome = []
+
+    def write():
+        try:
+            bridge.write(1, b'four', soon())
+        except ConnectionError as exc:
+            outcome.append(exc)
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert sock.sending.wait(2)
+    reactor = threading.Thread(target=bridge.connection_down, args=(1, DeviceDisconnected('peer reset')))
+    reactor.start()
+    reactor.join(0.2)
+    assert reactor.is_alive()                     # held off until the send is done
+    sock.finish.set()
+    writer.join(2)
+    reactor.join(2)
+    assert events[:2] == ['send', 'first send returned']  # the close waited for the send
+    assert events[-1] == 'closed'                       # and no send came after it
+    assert len(outcome) == 1 and isinstance(outcome[0], DeviceDisconnected)
+
+
+def test_a_write_to_a_replaced_connection_fails_instead_of_reaching_the_new_one(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    bridge.connection_down(1, DeviceDisconnected('lost'))
+    bridge.connection_up(2, pair[0])
+    with pytest.raises(DeviceDisconnected):
+        bridge.write(1, b'for the old connection', soon())
+    pair[1].setblocking(False)
+    with pytest.raises(BlockingIOError):
+        pair[1].recv(100)                         # nothing reached the device
+
+
+def test_reactor_code_readers_get_their_frame_or_the_error(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    got = []
+    bridge.when_frame(LINE).addCallbacks(got.append, got.append)
+    bridge.feed(1, b'one\ntwo')
+    assert got == [b'one']
+    bridge.when_frame(LINE).addCallbacks(got.append, got.append)
+    bridge.connection_down(1, DeviceDisconnected('lost'))
+    assert got[1].check(DeviceDisconnected)
+    bridge.connection_up(2, pair[0])
+    bridge.when_frame(LINE)
+    with pytest.raises(RuntimeError, match='already waiting'):
+        bridge.when_frame(LINE)
