@@ -51,7 +51,8 @@ def simulated_device(_socs_tcp_test_scope) -> Callable:
     """``simulated_device(kind, *args) -> Simulator``: ``socs-tcp simulate <kind>`` for this test.
 
     ``kind`` is a device ``socs-tcp simulate`` knows (``'compressor'``,
-    ``'psu'``); ``args`` are more of its options. The simulator listens on
+    ``'psu'``, ``'cryomech-cpa'``, ``'lakeshore372'``, ``'pfeiffer-tpg366'``);
+    ``args`` are more of its options. The simulator listens on
     free 127.0.0.1 ports (``.port``; ``.control_port``) and takes fault
     commands with ``.control('stop')``, ``.control('start')``, ...; it is
     stopped after the test.

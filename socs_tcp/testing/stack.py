@@ -315,7 +315,10 @@ class OcsStack:
 
         Parameters
         ----------
-        kind : {'compressor', 'psu'}
+        kind : str
+            A device ``socs-tcp simulate`` knows: ``'compressor'``, ``'psu'``
+            (the sample agents'), ``'cryomech-cpa'``, ``'lakeshore372'``,
+            ``'pfeiffer-tpg366'`` (SOCS agents' devices).
         name : str, optional
             Default: ``'<kind>-sim'``.
         args : sequence of str
