@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from twisted.internet.protocol import ReconnectingClientFactory
@@ -29,8 +30,9 @@ class Backoff:
     max_delay : float
         The cap on the delay, in seconds.
     jitter : float
-        Relative spread of each delay (0 <= jitter < 1), so that many devices
-        that failed together do not retry in lockstep.
+        Relative spread of each delay (0 <= jitter < 1): a wait is drawn
+        uniformly within ``delay * (1 +- jitter)``, so that many devices that
+        failed together do not retry in lockstep.
     """
 
     initial: float = 0.25
@@ -53,9 +55,17 @@ class Backoff:
             raise ValueError(f'Backoff jitter must be in [0, 1), got {self.jitter!r}')
 
     def apply_to(self, factory: ReconnectingClientFactory) -> None:
-        """Set ``factory``'s retry attributes from this policy and reset its delay."""
+        """Set ``factory``'s retry attributes from this policy and reset its delay.
+
+        The factory's own jitter is set to 0: its Gaussian draw can come out
+        negative. The caller spreads each wait with ``spread`` instead.
+        """
         factory.initialDelay = self.initial
         factory.factor = self.factor
         factory.maxDelay = self.max_delay
-        factory.jitter = self.jitter
+        factory.jitter = 0
         factory.delay = self.initial
+
+    def spread(self, delay: float, rng: random.Random = random) -> float:
+        """One wait of about ``delay`` seconds: within ``delay * (1 +- jitter)``, always > 0."""
+        return delay * (1.0 + self.jitter * rng.uniform(-1.0, 1.0))

@@ -63,7 +63,8 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.connect_timeout = connect_timeout
         self.reactor = reactor
         self.clock = reactor  # ReconnectingClientFactory schedules retries on it
-        (backoff or Backoff()).apply_to(self)
+        self.backoff = backoff or Backoff()
+        self.backoff.apply_to(self)
         self.trace = False
         self.stats = LinkStats()
         self.bridge = Bridge(reactor, self.resume_reading, input_limit)
@@ -155,15 +156,20 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self._attempt(None)
 
     def _retry_later(self, reason: Failure) -> None:
-        self.retry(self.connector)  # ReconnectingClientFactory: after the (jittered) backoff delay
+        # ReconnectingClientFactory waits self.delay, then grows it by factor
+        # (capped). Its own jitter is off (Backoff.apply_to): it can draw a
+        # negative delay, which callLater refuses, leaving no retry at all.
+        # This one spreads the wait but never the growth, and stays > 0.
+        delay = self.delay
+        self.delay = self.backoff.spread(delay)
+        self.retry(self.connector)
+        self.delay = min(delay * self.factor, self.maxDelay)
 
     def _cancel_retry(self, _: object) -> None:
         # stopTrying cancels the scheduled retry (and stops an attempt under
         # way, whose failure then changes nothing); trying goes on later.
         self.stopTrying()
         self.continueTrying = True
-
-    _stop_attempt = _cancel_retry
 
     def _adopt(self, proto: DeviceProtocol) -> None:
         self.resetDelay()
@@ -209,12 +215,14 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.handle(LinkEvent.STARTED)
 
     def clientConnectionFailed(self, connector, reason: Failure) -> None:
+        if self.state is not LinkState.CONNECTING:
+            return  # an attempt we stopped ourselves (comm.close(), close()): not a failure
         cause = reason.getErrorMessage()
         self.stats.connect_failures += 1
         self.stats.record_error(f'cannot connect: {cause}')
         error = NotConnected(f'cannot connect to {self.address}: {cause}')
         self.bridge.attempt_failed(error)
-        if self.state is LinkState.CONNECTING and not self._outage_logged:
+        if not self._outage_logged:
             self._outage_logged = True  # once per outage: dead devices must not flood the log
             self.log.warn('{address}: cannot connect ({reason}); retrying in the background',
                           address=self.address, reason=cause)

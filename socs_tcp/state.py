@@ -45,8 +45,10 @@ TRANSITIONS: dict[tuple[LinkState, LinkEvent], tuple[LinkState, str | None]] = {
 
     (S.CONNECTING, E.MADE): (S.CONNECTED, '_adopt'),
     (S.CONNECTING, E.FAILED): (S.WAITING, '_retry_later'),
-    (S.CONNECTING, E.REST): (S.IDLE, '_stop_attempt'),
-    (S.CONNECTING, E.CLOSE): (S.CLOSED, '_stop_attempt'),
+    # A connection that ends before it was made (its setup failed): try again later.
+    (S.CONNECTING, E.LOST): (S.WAITING, '_retry_later'),
+    (S.CONNECTING, E.REST): (S.IDLE, '_cancel_retry'),
+    (S.CONNECTING, E.CLOSE): (S.CLOSED, '_cancel_retry'),
 
     (S.CONNECTED, E.LOST): (S.WAITING, '_retry_later'),
     (S.CONNECTED, E.DROP): (S.DROPPING, '_abort'),

@@ -163,8 +163,8 @@ def test_the_state_changes_only_by_the_table(reactor):
         for event in LinkEvent:
             factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
             factory.state = state
-            for name in ('_attempt', '_attempt_now', '_retry_later', '_cancel_retry', '_stop_attempt',
-                         '_adopt', '_abort', '_refuse'):
+            for name in ('_attempt', '_attempt_now', '_retry_later', '_cancel_retry', '_adopt', '_abort',
+                         '_refuse'):
                 setattr(factory, name, mock.Mock(name=name))
             factory.handle(event, 'detail')
             expected, action = TRANSITIONS.get((state, event), (state, None))
@@ -173,3 +173,36 @@ def test_the_state_changes_only_by_the_table(reactor):
                                                           else 'idle')
             if action is not None:
                 getattr(factory, action).assert_called_once_with('detail')
+
+
+def test_a_large_jitter_spreads_each_wait_but_never_makes_it_negative(reactor):
+    """Twisted's Gaussian jitter could draw a negative delay: callLater refused it, no retry came."""
+    factory = DeviceClientFactory('127.0.0.1', 7, backoff=Backoff(initial=1, factor=2, max_delay=8,
+                                                                  jitter=0.9), reactor=reactor)
+    factory.start()
+    for attempt in range(200):
+        refused(factory, reactor)
+        delay = reactor.getDelayedCalls()[0].getTime() - reactor.seconds()
+        base = min(2 ** attempt, 8)                # the growth itself is not jittered
+        assert 0.1 * base <= delay <= 1.9 * base, (attempt, delay)
+        retry_fires(factory, reactor, delay)
+
+
+def test_an_attempt_stopped_by_comm_close_is_not_counted_as_a_failure(reactor):
+    factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+    factory.start()
+    failures = factory.bridge.failures()
+    factory.rest('comm.close() called')            # stops the attempt under way ...
+    factory.clientConnectionFailed(reactor.connectors[-1],
+                                   Failure(ConnectionRefusedError('User aborted connection')))
+    assert factory.state is LinkState.IDLE
+    assert factory.bridge.failures() == failures   # ... so a caller waiting to connect waits on
+    assert factory.stats.connect_failures == 0
+
+
+def test_a_connection_lost_while_it_was_being_set_up_is_retried(reactor):
+    factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+    factory.start()
+    lost(factory, reactor)                         # e.g. connectionMade failed
+    assert factory.state is LinkState.WAITING
+    assert len(reactor.getDelayedCalls()) == 1     # not stuck in connecting for good
