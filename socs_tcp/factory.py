@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.logger import Logger
@@ -145,11 +148,13 @@ class DeviceClientFactory(ReconnectingClientFactory):
         if self._shutdown_trigger is None:
             self._shutdown_trigger = self.reactor.addSystemEventTrigger(
                 'before', 'shutdown', self._reactor_stopping)
+        host = self._host_to_connect()
         if self.connector is None:
-            self.connector = self.reactor.connectTCP(self.host, self.port, self,
-                                                     timeout=self.connect_timeout)
+            self.connector = self.reactor.connectTCP(host, self.port, self, timeout=self.connect_timeout)
         else:
+            self.connector.host = host
             self.connector.connect()
+        self.connector.host = self.host  # later attempts look the name up again (a device may move)
 
     def _attempt_now(self, _: object) -> None:
         self._cancel_retry(None)
@@ -317,6 +322,22 @@ class DeviceClientFactory(ReconnectingClientFactory):
         raise DeviceTimeout(message)
 
     # -- internals -------------------------------------------------------------
+
+    def _host_to_connect(self) -> str:
+        """The host for this attempt: a name looked up now if the reactor does not run yet.
+
+        Twisted resolves names in the reactor's thread pool, which starts only
+        when the reactor runs: a caller turning the reactor before that (a
+        driver talking to its device in an agent's ``__init__``) would wait
+        for a lookup that never ends. That caller blocks anyway, so the name
+        is looked up here; one that does not resolve is left to Twisted.
+        """
+        if self.reactor.running or isIPAddress(self.host):
+            return self.host
+        try:
+            return socket.gethostbyname(self.host)
+        except OSError:
+            return self.host
 
     def _when_gone(self) -> Deferred:
         """A Deferred that fires once there is no connection (at once if there is none)."""

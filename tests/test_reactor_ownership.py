@@ -165,3 +165,23 @@ def test_the_declared_reactor_owner_wins_over_the_guess(line_device):
     assert rc == 0, err
     assert "b'declared' True" in out
     assert "refused: owner must be 'application' or 'background', got 'nobody'" in out
+
+
+BY_NAME_BEFORE_RUN = """
+    import sys, time
+    import socs_tcp
+    socs_tcp.set_reactor_owner('application')    # an agent: nobody runs the reactor yet
+    start = time.monotonic()
+    dev = socs_tcp.TCPInterface('localhost', int(sys.argv[1]), 2, read_termination=b'\\\\n')
+    print('connected', dev.connected, 'quickly', time.monotonic() - start < 1.5)
+    print(dev.query(b'by name\\\\n'))
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_device_named_by_host_name_connects_before_the_reactor_runs(line_device):
+    # Twisted looks names up in the reactor's thread pool, which starts only with the reactor.
+    rc, out, err, _ = yield in_worker(run_script, BY_NAME_BEFORE_RUN, line_device.port)
+    assert rc == 0, err
+    assert 'connected True quickly True' in out, out
+    assert "b'by name'" in out
