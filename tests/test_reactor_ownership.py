@@ -172,9 +172,9 @@ BY_NAME_BEFORE_RUN = """
     import socs_tcp
     socs_tcp.set_reactor_owner('application')    # an agent: nobody runs the reactor yet
     start = time.monotonic()
-    dev = socs_tcp.TCPInterface('localhost', int(sys.argv[1]), 2, read_termination=b'\\\\n')
+    dev = socs_tcp.TCPInterface('localhost', int(sys.argv[1]), 2, read_termination=b'\\n')
     print('connected', dev.connected, 'quickly', time.monotonic() - start < 1.5)
-    print(dev.query(b'by name\\\\n'))
+    print(dev.query(b'by name\\n'))
 """
 
 
