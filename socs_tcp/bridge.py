@@ -62,9 +62,9 @@ class Bridge:
         below half the ``input_limit`` after the reactor paused reading.
     input_limit : int
         Buffered bytes above which the reactor stops reading the connection
-        (TCP flow control then holds the device back). A frame that needs
-        more (``read_exactly(n)`` with a larger ``n``) raises the limit for
-        its own wait.
+        while nobody waits for input (TCP flow control then holds the device
+        back). While a caller waits for a frame, reading goes on: the input
+        is that caller's reply, however long.
     """
 
     def __init__(self, reactor, resume_reading: Callable[[Generation], None], input_limit: int) -> None:
@@ -195,7 +195,7 @@ class Bridge:
                 self._changed.notify_all()
             fire = self._detach_reader() if self._reader is not None else None
             pause = (not self._paused and len(buffered) > self.input_limit
-                     and (frame is None or len(buffered) > frame.size))
+                     and self._waiting_frame is None and self._reader is None)
             if pause:
                 self._paused = True
         if fire is not None:
@@ -223,6 +223,8 @@ class Bridge:
                 raise RuntimeError('reactor code is already waiting for a frame on this link')
             self._reader = (frame, d)
             fire = self._detach_reader()
+            if self._reader is not None and self._paused:
+                self._resume()
         if fire is not None:
             fire()
         return d
@@ -305,12 +307,11 @@ class Bridge:
                         raise _fresh(self._error)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        paused = ', reading paused at input_limit' if self._paused else ''
                         raise DeviceTimeout(f'no complete reply within the timeout '
-                                            f'({len(self._data)} bytes buffered{paused})')
+                                            f'({len(self._data)} bytes buffered)')
                     self._waiting_frame = frame
-                    if self._paused and frame.size > len(self._data):
-                        self._resume()  # a frame larger than the limit must be able to complete
+                    if self._paused:
+                        self._resume()  # a reply longer than the limit must be able to complete
                     self._wait(remaining, pump)
             finally:
                 self._waiting_frame = None

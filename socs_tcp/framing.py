@@ -1,9 +1,7 @@
 """Frames: how much of the input buffer makes one reply.
 
 Each frame is a small value that answers two questions about a buffer:
-``ready`` (is a complete frame there?) and ``extract`` (remove and return it),
-and says with ``size`` how many bytes it needs at least (so that a limit on
-buffered input never makes a frame impossible to complete).
+``ready`` (is a complete frame there?) and ``extract`` (remove and return it).
 The words follow pyvisa (``read_termination``) and pyserial (``read_until``).
 """
 
@@ -14,7 +12,6 @@ class Chunk:
     """Whatever is there, at least one byte and at most ``max_size`` (like ``socket.recv``)."""
 
     __slots__ = ('max_size',)
-    size = 1
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
@@ -57,7 +54,6 @@ class Terminated:
     """
 
     __slots__ = ('terminator', 'strip')
-    size = 1
 
     def __init__(self, terminator: bytes, strip: bool) -> None:
         self.terminator = terminator

@@ -56,9 +56,10 @@ class TCPInterface:
     connect_timeout : float, optional
         Seconds a connection attempt may take (default: ``timeout``).
     input_limit : int
-        Bytes of unread input above which the reactor stops reading until
-        they are read (TCP flow control then holds the device back, as the
-        kernel buffer does for ``socs.tcp``). Nothing is dropped.
+        Bytes of unread input above which the reactor stops reading while
+        no call waits for input, until they are read (TCP flow control then
+        holds the device back, as the kernel buffer does for ``socs.tcp``).
+        A reply a call waits for may be longer. Nothing is dropped.
     trace : bool
         Log every byte in and out at debug level.
     encoding : str

@@ -334,3 +334,11 @@ def test_reactor_code_readers_get_their_frame_or_the_error(posts, pair):
     bridge.when_frame(LINE)
     with pytest.raises(RuntimeError, match='already waiting'):
         bridge.when_frame(LINE)
+
+
+def test_a_caller_that_starts_waiting_resumes_reading_the_limit_paused(posts, pair):
+    bridge = connected_bridge(posts, pair[0], input_limit=10)
+    assert bridge.feed(1, b'x' * 11) is True       # nobody reading: pause
+    bridge._changed = ScriptedWaits(bridge, posts.run, lambda: bridge.feed(1, b'\n'))
+    assert bridge.take(LINE, soon(), None) == b'x' * 11
+    assert bridge.resumed == [1]                   # the reply went on arriving

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import socket
@@ -114,4 +115,30 @@ def test_a_writer_to_a_device_that_stopped_reading_waits_without_spinning(listen
         finally:
             peer.close()
             dev.close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reply_longer_than_the_input_limit_completes_for_the_caller_waiting_for_it(listener):
+    """input_limit holds back input nobody waits for, never the reply a caller is reading."""
+    dump = pattern(300 * KIB).replace(b'\n', b'.') + b'\n'    # one terminated line
+
+    def device():
+        peer, _ = listener.accept()
+        with peer, contextlib.suppress(ConnectionResetError):  # close() aborts: a reset ends it
+            peer.settimeout(5)
+            while peer.recv(100):
+                peer.sendall(dump)
+
+    def body():
+        serving = threading.Thread(target=device)
+        serving.start()
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           input_limit=64 * KIB)
+        try:
+            assert dev.query(b'CURV?\n') == dump[:-1]
+            assert dev.stats['timeouts'] == 0 and dev.stats['disconnects'] == 0
+        finally:
+            dev.close()
+            serving.join(5)
     yield in_worker(body)
