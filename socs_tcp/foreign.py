@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted.logger import LogLevel
+from twisted.logger import Logger, LogLevel
 
 from socs_tcp.errors import DeviceDisconnected, NotConnected
 from socs_tcp.framing import Frame
 
 if TYPE_CHECKING:
     from socs_tcp.interface import TCPInterface
+
+log = Logger(namespace='socs_tcp.foreign')
 
 
 def send(interface: TCPInterface, data: bytes) -> None:
@@ -70,5 +72,5 @@ def reconnect(interface: TCPInterface) -> None:
         try:
             comm.close()
         except Exception:  # a fake's close may fail; the old socket is dropped either way
-            interface.log.failure('closing the old comm failed', level=LogLevel.debug)
+            log.failure('closing the old comm failed', level=LogLevel.debug)
     interface.comm = interface._connect((interface.ip_address, interface.port))

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from socs_tcp import arguments, foreign, reactor_owner
 from socs_tcp.backoff import Backoff
@@ -18,6 +19,12 @@ from socs_tcp.factory import DEFAULT_INPUT_LIMIT, DeviceClientFactory
 from socs_tcp.framing import Chunk, Exactly, Frame, Terminated, reply_frame
 
 _DEFAULT = object()
+
+# Module-level, not a class attribute: a Logger reached through an instance
+# puts that instance in every event as log_source, and Twisted keeps the
+# events it logs before logging begins (a plain script never begins it): the
+# interface could then never be collected, nor close its connection.
+log = Logger(namespace='socs_tcp.interface')
 
 
 class TCPInterface:
@@ -79,8 +86,6 @@ class TCPInterface:
         ``select``), also while the device is down.
     """
 
-    log = Logger()
-
     def __init__(self, ip_address: str, port: int, timeout: float = 10, *,
                  read_termination: bytes | str | None = None,
                  write_termination: bytes | str = b'',
@@ -116,6 +121,7 @@ class TCPInterface:
         self._bridge = self._factory.bridge
         self._io_lock = threading.RLock()   # one operation at a time; re-entered by on_connect
         self._hooked: Generation = 0        # the connection whose on_connect has run
+        self._hook_deadline: tuple[int, float] | None = None  # (thread, deadline) while it runs
         # The connection on which the last read timed out: its reply may still
         # come, so the next request starts on a fresh connection instead.
         self._overdue_on: Generation = 0
@@ -202,7 +208,7 @@ class TCPInterface:
         finally:
             self._io_lock.release()
         if self._factory.trace:
-            self.log.debug('{address} > {data!r}', address=self._factory.address, data=data)
+            log.debug('{address} > {data!r}', address=self._factory.address, data=data)
 
     def recv(self, bufsize: int = 4096, reset_on_error: bool = False) -> bytes:
         """Receive up to ``bufsize`` bytes, as soon as at least one is there.
@@ -228,17 +234,18 @@ class TCPInterface:
         deadline, pump = self._begin('recv', None)
         if self._foreign_mode:
             return foreign.recv(self, bufsize, reset_on_error)
+        self._acquire(deadline)
         try:
-            self._acquire(deadline)
+            generation = self._bridge.generation
             try:
-                self._run_hook(self._bridge.generation)
+                self._run_hook(generation, deadline)
                 return self._take(Chunk(bufsize), deadline, pump)
-            finally:
-                self._io_lock.release()
-        except ConnectionError as exc:
-            if reset_on_error:
-                self._reset(f'recv failed: {exc}')
-            raise
+            except ConnectionError as exc:
+                if reset_on_error:  # this connection, while no other call can have made a new one
+                    self._reset(generation, f'recv failed: {exc}')
+                raise
+        finally:
+            self._io_lock.release()
 
     # -- framed I/O --------------------------------------------------------------
 
@@ -289,7 +296,7 @@ class TCPInterface:
             self._io_lock.release()
         self._factory.stats.queries += 1
         if self._factory.trace:
-            self.log.debug('{address} > {data!r} < {reply!r}', address=self._factory.address,
+            log.debug('{address} > {data!r} < {reply!r}', address=self._factory.address,
                            data=data, reply=reply)
         return reply
 
@@ -387,8 +394,8 @@ class TCPInterface:
             finally:
                 self._io_lock.release()
         except ConnectionError as exc:
-            self.log.warn('Unable to connect to {address}: {error}', address=self._factory.address,
-                          error=exc)
+            log.warn('Unable to connect to {address}: {error}', address=self._factory.address,
+                          error=str(exc))
             return None
         return self._comm
 
@@ -399,9 +406,13 @@ class TCPInterface:
         timeout = self._timeout if timeout is None else arguments.seconds(timeout, 'timeout')
         if self._closed:
             raise NotConnected(f'{method}() on a closed interface to {self._factory.address}')
+        deadline = time.monotonic() + timeout
+        hook = self._hook_deadline
+        if hook is not None and hook[0] == threading.get_ident():
+            deadline = min(deadline, hook[1])  # a call made by on_connect: within its caller's time
         # A fake socket from a patched _connect needs no reactor: it may be used in any thread.
-        pump = None if self._foreign_mode else reactor_owner.prepare_to_block(self._reactor, method)
-        return time.monotonic() + timeout, pump
+        pump = None if self._foreign_mode else reactor_owner.prepare_to_block(self._reactor, method, deadline)
+        return deadline, pump
 
     def _acquire(self, deadline: float) -> None:
         """Take the interface for one whole operation (release ``_io_lock`` after), waiting until ``deadline``.
@@ -420,7 +431,7 @@ class TCPInterface:
             return foreign.read(self, frame)
         self._acquire(deadline)
         try:
-            self._run_hook(self._bridge.generation)
+            self._run_hook(self._bridge.generation, deadline)
             return self._take(frame, deadline, pump)
         finally:
             self._io_lock.release()
@@ -452,8 +463,8 @@ class TCPInterface:
                 self._drop(generation, f'write failed: {exc}')
                 if attempt == 2:
                     raise
-                self.log.info('{address}: write failed ({error}); reconnecting to write once more',
-                              address=self._factory.address, error=exc)
+                log.info('{address}: write failed ({error}); reconnecting to write once more',
+                              address=self._factory.address, error=str(exc))
         raise AssertionError('unreachable')
 
     def _connection(self, deadline: float, pump: Pump | None) -> Generation:
@@ -478,22 +489,33 @@ class TCPInterface:
             failures = bridge.failures()  # before asking: a failure after this ends the wait
             bridge.post(self._factory.connect_now)
             generation = bridge.wait_connected(failures, deadline, pump)
-        self._run_hook(generation)
+        self._run_hook(generation, deadline)
         return generation
 
-    def _run_hook(self, generation: Generation) -> None:
-        """Run ``on_connect`` once on connection ``generation`` (0: none yet, nothing to do)."""
+    def _run_hook(self, generation: Generation, deadline: float) -> None:
+        """Run ``on_connect`` once on connection ``generation`` (0: none yet, nothing to do).
+
+        The hook's own calls end by ``deadline`` too (the call that made the
+        connection must not outlast its timeout), and a read in it that times
+        out (an optional prompt that did not come) does not mark the new
+        connection as overdue.
+        """
         if self._on_connect is None or not generation or self._hooked == generation:
             return
         self._hooked = generation  # before: the hook does I/O through us
+        overdue, self._hook_deadline = self._overdue_on, (threading.get_ident(), deadline)
         try:
             self._on_connect(self)
         except Exception as exc:
             self._drop(generation, f'on_connect failed: {exc!r}')
-            self.log.failure('{address}: on_connect hook failed', address=self._factory.address)
+            failure = Failure()
+            failure.cleanFailure()  # a traceback in a buffered log event would keep us alive
+            log.failure('{address}: on_connect hook failed', failure, address=self._factory.address)
             if isinstance(exc, ConnectionError):
                 raise
             raise DeviceDisconnected(f'on_connect failed on {self._factory.address}: {exc!r}') from exc
+        finally:
+            self._overdue_on, self._hook_deadline = overdue, None
 
     def _drop(self, generation: Generation, why: str) -> None:
         """Stop using connection ``generation`` now (its late input is dropped); abort it in the reactor."""
@@ -503,9 +525,8 @@ class TCPInterface:
         factory.stats.record_dropped(self._bridge.discard(generation, error))
         self._bridge.post(factory.drop, generation, why)
 
-    def _reset(self, why: str) -> None:
-        """Drop the current connection and reconnect in the background."""
-        generation = self._bridge.generation
+    def _reset(self, generation: Generation, why: str) -> None:
+        """Drop connection ``generation`` (0: none) and reconnect in the background."""
         if generation:
             self._drop(generation, why)
         self._bridge.post(self._factory.connect_now)

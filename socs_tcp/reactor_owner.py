@@ -28,6 +28,7 @@ import atexit
 import enum
 import sys
 import threading
+import time
 
 from twisted.python import threadable
 
@@ -79,10 +80,11 @@ def reactor_owner() -> Owner:
     return Owner.BACKGROUND
 
 
-def prepare_to_block(reactor, method: str) -> Pump | None:
+def prepare_to_block(reactor, method: str, deadline: float) -> Pump | None:
     """Check that the calling thread may block on ``reactor``; say how it waits.
 
-    Starts the background reactor if it is ours to run and not running yet.
+    Starts the background reactor if it is ours to run and not running yet
+    (waiting for it no later than ``deadline``, a ``time.monotonic()`` value).
 
     Returns
     -------
@@ -110,7 +112,7 @@ def prepare_to_block(reactor, method: str) -> Pump | None:
     if id(reactor) in _stopped:
         raise NotConnected(f'{method}(): the reactor has stopped')
     if reactor_owner() is Owner.BACKGROUND:
-        start_background_reactor(reactor)
+        start_background_reactor(reactor, max(0.0, deadline - time.monotonic()))
         return None
     if threading.current_thread() is threading.main_thread():
         return lambda seconds: _turn(reactor, seconds)
@@ -131,11 +133,19 @@ def watch(reactor) -> None:
         if key in _watched:
             return
         _watched.add(key)
-    reactor.addSystemEventTrigger('after', 'shutdown', _stopped.add, key)
+    if reactor.running and not threadable.isInIOThread():
+        # The reactor's API is not thread-safe: register from its own thread.
+        reactor.callFromThread(reactor.addSystemEventTrigger, 'after', 'shutdown', _stopped.add, key)
+    else:
+        reactor.addSystemEventTrigger('after', 'shutdown', _stopped.add, key)
 
 
-def start_background_reactor(reactor) -> None:
-    """Run ``reactor`` in a daemon thread (once), and stop it at interpreter exit."""
+def start_background_reactor(reactor, timeout: float = _STARTUP_TIMEOUT) -> None:
+    """Run ``reactor`` in a daemon thread (once), and stop it at interpreter exit.
+
+    Waits up to ``timeout`` seconds for it to run (a call waiting on it is
+    bounded by its own deadline anyway).
+    """
     global _background
     with _lock:
         if _background is not None or reactor.running:
@@ -147,7 +157,7 @@ def start_background_reactor(reactor) -> None:
         thread.start()
         _background = thread
         atexit.register(_stop_background, reactor, thread)
-    running.wait(_STARTUP_TIMEOUT)
+    running.wait(min(timeout, _STARTUP_TIMEOUT))
 
 
 def _turn(reactor, seconds: float) -> None:

@@ -120,3 +120,29 @@ def test_comm_is_none_only_until_the_first_connection(line_device):
         assert dev.comm is not None
         dev.close()
     yield in_worker(body)
+
+
+FORGOTTEN = """
+    import gc, sys, time
+    import socs_tcp
+    socs_tcp.set_reactor_owner('background')   # a plain script: Twisted keeps its log events
+    def hook(dev):
+        raise ValueError('garbage at init')
+    down = socs_tcp.TCPInterface('127.0.0.1', int(sys.argv[1]), 0.5)   # logs 'Unable to connect'
+    failing = socs_tcp.TCPInterface('127.0.0.1', int(sys.argv[2]), 0.5, on_connect=hook)  # logs a failure
+    links = [down._factory, failing._factory]
+    del down, failing
+    deadline = time.monotonic() + 2
+    while any(f.state.value != 'closed' for f in links) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print([f.state.value for f in links])
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_interface_that_logged_is_still_collected_and_closed_in_a_plain_script(line_device):
+    from tests.test_interface import free_port
+    from tests.test_reactor_ownership import run_script
+    rc, out, err, _ = yield in_worker(run_script, FORGOTTEN, free_port(), line_device.port)
+    assert rc == 0, err
+    assert "['closed', 'closed']" in out, out + err

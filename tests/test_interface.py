@@ -534,3 +534,60 @@ def test_send_recv_drivers_never_read_a_late_reply_either(line_device):
             assert dev.query('third') == b'third'
             assert dev.stats['connects'] == 2
     yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_on_connect_io_ends_within_the_deadline_of_the_call_that_connected(line_device):
+    def wait_for_a_prompt_that_never_comes(dev):
+        dev.read_until(b'>')                 # the interface's own timeout (3 s) would apply
+
+    def body():
+        dev = line_interface(line_device, timeout=3, on_connect=wait_for_a_prompt_that_never_comes)
+        dev.close()                          # construction ran the hook on the first connection
+        dev = TCPInterface('127.0.0.1', line_device.port, 3, read_termination=b'\n',
+                           write_termination=b'\n', on_connect=wait_for_a_prompt_that_never_comes)
+        line_device.blocking.drop_connections()
+        deadline = time.monotonic() + 2
+        while dev.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        error, took = timed(dev.query, 'x', timeout=0.5)   # reconnects: the hook runs again
+        assert isinstance(error, ConnectionError), error
+        assert took < 0.5 + MARGIN, took
+        dev.close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_on_connect_that_drains_an_optional_prompt_does_not_make_requests_reconnect(line_device):
+    def drain_prompt_if_any(dev):
+        try:
+            dev.read_until(b'>', timeout=0.05)
+        except DeviceTimeout:
+            pass                             # this device sends no prompt: fine
+
+    def body():
+        with line_interface(line_device, on_connect=drain_prompt_if_any) as dev:
+            for i in range(6):
+                assert dev.query(f'q{i}') == f'q{i}'.encode()
+            assert dev.stats['connects'] == 1 and dev.stats['disconnects'] == 0
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_recv_reset_on_error_drops_the_connection_it_read_on_while_no_other_call_runs(line_device,
+                                                                                      monkeypatch):
+    resets = []
+    real_reset = TCPInterface._reset
+
+    def record(self, generation, why):
+        resets.append((generation, self._bridge.generation, self._io_lock._is_owned()))
+        return real_reset(self, generation, why)
+    monkeypatch.setattr(TCPInterface, '_reset', record)
+
+    def body():
+        with line_interface(line_device, timeout=0.1) as dev:
+            with pytest.raises(DeviceTimeout):
+                dev.recv(reset_on_error=True)
+    yield in_worker(body)
+    # under the interface's lock: no other thread can have connected anew in between
+    assert len(resets) == 1 and resets[0][0] == resets[0][1] and resets[0][2] is True

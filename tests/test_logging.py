@@ -14,6 +14,7 @@ import pytest_twisted
 from twisted.logger import LegacyLogObserverWrapper, Logger
 from twisted.python import log as legacy_log
 
+import socs_tcp.interface
 from socs_tcp import Backoff, DeviceClientFactory, DeviceTimeout, NotConnected, TCPInterface
 from tests.conftest import in_worker
 
@@ -30,8 +31,8 @@ def test_every_link_log_line_says_why_in_the_legacy_log(line_device, monkeypatch
     def observe(event: dict) -> None:
         keys.update(event)                 # the fields as socs_tcp logged them
         to_legacy(dict(event))
-    for cls in (DeviceClientFactory, TCPInterface):
-        monkeypatch.setattr(cls, 'log', Logger(namespace=f'socs_tcp.{cls.__name__}', observer=observe))
+    monkeypatch.setattr(DeviceClientFactory, 'log', Logger(namespace='socs_tcp.factory', observer=observe))
+    monkeypatch.setattr(socs_tcp.interface, 'log', Logger(namespace='socs_tcp.interface', observer=observe))
 
     def body():
         dev = TCPInterface('127.0.0.1', line_device.port, 0.2, read_termination=b'\n',
