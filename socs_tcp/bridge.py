@@ -316,15 +316,12 @@ class Bridge:
             finally:
                 self._waiting_frame = None
 
-    def write(self, generation: Generation, data: bytes, deadline: float | None,
+    def write(self, generation: Generation, data: bytes, deadline: float,
               pump: Pump | None = None) -> int:
         """Write every byte of ``data`` to connection ``generation``; return the count.
 
-        With a deadline (a caller thread), waits for a device that stops
-        reading until then. With None (reactor code), a write that cannot
-        complete at once fails rather than block the reactor (device
-        messages are small: a full send buffer means the device stopped
-        reading).
+        Waits for a device that stops reading until ``deadline``. For
+        callers' threads only: reactor code writes to its transport.
 
         Raises
         ------
@@ -348,8 +345,6 @@ class Bridge:
                 if not view:
                     return len(data)
                 fd = writer.fileno()
-            if deadline is None:
-                raise DeviceDisconnected('the device is not reading its input (send buffer full)')
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeviceTimeout(f'the device did not accept {len(view)} bytes within the timeout')

@@ -10,11 +10,13 @@ do the I/O on it. Every failure is a ``ConnectionError``, as elsewhere.
 
 from __future__ import annotations
 
+import selectors
+import socket
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger, LogLevel
 
-from socs_tcp.errors import DeviceDisconnected, NotConnected
+from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected
 from socs_tcp.framing import Frame
 
 if TYPE_CHECKING:
@@ -42,10 +44,15 @@ def send(interface: TCPInterface, data: bytes) -> None:
 
 
 def recv(interface: TCPInterface, bufsize: int, reset_on_error: bool) -> bytes:
-    """``recv`` on ``interface.comm``; a peer that closed (``b''``) is a disconnect."""
+    """``recv`` on ``interface.comm``, bounded by the timeout for a real socket (as socs.tcp's
+    ``select`` first); a peer that closed (``b''``) is a disconnect."""
     comm = interface.comm
     if comm is None:
         raise NotConnected('connection not established, not ready to read')
+    if isinstance(comm, socket.socket) and not _readable(comm, interface.timeout):
+        if reset_on_error:
+            reconnect(interface)
+        raise DeviceTimeout(f'nothing to read within {interface.timeout} s')
     try:
         data = comm.recv(bufsize)
     except Exception as exc:
@@ -63,6 +70,12 @@ def read(interface: TCPInterface, frame: Frame) -> bytes:
     while (reply := frame.extract(buffer)) is None:
         buffer += recv(interface, 4096, False)
     return reply
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
 
 
 def reconnect(interface: TCPInterface) -> None:

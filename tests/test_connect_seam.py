@@ -7,12 +7,14 @@ construction fails. Both must mean the same with socs_tcp as the base class.
 
 from __future__ import annotations
 
+import socket
+import time
 from unittest import mock
 
 import pytest
 import pytest_twisted
 
-from socs_tcp import DeviceDisconnected, TCPInterface
+from socs_tcp import DeviceDisconnected, DeviceTimeout, TCPInterface
 from tests.conftest import in_worker
 from tests.test_interface import free_port
 
@@ -70,3 +72,19 @@ def test_a_patched_connect_that_raises_makes_construction_raise_as_with_socs_tcp
     with mock.patch.object(TCPInterface, '_connect', mock.Mock(side_effect=RuntimeError('Unhandled error'))):
         with pytest.raises(RuntimeError, match='Unhandled error'):
             TCPInterface('127.0.0.1', 7777, 10)
+
+
+def test_recv_on_a_real_socket_from_a_patched_connect_is_bounded_by_the_timeout():
+    ours, device = socket.socketpair()
+    try:
+        with mock.patch.object(TCPInterface, '_connect', mock.MagicMock(return_value=ours)):
+            dev = TCPInterface('127.0.0.1', 7777, 0.3)
+        start = time.monotonic()
+        with pytest.raises(DeviceTimeout):
+            dev.recv()                                  # socs.tcp selects with its timeout first
+        assert time.monotonic() - start < 0.3 + 0.25
+        device.sendall(b'late\n')
+        assert dev.recv() == b'late\n'
+    finally:
+        ours.close()
+        device.close()

@@ -591,3 +591,37 @@ def test_recv_reset_on_error_drops_the_connection_it_read_on_while_no_other_call
     yield in_worker(body)
     # under the interface's lock: no other thread can have connected anew in between
     assert len(resets) == 1 and resets[0][0] == resets[0][1] and resets[0][2] is True
+
+
+@pytest_twisted.inlineCallbacks
+def test_reactor_code_never_glues_a_query_onto_a_message_cut_short():
+    """A device stops reading in the middle of a long message: the next query goes out whole."""
+    from socs_tcp import DeviceClientFactory
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(2)
+    listener.settimeout(5)
+    received = []
+
+    def device():
+        stalled, _ = listener.accept()            # takes the first connection, never reads it
+        fresh, _ = listener.accept()
+        with stalled, fresh:
+            fresh.settimeout(5)
+            line = b''
+            while not line.endswith(b'\n'):
+                line += fresh.recv(100)
+            received.append(line)
+            fresh.sendall(line)
+    serving = threading.Thread(target=device)
+    serving.start()
+    factory = DeviceClientFactory('127.0.0.1', listener.getsockname()[1], connect_timeout=1)
+    try:
+        with pytest.raises(DeviceTimeout):
+            yield factory.query(b'A' * (32 << 20) + b'\n', terminator=b'\n', timeout=0.3)
+        reply = yield factory.query(b'*IDN?\n', terminator=b'\n', timeout=2)
+        assert reply == b'*IDN?' and received == [b'*IDN?\n']
+    finally:
+        yield factory.close()
+        yield in_worker(serving.join, 5)
+        listener.close()
