@@ -8,16 +8,18 @@
 #   1. installs docker.io, docker-compose and debootstrap from Debian;
 #   2. records the host's network state, starts a private dockerd (socket,
 #      data root, exec root and pid file under one temp dir);
-#   3. pulls simonsobs/ocs and simonsobs/ocs-crossbar at the release
-#      docker/Dockerfile names, or builds local stand-ins (docker/standins/)
-#      on a Debian base made with debootstrap when no registry serves them;
+#   3. pulls the images the deployment is built on (simonsobs/ocs,
+#      simonsobs/ocs-crossbar, simonsobs/socs: what its Dockerfiles and
+#      compose files name), or builds local stand-ins (docker/standins/) on a
+#      Debian base made with debootstrap when no registry serves them;
 #   4. `compose up -d --build`, then checks: every service running, healthy
 #      where it has a healthcheck; each agent's feeds reach a WAMP client on
 #      the compose network and one on the host (published port); OCSClient on
-#      the host sees each agent's acq running with fresh readings; a device
-#      stopped through its simulator's published control port turns the
-#      agent's acq degraded, and starting it clears that; no container
-#      restarted; `compose down` within DOWN_BOUND seconds;
+#      the host sees each agent's acq running with fresh readings; each SOCS
+#      agent launched by `socs-tcp agent` says in its log that it runs on
+#      socs_tcp; a device stopped through its simulator's published control
+#      port turns the agent's acq degraded, and starting it clears that; no
+#      container restarted; `compose down` within DOWN_BOUND seconds;
 #   5. always (also on failure or Ctrl-C): compose down, dockerd stopped by
 #      its pid, its temp dir removed, host network state restored and
 #      compared with the record.
@@ -25,9 +27,9 @@
 #
 # Environment:
 #   CI_UP_COMPOSE_FILES  compose files, relative to the repository root,
-#                        space-separated (default: docker/docker-compose.yml).
-#                        A second file layered on top adds services; every
-#                        agent service in the merged config is checked.
+#                        space-separated (default: DEFAULT_COMPOSE_FILES: the
+#                        sample agents, and the SOCS agent layered on top).
+#                        Every agent service in the merged config is checked.
 #   CI_UP_ENGINE         private (default: as above, needs root) or existing:
 #                        use the engine DOCKER_HOST (or the default socket)
 #                        reaches; nothing is installed, started or restored,
@@ -43,7 +45,9 @@ source "$DOCKER_DIR/ci/host-state.sh"
 source "$DOCKER_DIR/ci/engine.sh"
 source "$DOCKER_DIR/ci/images.sh"
 
-read -ra COMPOSE_FILES <<<"${CI_UP_COMPOSE_FILES:-docker/docker-compose.yml}"
+# The whole deployment: .ci/run (through `make compose-check`) checks both, every time.
+DEFAULT_COMPOSE_FILES="docker/docker-compose.yml docker/docker-compose.socs.yml"
+read -ra COMPOSE_FILES <<<"${CI_UP_COMPOSE_FILES:-$DEFAULT_COMPOSE_FILES}"
 ENGINE_MODE=${CI_UP_ENGINE:-private}
 PYTHON=${CI_UP_PYTHON:-$ROOT/.venv/bin/python}
 PROBE="$DOCKER_DIR/ci/probe.py"
@@ -61,6 +65,8 @@ DOWN_DONE=
 declare -a TIMINGS=()
 declare -a AGENTS=()     # "service instance device control" per agent
 declare -a PORTS=()      # "service host:port" per published port
+declare -a BASES=()      # images to pull or stand in for
+declare -a LAUNCHED=()   # "service instance" per agent launched by `socs-tcp agent`
 HUB=()                   # realm address_root host_url network_url image
 T_STEP=0
 T_START=$(date +%s.%N)
@@ -131,8 +137,10 @@ read_plan() {
     while read -r kind rest; do
         case "$kind" in
             port) PORTS+=("$rest") ;;
+            base) BASES+=("$rest") ;;
             hub) read -ra HUB <<<"$rest" ;;
             agent) AGENTS+=("$rest") ;;
+            launcher) LAUNCHED+=("${rest% *}") ;;
         esac
     done <"$WORK/plan"
     local entry
@@ -140,6 +148,10 @@ read_plan() {
         read -r service instance device control <<<"$entry"
         echo "  agent service $service: instance $instance, device $device, fault control $control"
     done
+    for entry in "${LAUNCHED[@]}"; do
+        echo "  agent service ${entry% *}: launched by socs-tcp agent"
+    done
+    echo "  images to pull or stand in for: ${BASES[*]}"
 }
 
 # ports_free: every published host port is free now (else `up` fails late and obscurely).
@@ -238,6 +250,29 @@ acq_on_host() {
     # shellcheck disable=SC2046
     OCS_CONFIG_DIR="$DOCKER_DIR/config" "$PYTHON" "$PROBE" acq --timeout "$PROBE_TIMEOUT" $(instance_args) ||
         fail "OCSClient on the host does not see healthy acq sessions" crossbar $(agent_field 1)
+}
+
+# TCP_BASE: the line `socs-tcp agent` logs once the agent's reactor runs
+# (socs_tcp.compat.describe()) when socs.tcp.TCPInterface is socs_tcp's.
+TCP_BASE='TCP base: socs_tcp [^ ]+ \(socs\.tcp\.TCPInterface is socs_tcp\.TCPInterface( with SOCS_TCP_REDIRECT)?; socs [0-9][^)]*\)'
+
+# on_socs_tcp: every agent launched by `socs-tcp agent` (an unchanged SOCS
+# agent) says in its log that socs.tcp.TCPInterface is socs_tcp's; any other
+# "TCP base:" line (socs missing, not switched) fails.
+on_socs_tcp() {
+    local entry service instance line
+    if ((${#LAUNCHED[@]} == 0)); then
+        echo "  no agent is launched by socs-tcp agent here"
+        return 0
+    fi
+    for entry in "${LAUNCHED[@]}"; do
+        read -r service instance <<<"$entry"
+        line=$(compose logs --no-color "$service" 2>&1 | grep -oE 'TCP base: .*' | head -n 1 || true)
+        [[ -n "$line" ]] || fail "$service ($instance) never logged its 'TCP base:' line" "$service"
+        grep -qE "^$TCP_BASE\$" <<<"$line" ||
+            fail "$service ($instance) does not run on socs_tcp: '$line'" "$service"
+        echo "  $service ($instance): $line"
+    done
 }
 
 # faults: every agent whose device simulator publishes a control port rides out an outage.
@@ -342,7 +377,7 @@ main() {
     ports_free
 
     step "images (pull or stand-ins)"
-    images_ensure "$DOCKER_DIR" || fail "the OCS images are neither pullable nor buildable here"
+    images_ensure "$DOCKER_DIR" "${BASES[@]}" || fail "the images the deployment is built on are neither pullable nor buildable here"
 
     step "compose up -d --build"
     UP_DONE=1
@@ -360,6 +395,8 @@ main() {
     feeds_on_host
     step "OCSClient on the host: acq"
     acq_on_host
+    step "SOCS agents on socs_tcp"
+    on_socs_tcp
     step "fault via control port, recovery"
     faults
     step "no restarts"

@@ -9,6 +9,12 @@ images and the check script (docker/standins/, docker/ci/) follow OCS's
 recipes and read the deployment right. The topology runs as plain processes in
 ``test_docker_topology.py``.
 
+The deployment is two compose files: the sample agents
+(``docker-compose.yml``) and, layered on top, a SOCS agent run unchanged by
+``socs-tcp agent`` in SOCS's image with socs_tcp added
+(``docker-compose.socs.yml``, ``socs-on-socs-tcp.Dockerfile``); one site
+config serves both, so most checks here read the two files merged.
+
 The deployment itself is brought up for real by ``docker/ci-up.sh`` (CI runs
 it after this suite; ``make compose-check`` as root). The last test here runs
 it against an engine that is already reachable, and skips, saying so, when
@@ -36,8 +42,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / 'docker'
 COMPOSE_FILE = DOCKER / 'docker-compose.yml'
+SOCS_COMPOSE_FILE = DOCKER / 'docker-compose.socs.yml'
+#: The whole deployment, in the order compose layers them (ci-up.sh's default).
+COMPOSE_FILES = (COMPOSE_FILE, SOCS_COMPOSE_FILE)
 SITE_CONFIG = DOCKER / 'config' / 'default.yaml'
 DOCKERFILE = DOCKER / 'Dockerfile'
+SOCS_DOCKERFILE = DOCKER / 'socs-on-socs-tcp.Dockerfile'
 DOCKERIGNORE = ROOT / '.dockerignore'
 
 # The OCS images run Python 3.10 (Ubuntu 22.04) up to v0.12.x.
@@ -46,8 +56,20 @@ IMAGE_PYTHON = (3, 10)
 
 # -- reading the deployment --------------------------------------------------
 
-def load_compose() -> dict:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
+def load_compose(files: tuple[Path, ...] = COMPOSE_FILES) -> dict:
+    """The compose files merged as compose does here: later files add services.
+
+    The second file only adds services (compose would merge a service named
+    in both key by key); that is asserted, so this union is the merged config.
+    """
+    merged: dict = {'services': {}}
+    for path in files:
+        doc = yaml.safe_load(path.read_text())
+        services = doc.get('services') or {}
+        again = set(services) & set(merged['services'])
+        assert not again, f'{path.name} redefines {sorted(again)}: merge them key by key here too'
+        merged['services'].update(services)
+    return merged
 
 
 def load_site_config() -> dict:
@@ -85,7 +107,7 @@ def option(argv: list[str], name: str) -> str | None:
 
 
 def agent_services(compose: dict) -> dict[str, dict]:
-    """Services run by the image's entry point (ocs-agent-cli): they set INSTANCE_ID."""
+    """Services that run an OCS agent (ocs-agent-cli or socs-tcp agent): they set INSTANCE_ID."""
     return {name: svc for name, svc in compose['services'].items()
             if 'INSTANCE_ID' in environment(svc)}
 
@@ -116,10 +138,10 @@ def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     return out
 
 
-def dockerfile_from() -> str:
+def dockerfile_from(path: Path = DOCKERFILE) -> str:
     """The base image reference with build ARG defaults substituted."""
     args = {}
-    for word, rest in dockerfile_instructions():
+    for word, rest in dockerfile_instructions(path):
         if word == 'ARG' and '=' in rest:
             k, v = rest.split('=', 1)
             args[k.strip()] = v.strip()
@@ -130,17 +152,23 @@ def dockerfile_from() -> str:
 
 # -- the compose file validates -----------------------------------------------
 
-def _compose_config(path: Path) -> subprocess.CompletedProcess:
+def _compose_config(*paths: Path) -> subprocess.CompletedProcess:
     exe = shutil.which('docker-compose')
     if exe is None:
         pytest.skip("docker-compose (Debian package 'docker-compose', v1) is not installed; "
                     "CI installs it in .ci/run")
-    return subprocess.run([exe, '-f', str(path), 'config', '-q'],
-                          capture_output=True, text=True, timeout=60)
+    files = [arg for path in paths for arg in ('-f', str(path))]
+    return subprocess.run([exe, *files, 'config', '-q'], capture_output=True, text=True, timeout=60)
 
 
 def test_compose_file_validates():
+    # The sample agents alone: a site may run the main file without the SOCS one.
     result = _compose_config(COMPOSE_FILE)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_files_validate_layered():
+    result = _compose_config(*COMPOSE_FILES)
     assert result.returncode == 0, result.stderr
 
 
@@ -159,7 +187,7 @@ def test_compose_validation_rejects_a_broken_file(tmp_path):
 def test_every_agent_service_has_its_instance_under_its_hostname():
     compose, site = load_compose(), load_site_config()
     agents = agent_services(compose)
-    assert set(agents) >= {'compressor-agent', 'psu-agent'}
+    assert set(agents) >= {'compressor-agent', 'psu-agent', 'cpa-agent'}
     for name, svc in agents.items():
         host = svc.get('hostname')
         assert host, f'{name}: no hostname; ocs-agent-cli picks the host block by hostname'
@@ -182,7 +210,7 @@ def test_every_site_config_instance_has_an_agent_service():
 def test_agents_point_at_a_simulator_service_and_its_port():
     compose, site = load_compose(), load_site_config()
     sims = simulator_services(compose)
-    assert set(sims) == {'compressor-sim', 'psu-sim'}
+    assert set(sims) == {'compressor-sim', 'psu-sim', 'cpa-sim'}
     for name, svc in agent_services(compose).items():
         inst = instance_for(site, svc['hostname'], environment(svc)['INSTANCE_ID'])
         argv = flat_arguments(inst)
@@ -195,13 +223,14 @@ def test_agents_point_at_a_simulator_service_and_its_port():
 
 
 def test_simulators_listen_where_other_containers_reach_them():
+    from socs_tcp.sim.cli import DEVICES
     for name, svc in simulator_services(load_compose()).items():
         argv = svc['entrypoint']
         # 127.0.0.1 inside a container is unreachable from the agents' containers.
         assert option(argv, '--host') == '0.0.0.0', f'{name} must listen on all container interfaces'
         assert argv[:3] == ['dumb-init', 'socs-tcp', 'simulate'], \
             f'{name}: run under dumb-init so `docker compose stop` ends it at once'
-        assert argv[3] in ('compressor', 'psu'), f'{name}: unknown device {argv[3]!r}'
+        assert argv[3] in DEVICES, f'{name}: unknown device {argv[3]!r}'
         assert option(argv, '--control-port'), f'{name}: no --control-port for fault injection'
 
 
@@ -212,29 +241,69 @@ def test_simulator_healthchecks_probe_the_device_port():
         assert f"('127.0.0.1', {port})" in probe, f'{name}: healthcheck does not probe port {port}'
 
 
-def test_agent_classes_are_registered_plugins():
-    plugin = importlib.import_module('socs_tcp.agents.plugin')
+def built_from(svc: dict) -> Path:
+    """The Dockerfile a service's image is built from (every service here is built but crossbar)."""
+    build = svc['build']
+    return (DOCKER / build['context'] / build['dockerfile']).resolve()
+
+
+def agent_plugin(svc: dict) -> str:
+    """The OCS plugin module that provides an agent service's agent class.
+
+    SOCS's image (and ours derived from it) runs SOCS's agents; the socs-tcp
+    image runs this project's sample agents.
+    """
+    if dockerfile_from(built_from(svc)).startswith('simonsobs/socs:'):
+        return 'socs.plugin'
+    return 'socs_tcp.agents.plugin'
+
+
+def agent_instances() -> list[tuple[str, dict, dict]]:
+    """(service name, service, its site config instance) for every agent service."""
     site = load_site_config()
-    for host, block in site['hosts'].items():
-        for inst in block['agent-instances']:
-            cls = inst['agent-class']
-            assert cls in plugin.agents, f'{host}/{inst["instance-id"]}: {cls} not in socs_tcp.agents.plugin.agents'
-            module = plugin.agents[cls]['module']
-            assert importlib.util.find_spec(module) is not None, f'{cls}: module {module} not found'
+    return [(name, svc, instance_for(site, svc['hostname'], environment(svc)['INSTANCE_ID']))
+            for name, svc in sorted(agent_services(load_compose()).items())]
+
+
+def test_agent_classes_are_registered_plugins():
+    for name, svc, inst in agent_instances():
+        plugin = importlib.import_module(agent_plugin(svc))
+        cls = inst['agent-class']
+        assert cls in plugin.agents, f'{name}: {cls} not in {plugin.__name__}.agents'
+        module = plugin.agents[cls]['module']
+        assert importlib.util.find_spec(module) is not None, f'{cls}: module {module} not found'
+
+
+def test_socs_agent_class_resolves_to_socs_next_to_socs_tcp(capsys):
+    # SOCS's image with socs_tcp added has both plugins, as this environment
+    # has: ocs-agent-cli (and so socs-tcp agent) must still find SOCS's agent.
+    from ocs.agent_cli import build_agent_list
+    found = build_agent_list()
+    capsys.readouterr()   # it prints the plugins it loads
+    socs_agents = [(name, inst['agent-class']) for name, svc, inst in agent_instances()
+                   if agent_plugin(svc) == 'socs.plugin']
+    assert socs_agents, 'no SOCS agent in the deployment'
+    socs_plugin = importlib.import_module('socs.plugin')
+    for name, cls in socs_agents:
+        assert found[cls] == socs_plugin.agents[cls], f'{name}: {cls} resolves to {found[cls]}'
 
 
 def test_instance_arguments_parse_with_the_agents_own_parser(capsys):
     # A bad value would only show as a container in a restart loop.
-    plugin = importlib.import_module('socs_tcp.agents.plugin')
-    for host, block in load_site_config()['hosts'].items():
-        for inst in block['agent-instances']:
+    from socs_compat_fixtures import forget_socs_modules
+    try:
+        for name, svc, inst in agent_instances():
+            plugin = importlib.import_module(agent_plugin(svc))
             module = importlib.import_module(plugin.agents[inst['agent-class']]['module'])
-            where = f"{host}/{inst['instance-id']}"
+            where = f"{name} ({inst['instance-id']})"
             try:
                 args = module.make_parser().parse_args(flat_arguments(inst))
             except SystemExit:
                 pytest.fail(f'{where}: arguments rejected: {capsys.readouterr().err}')
             assert args.mode == 'acq', f'{where}: acq does not start with the container'
+    finally:
+        # SOCS drivers bind socs.tcp.TCPInterface on import: later tests import them afresh.
+        forget_socs_modules()
 
 
 def test_agents_reach_crossbar_through_the_hub_the_site_config_names():
@@ -284,11 +353,17 @@ def test_every_service_restarts_and_images_are_pinned():
         assert repo and tag and tag != 'latest', f'{name}: image {image!r} is not pinned'
 
 
-def test_built_image_is_tagged_with_the_package_version():
+def test_built_images_are_tagged_with_what_they_hold():
+    # socs-tcp:<package version>; SOCS's image with socs_tcp: socs-on-socs-tcp:<its socs tag>.
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / 'setup.cfg')
-    built = {svc['image'] for svc in load_compose()['services'].values() if 'build' in svc}
-    assert built == {f"socs-tcp:{cfg['metadata']['version']}"}
+    built: dict[str, set[Path]] = {}
+    for svc in load_compose()['services'].values():
+        if 'build' in svc:
+            built.setdefault(svc['image'], set()).add(built_from(svc))
+    socs_tag = dockerfile_from(SOCS_DOCKERFILE).split(':', 1)[1]
+    assert built == {f"socs-tcp:{cfg['metadata']['version']}": {DOCKERFILE},
+                     f'socs-on-socs-tcp:{socs_tag}': {SOCS_DOCKERFILE}}
 
 
 def test_crossbar_and_base_image_come_from_one_ocs_release():
@@ -322,6 +397,67 @@ def test_dockerfile_keeps_the_ocs_entry_point_and_installs_the_package():
     # Leaves the source tree: `import socs_tcp` must find the installed package.
     workdirs = [rest for word, rest in instructions if word == 'WORKDIR']
     assert workdirs[-1] == '/'
+
+
+# -- the SOCS agent: SOCS's image, socs_tcp added, our launcher --------------------------
+
+def socs_agent_services() -> dict[str, dict]:
+    """Agent services whose image is built FROM SOCS's image."""
+    return {name: svc for name, svc in agent_services(load_compose()).items()
+            if agent_plugin(svc) == 'socs.plugin'}
+
+
+def test_socs_image_is_socs_own_with_socs_tcp_and_our_launcher_only():
+    base = dockerfile_from(SOCS_DOCKERFILE)
+    assert re.fullmatch(r'simonsobs/socs:v\d+\.\d+\.\d+', base), f'{base}: not a SOCS release'
+    steps = [(word, rest) for word, rest in dockerfile_instructions(SOCS_DOCKERFILE)
+             if word not in ('ARG', 'FROM')]
+    # Nothing of SOCS is changed: no USER, WORKDIR, ENV, apt or pip of other packages.
+    assert steps == [('COPY', '. /app/socs_tcp/'),
+                     ('RUN', 'python -m pip install --no-cache-dir /app/socs_tcp && rm -rf /app/socs_tcp'),
+                     ('ENTRYPOINT', '["dumb-init", "socs-tcp", "agent"]')]
+
+
+def test_socs_release_is_one_socs_tcp_compat_was_checked_against():
+    from socs_tcp import compat
+    tag = dockerfile_from(SOCS_DOCKERFILE).split(':', 1)[1]
+    major, minor = (int(n) for n in tag.lstrip('v').split('.')[:2])
+    low, high = compat.KNOWN_SOCS
+    assert low <= (major, minor) < high, f'socs {tag}: socs-tcp agent would refuse it (KNOWN_SOCS {low}..{high})'
+
+
+def test_readme_socs_dockerfile_is_the_one_ci_builds():
+    # The README's recipe for SOCS sites is this file, so CI proves what it says.
+    readme = (ROOT / 'README.md').read_text()
+    section = readme[readme.index('## Run your existing SOCS agents on socs_tcp'):]
+    block = re.search(r'```dockerfile\n(.*?)```', section, re.S).group(1)
+    ours = [(w, r) for w, r in dockerfile_instructions(SOCS_DOCKERFILE) if w != 'ARG']
+    ours[0] = ('FROM', dockerfile_from(SOCS_DOCKERFILE))
+    lines = [tuple(line.split(' ', 1)) for line in block.strip().splitlines()]
+    assert lines == ours, f'the README block differs from docker/{SOCS_DOCKERFILE.name}'
+    assert f'-f docker/{SOCS_DOCKERFILE.name}' in section
+
+
+def test_socs_agent_service_changes_only_the_entrypoint():
+    agents = socs_agent_services()
+    assert set(agents) == {'cpa-agent'}
+    for name, svc in agents.items():
+        assert svc['entrypoint'] == ['dumb-init', 'socs-tcp', 'agent'], name
+        # Configured as any OCS agent container: no socs_tcp switches (SOCS_TCP_FORCE,
+        # SOCS_TCP_REDIRECT), nothing but the instance and the hub.
+        assert set(environment(svc)) == {'INSTANCE_ID', 'SITE_HUB', 'SITE_HTTP'}, name
+        assert 'command' not in svc, f'{name}: the arguments come from the site config'
+
+
+def test_socs_agent_instance_uses_the_agents_own_options():
+    # CryomechCPAAgent's own argparse (socs.agents.cryomech_cpa.agent), as for a real CPA.
+    site = load_site_config()
+    (svc,) = socs_agent_services().values()
+    inst = instance_for(site, svc['hostname'], environment(svc)['INSTANCE_ID'])
+    assert inst['agent-class'] == 'CryomechCPAAgent'
+    assert flat_arguments(inst) == ['--ip-address', 'cpa-sim', '--port', '502', '--mode', 'acq']
+    sim = load_compose()['services']['cpa-sim']
+    assert sim['entrypoint'][3] == 'cryomech-cpa' and option(sim['entrypoint'], '--port') == '502'
 
 
 # -- what the image installs ----------------------------------------------------
@@ -531,15 +667,55 @@ def test_crossbar_standin_follows_the_ocs_crossbar_recipe():
     assert re.search(r'^exec crossbar start ', script, re.M), 'crossbar must be PID 1 to stop on SIGTERM'
 
 
-def test_standins_stand_in_for_the_release_the_project_pins():
+def test_socs_standin_follows_the_socs_image_recipe():
+    path = STANDINS / 'socs' / 'Dockerfile'
+    instructions = dockerfile_instructions(path)
+    assert dockerfile_from(path) == dockerfile_from(), 'FROM the OCS image of the release this project pins'
+    runs = ' '.join(rest for word, rest in instructions if word == 'RUN')
+    for account in ('useradd -d /home/cryo -M cryo -u 1000', 'groupadd smurf -g 1001',
+                    'groupadd group1002 -g 1002', 'useradd -m user1010 -u 1010 -g 1002'):
+        assert account in runs, f'SOCS creates {account!r}'
+    assert 'pip install -q --no-cache-dir "socs==${SOCS_VERSION}"' in runs
+    assert not [rest for word, rest in instructions if word == 'USER'], 'SOCS runs its agents as root'
+    assert [rest for word, rest in instructions if word == 'WORKDIR'][-1] == '/'
+    assert ('EXPOSE', '8080/udp') in instructions
+    entry = [rest for word, rest in instructions if word == 'ENTRYPOINT']
+    assert entry and yaml.safe_load(entry[-1]) == ['dumb-init', 'ocs-agent-cli']
+
+
+def test_standins_stand_in_for_the_releases_the_project_pins():
     tag = dockerfile_from().split(':', 1)[1]
     crossbar = load_compose()['services']['crossbar']['image']
-    for name in ('ocs', 'ocs-crossbar'):
-        assert arg_default(STANDINS / name / 'Dockerfile', 'OCS_VERSION') == tag.lstrip('v'), name
-    images = (CI_DIR / 'images.sh').read_text()
-    # images.sh reads both names from these files, so the stand-ins carry the real names.
-    assert 'ARG OCS_TAG=' in images and 'simonsobs\\/ocs-crossbar' in images
     assert crossbar == f'simonsobs/ocs-crossbar:{tag}'
+    for name in ('ocs', 'ocs-crossbar', 'socs'):
+        assert arg_default(STANDINS / name / 'Dockerfile', 'OCS_VERSION') == tag.lstrip('v'), name
+    socs_tag = dockerfile_from(SOCS_DOCKERFILE).split(':', 1)[1]
+    assert arg_default(STANDINS / 'socs' / 'Dockerfile', 'SOCS_VERSION') == socs_tag.lstrip('v')
+
+
+def _standin_for(images: list[str]) -> dict[str, str]:
+    """image -> the stand-in images.sh builds for it ('' when none)."""
+    script = f'source {CI_DIR / "images.sh"}; for i in "$@"; do echo "$i ${{STANDIN_FOR[$(_repo "$i")]:-}}"; done'
+    out = subprocess.run(['bash', '-c', script, 'images', *images], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    return dict((line.split(' ') + [''])[:2] for line in out.splitlines())
+
+
+def test_every_image_the_deployment_is_built_on_has_a_standin(tmp_path):
+    bases = [row[1] for row in _plan(write_merged_config(folder=tmp_path)) if row[0] == 'base']
+    assert sorted(bases) == sorted([dockerfile_from(), dockerfile_from(SOCS_DOCKERFILE),
+                                    load_compose()['services']['crossbar']['image']])
+    standins = _standin_for(bases)
+    for image in bases:
+        assert standins[image] and (STANDINS / standins[image] / 'Dockerfile').is_file(), image
+
+
+def test_ci_up_checks_the_whole_deployment_by_default():
+    # .ci/run runs `make compose-check`, which runs ci-up.sh with its default files.
+    text = CI_UP.read_text()
+    default = re.search(r'^DEFAULT_COMPOSE_FILES="([^"]+)"$', text, re.M).group(1).split()
+    assert default == [p.relative_to(ROOT).as_posix() for p in COMPOSE_FILES]
+    assert 'CI_UP_COMPOSE_FILES' not in (ROOT / '.ci' / 'run').read_text() + (ROOT / 'Makefile').read_text()
 
 
 def test_standins_share_their_first_steps_so_one_build_reuses_the_other():
@@ -553,11 +729,12 @@ def test_standins_share_their_first_steps_so_one_build_reuses_the_other():
 
 
 def test_only_the_standins_trust_the_build_hosts_extra_certificates():
-    # The host's proxy CA belongs to this kind of CI machine, not to the project's image.
-    text = DOCKERFILE.read_text().lower()
-    for needle in ('ca-certificates', 'pip_cert', 'ssl_cert', 'certs/'):
+    # The host's proxy CA belongs to this kind of CI machine, not to the project's images.
+    for path in (DOCKERFILE, SOCS_DOCKERFILE, STANDINS / 'socs' / 'Dockerfile'):
+        text = path.read_text().lower()
         code = '\n'.join(line for line in text.splitlines() if not line.lstrip().startswith('#'))
-        assert needle not in code, f'docker/Dockerfile handles certificates ({needle})'
+        for needle in ('ca-certificates', 'pip_cert', 'ssl_cert', 'certs/'):
+            assert needle not in code, f'{path.name} handles certificates ({needle})'
 
 
 def _template_wheel(tmp_path: Path) -> Path:
@@ -628,11 +805,31 @@ def _plan(compose_file: Path) -> list[list[str]]:
     return [line.split() for line in result.stdout.splitlines()]
 
 
-def test_check_plan_covers_every_agent_its_device_and_fault_port():
-    plan = _plan(COMPOSE_FILE)
+def write_merged_config(compose: dict | None = None, folder: Path | None = None) -> Path:
+    """The merged deployment as v1 ``docker-compose config`` prints it: absolute
+    build contexts and bind sources, short-form ports and volumes.
+
+    Written to ``folder`` (default: a fresh temp dir) as docker-compose.yml.
+    """
+    import tempfile
+    compose = compose if compose is not None else load_compose()
+    for svc in compose['services'].values():
+        if 'build' in svc:
+            svc['build'] = dict(svc['build'], context=str((DOCKER / svc['build']['context']).resolve()))
+        svc['volumes'] = [f"{(DOCKER / v.split(':', 1)[0]).resolve()}:{v.split(':', 1)[1]}"
+                          for v in svc.get('volumes', [])]
+    folder = folder or Path(tempfile.mkdtemp(prefix='merged-compose-'))
+    path = folder / 'docker-compose.yml'
+    path.write_text(yaml.safe_dump({'services': compose['services']}))
+    return path
+
+
+def test_check_plan_covers_every_agent_its_device_and_fault_port(tmp_path):
+    plan = _plan(write_merged_config(folder=tmp_path))
     agents = {row[1]: row[2:] for row in plan if row[0] == 'agent'}
     assert agents == {'compressor-agent': ['compressor', 'compressor-sim', '127.0.0.1:7020'],
-                      'psu-agent': ['psu', 'psu-sim', '127.0.0.1:7025']}
+                      'psu-agent': ['psu', 'psu-sim', '127.0.0.1:7025'],
+                      'cpa-agent': ['cpa', 'cpa-sim', '127.0.0.1:7502']}
     (hub,) = [row[1:] for row in plan if row[0] == 'hub']
     site = load_site_config()['hub']
     assert hub == [site['wamp_realm'], site['address_root'], site['wamp_server'],
@@ -640,19 +837,45 @@ def test_check_plan_covers_every_agent_its_device_and_fault_port():
     ports = sorted(row[2] for row in plan if row[0] == 'port')
     assert ports == sorted(p.rsplit(':', 1)[0] for svc in load_compose()['services'].values()
                            for p in svc.get('ports', []))
+    # The SOCS agent's log is checked for the socs_tcp switch; the sample agents are ours.
+    assert [row[1:] for row in plan if row[0] == 'launcher'] == [['cpa-agent', 'cpa', 'socs-tcp-agent']]
+
+
+def test_check_plan_of_the_main_file_alone(tmp_path):
+    # What a site runs without the SOCS file: no SOCS agent, no SOCS image.
+    plan = _plan(write_merged_config(load_compose((COMPOSE_FILE,)), tmp_path))
+    assert sorted(row[1] for row in plan if row[0] == 'agent') == ['compressor-agent', 'psu-agent']
+    assert not [row for row in plan if row[0] == 'launcher']
+    assert sorted(row[1] for row in plan if row[0] == 'base') == [
+        'simonsobs/ocs-crossbar:v0.12.1', 'simonsobs/ocs:v0.12.1']
+
+
+def test_check_plan_finds_the_launcher_in_the_dockerfile_too(tmp_path):
+    # A SOCS agent service that leaves the entrypoint to its image (ours: socs-tcp agent).
+    compose = load_compose()
+    del compose['services']['cpa-agent']['entrypoint']
+    plan = _plan(write_merged_config(compose, tmp_path))
+    assert [row[1:] for row in plan if row[0] == 'launcher'] == [['cpa-agent', 'cpa', 'socs-tcp-agent']]
+    # With SOCS's stock entrypoint it is a plain ocs-agent-cli agent: nothing to look for.
+    compose = load_compose()
+    compose['services']['cpa-agent']['entrypoint'] = ['dumb-init', 'ocs-agent-cli']
+    plan = _plan(write_merged_config(compose, tmp_path))
+    assert not [row for row in plan if row[0] == 'launcher']
 
 
 def test_check_plan_reads_compose_v2_long_forms(tmp_path):
     # `docker compose config` (v2) prints ports and volumes as mappings.
-    compose = load_compose()
+    short = write_merged_config(folder=tmp_path)
+    compose = yaml.safe_load(short.read_text())
     for svc in compose['services'].values():
         svc['ports'] = [{'host_ip': p.split(':')[0], 'published': p.split(':')[1], 'target': int(p.split(':')[2]),
                          'protocol': 'tcp'} for p in svc.get('ports', [])]
-        svc['volumes'] = [{'type': 'bind', 'source': str(DOCKER / v.split(':')[0]), 'target': v.split(':')[1],
+        svc['volumes'] = [{'type': 'bind', 'source': v.split(':')[0], 'target': v.split(':')[1],
                            'read_only': True} for v in svc.get('volumes', [])]
-    merged = tmp_path / 'merged.yml'
+    (tmp_path / 'v2').mkdir()
+    merged = tmp_path / 'v2' / 'merged.yml'
     merged.write_text(yaml.safe_dump({'services': compose['services']}))
-    assert _plan(merged) == _plan(COMPOSE_FILE)
+    assert _plan(merged) == _plan(short)
 
 
 def test_check_plan_marks_an_agent_whose_device_has_no_control_port(tmp_path):
@@ -660,10 +883,18 @@ def test_check_plan_marks_an_agent_whose_device_has_no_control_port(tmp_path):
     sim = compose['services']['psu-sim']
     i = sim['entrypoint'].index('--control-port')
     del sim['entrypoint'][i:i + 2]
-    (tmp_path / 'config').symlink_to(SITE_CONFIG.parent)
-    (tmp_path / 'docker-compose.yml').write_text(yaml.safe_dump({'services': compose['services']}))
-    agents = {row[1]: row[2:] for row in _plan(tmp_path / 'docker-compose.yml') if row[0] == 'agent'}
+    agents = {row[1]: row[2:] for row in _plan(write_merged_config(compose, tmp_path)) if row[0] == 'agent'}
     assert agents['psu-agent'] == ['psu', 'psu-sim', '-']
+
+
+def test_check_plan_says_which_dockerfile_is_missing(tmp_path):
+    compose = load_compose()
+    compose['services']['cpa-agent']['build']['dockerfile'] = 'docker/nothing.Dockerfile'
+    result = subprocess.run([sys.executable, str(CI_DIR / 'probe.py'), 'plan',
+                             str(write_merged_config(compose, tmp_path))],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert 'cpa-agent' in result.stderr and 'nothing.Dockerfile' in result.stderr
 
 
 def test_debian_mirror_is_read_from_the_hosts_apt_sources(tmp_path):
@@ -683,6 +914,22 @@ def test_debian_mirror_is_read_from_the_hosts_apt_sources(tmp_path):
     (one_line / 'sources.list').write_text('deb [arch=amd64] http://old.example/debian bookworm main\n')
     assert mirror('bookworm', one_line) == 'http://old.example/debian'
     assert mirror('trixie', one_line) == 'http://deb.debian.org/debian'
+
+
+def test_image_releases_are_read_from_the_images_tags():
+    def releases(*images: str) -> subprocess.CompletedProcess:
+        script = (f'source {CI_DIR / "images.sh"}; images_releases "$@" && '
+                  'echo "$OCS_RELEASE ${SOCS_RELEASE:--}"')
+        return subprocess.run(['bash', '-c', script, 'images', *images],
+                              capture_output=True, text=True, timeout=30)
+    ok = releases('simonsobs/ocs:v0.12.1', 'simonsobs/socs:v0.6.4', 'simonsobs/ocs-crossbar:v0.12.1')
+    assert (ok.returncode, ok.stdout.strip()) == (0, '0.12.1 0.6.4')
+    assert releases('simonsobs/ocs:v0.12.1', 'simonsobs/ocs-crossbar:v0.12.1').stdout.strip() == '0.12.1 -'
+    mixed = releases('simonsobs/ocs:v0.12.1', 'simonsobs/ocs-crossbar:v0.11.0')
+    assert mixed.returncode == 1 and 'not one release' in mixed.stderr
+    # A registry with a port is not a tag.
+    assert _standin_for(['localhost:5000/simonsobs/ocs', 'simonsobs/socs:v0.6.4']) == {
+        'localhost:5000/simonsobs/ocs': '', 'simonsobs/socs:v0.6.4': 'socs'}
 
 
 def test_check_scripts_are_valid_bash():

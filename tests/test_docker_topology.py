@@ -4,16 +4,21 @@ The compose file itself runs in docker/ci-up.sh (CI, or ``make
 compose-check``), which needs a Docker engine and minutes. This test runs what
 it describes in seconds, without an engine: the simulators its simulator services
 run, crossbar (from PyPI) with docker/config/default.yaml's realm and
-address root, and every agent service's INSTANCE_ID launched by
-``ocs-agent-cli`` from that very site config under its container hostname's
-host block. Service host names are mapped to 127.0.0.1 and ports to free ones;
-nothing else is changed. If the site config, the plugin table, the agents'
-arguments or the simulators drift apart, this fails.
+address root, and every agent service's INSTANCE_ID (both compose files:
+the sample agents and the SOCS agent) launched as its container launches it
+(``ocs-agent-cli``, or the service's entrypoint, ``socs-tcp agent``) from
+that very site config under its container hostname's host block. Service
+host names are mapped to 127.0.0.1 and ports to free ones; nothing else is
+changed. If the site config, the plugin tables, the agents' arguments or the
+simulators drift apart, this fails.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +42,34 @@ def _passthrough_args(entrypoint: list[str]) -> list[str]:
             out.append(args[i])
             i += 1
     return out
+
+
+def _entrypoint_launcher(svc: dict) -> list[str] | None:
+    """The launcher a service's entrypoint runs instead of the image's ocs-agent-cli
+    (``socs-tcp agent``, from this environment), or None when it sets none."""
+    entrypoint = [w for w in svc.get('entrypoint') or [] if w != 'dumb-init']
+    if not entrypoint:
+        return None
+    assert entrypoint == ['socs-tcp', 'agent'], f'unexpected agent entrypoint {entrypoint}'
+    return [str(Path(sys.executable).parent / 'socs-tcp'), 'agent']
+
+
+def _join(stack: OcsStack, instance_id: str, process, timeout: float):
+    """An OCSClient for an agent started with start_service, once it has joined."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.running, f'{instance_id} exited:\n{process.log_tail()}'
+        try:
+            return stack.client(instance_id)
+        except Exception:   # ControlClientError until it registered
+            if time.monotonic() > deadline:
+                raise AssertionError(f'{instance_id} did not join in {timeout} s:\n{process.log_tail()}') from None
+        time.sleep(0.2)
+
+
+def _requests(sim) -> int:
+    """How many requests the simulated device has answered (its control channel's status)."""
+    return int(re.search(r'\brequests=(\d+)', sim.control('status')).group(1))
 
 
 def _wait_for_acq(client, after: float | None, timeout: float) -> dict:
@@ -67,13 +100,23 @@ def test_compose_topology_runs_and_agents_publish(tmp_path):
                        for name, sim in started.items()}
         site = stack.load_site_config(SITE_CONFIG, address_map)
         stack.start_crossbar(wait=False)   # agents retry until it is up (~4 s)
+        launched = {}                      # instance -> process, for entrypoint launchers
         for name, svc in agents.items():
             iid = environment(svc)['INSTANCE_ID']
             inst = site.instances[iid]
-            # The local run uses the container's host block, as ocs-agent-cli does in docker.
+            # The local run uses the container's host block, as the launcher does in docker.
             assert inst.host == svc['hostname'], f'{name}: {iid} is under {inst.host}'
-            stack.start_agent(iid)
-        clients = stack.wait_agents(timeout=45)
+            launcher = _entrypoint_launcher(svc)
+            if launcher is None:
+                stack.start_agent(iid)
+            else:
+                stack.crossbar.wait_ready()
+                stack.write_site_config()
+                launched[iid] = stack.start_service(
+                    f'agent-{iid}', [*launcher, '--instance-id', iid, '--site-host', inst.host],
+                    expect=(), wait=False).process
+        clients = stack.wait_agents(timeout=45) if stack.agents else {}
+        clients.update({iid: _join(stack, iid, proc, 45) for iid, proc in launched.items()})
 
         for svc in agents.values():
             iid = environment(svc)['INSTANCE_ID']
@@ -81,6 +124,9 @@ def test_compose_topology_runs_and_agents_publish(tmp_path):
             # It talks to the simulator its service depends on, on that simulator's port.
             sim_service = next(s for s in sims if s in svc['depends_on'])
             assert inst.option('--port') == str(started[sim_service].port)
+            if iid in launched:
+                _check_socs_agent(clients[iid], launched[iid], started[sim_service])
+                continue
             # --mode acq in the site config started acq: readings arrive, then new ones.
             first = _wait_for_acq(clients[iid], None, timeout=20)
             numbers = [v for v in first['fields'].values()
@@ -89,3 +135,20 @@ def test_compose_topology_runs_and_agents_publish(tmp_path):
             interval = float(option(inst.flat_arguments(), '--sample-interval') or 1)
             later = _wait_for_acq(clients[iid], first['timestamp'], timeout=interval + 10)
             assert later['timestamp'] > first['timestamp']
+
+
+def _check_socs_agent(client, process, sim, timeout: float = 20) -> None:
+    """A SOCS agent (its acq keeps nothing in session.data): acq runs, not
+    degraded, polls its device, and its log says it runs on socs_tcp."""
+    deadline = time.monotonic() + timeout
+    while True:
+        session = client.acq.status().session
+        if session.get('status') == 'running' and not session.get('degraded'):
+            break
+        assert time.monotonic() < deadline, f'acq not running: {session}\n{process.log_tail()}'
+        time.sleep(0.25)
+    before = _requests(sim)
+    time.sleep(2)   # CryomechCPAAgent polls at 2.5 Hz
+    assert _requests(sim) > before, f'the agent stopped polling its device:\n{process.log_tail()}'
+    assert re.search(r'TCP base: socs_tcp \S+ \(socs\.tcp\.TCPInterface is socs_tcp\.TCPInterface; socs ',
+                     process.read_log()), process.log_tail()

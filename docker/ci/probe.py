@@ -11,16 +11,23 @@ Usage::
 prints what the script checks, one item a line::
 
     port SERVICE HOST:PORT                 (every published port)
+    base IMAGE                             (every image the deployment needs from a registry)
     hub REALM ADDRESS_ROOT HOST_URL NETWORK_URL IMAGE
     agent SERVICE INSTANCE_ID DEVICE_SERVICE CONTROL
+    launcher SERVICE INSTANCE_ID socs-tcp-agent
 
-HOST_URL is the site config's wamp_server (crossbar's published port),
-NETWORK_URL the agents' SITE_HUB (crossbar inside the compose network), IMAGE
-the agents' image (it runs the in-network client). CONTROL is the host
-address of the agent's device simulator's published fault-control port, or
-``-`` when it has none. The shell script
-drives everything else from these lines, so a compose file that adds agents
-(or a second file layered on top) is checked without changing the script.
+A ``base`` is the FROM of a service's Dockerfile (its ARG defaults and the
+service's build args filled in), or the image of a service that is not
+built; images the deployment builds itself are not bases. HOST_URL is the
+site config's wamp_server (crossbar's published port), NETWORK_URL the
+agents' SITE_HUB (crossbar inside the compose network), IMAGE the agents'
+image (it runs the in-network client). CONTROL is the host address of the
+agent's device simulator's published fault-control port, or ``-`` when it
+has none. A ``launcher`` line names an agent whose entrypoint (the
+service's, else its Dockerfile's) is ``socs-tcp agent``: an unchanged SOCS
+agent, whose log must say it runs on socs_tcp. The shell script drives
+everything else from these lines, so a compose file that adds agents (or a
+second file layered on top) is checked without changing the script.
 
 ``feeds`` subscribes to ``<address-root>.<instance>.feeds.*`` on a WAMP
 router and succeeds once every instance has published a feed message with
@@ -46,7 +53,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
+import re
+import shlex
 import socket
 import sys
 import time
@@ -135,17 +145,108 @@ def _flatten(items: list) -> list[str]:
     return flat
 
 
+def _dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, rest) pairs of a Dockerfile: continuations joined, comments dropped."""
+    out = []
+    for line in text.replace('\\\n', ' ').splitlines():
+        line = line.strip()
+        if line and not line.startswith('#'):
+            word, _, rest = line.partition(' ')
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _build_args(build: dict) -> dict[str, str]:
+    """A service's build args (compose allows a list or a map)."""
+    raw = build.get('args') or {}
+    if isinstance(raw, list):
+        raw = dict(item.split('=', 1) for item in raw if '=' in item)
+    return {k: str(v) for k, v in raw.items() if v is not None}
+
+
+def _dockerfile(svc: dict, base: str) -> str | None:
+    """The path of a built service's Dockerfile (None when it is not built)."""
+    build = svc.get('build')
+    if not build:
+        return None
+    if isinstance(build, str):
+        build = {'context': build}
+    context = os.path.join(base, str(build.get('context', '.')))
+    return os.path.normpath(os.path.join(context, str(build.get('dockerfile', 'Dockerfile'))))
+
+
+def _dockerfile_facts(path: str, build_args: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(base images, final ENTRYPOINT) of a Dockerfile.
+
+    Base images are the FROM references that are not earlier stages, with
+    the global ARG defaults (those before the first FROM) and ``build_args``
+    filled in. The ENTRYPOINT is the last one (the final stage's, as the
+    Dockerfiles here have it), in exec form; [] when there is none.
+    """
+    with open(path) as f:
+        instructions = _dockerfile_instructions(f.read())
+    values: dict[str, str] = {}
+    stages: set[str] = set()
+    bases: list[str] = []
+    entrypoint: list[str] = []
+    seen_from = False
+
+    def fill(text: str) -> str:
+        return re.sub(r'\$\{?(\w+)\}?', lambda m: values.get(m.group(1), m.group(0)), text)
+    for word, rest in instructions:
+        if word == 'ARG' and not seen_from:
+            name, eq, default = rest.partition('=')
+            values[name.strip()] = build_args.get(name.strip(), default.strip() if eq else '')
+        elif word == 'FROM':
+            seen_from = True
+            words = [w for w in rest.split() if not w.startswith('--')]
+            image = fill(words[0])
+            if image not in stages and image not in bases:
+                bases.append(image)
+            if len(words) == 3 and words[1].lower() == 'as':
+                stages.add(words[2])
+        elif word == 'ENTRYPOINT':
+            entrypoint = json.loads(rest) if rest.startswith('[') else ['/bin/sh', '-c', rest]
+    return bases, entrypoint
+
+
+def _runs_socs_tcp_agent(entrypoint: list[str]) -> bool:
+    """True if ``entrypoint`` runs ``socs-tcp agent`` (under dumb-init or not)."""
+    words = [os.path.basename(str(w)) for w in entrypoint]
+    return any(words[i:i + 2] == ['socs-tcp', 'agent'] for i in range(len(words)))
+
+
 def plan(args: argparse.Namespace) -> int:
     import yaml
     with open(args.compose_config) as f:
         compose = yaml.safe_load(f)
     services = compose.get('services') or {}
+    base = os.path.dirname(os.path.abspath(args.compose_config))
     for name, svc in sorted(services.items()):
         for port in svc.get('ports') or []:
             target = str(port.get('target')) if isinstance(port, dict) else str(port).split(':')[-1]
             address = _published(svc, target.split('/')[0])
             if address:
                 print(f'port {name} {address}')
+    # What must come from a registry (pulled, or a stand-in built under its name).
+    built = {svc.get('image') for svc in services.values() if svc.get('build')}
+    entrypoints: dict[str, list[str]] = {}
+    needed: list[str] = []
+    for name, svc in sorted(services.items()):
+        dockerfile = _dockerfile(svc, base)
+        images: list[str] = [svc['image']] if svc.get('image') and not dockerfile else []
+        entrypoint = svc.get('entrypoint') or []
+        entrypoints[name] = shlex.split(entrypoint) if isinstance(entrypoint, str) else list(entrypoint)
+        if dockerfile:
+            if not os.path.isfile(dockerfile):
+                print(f'{name}: its Dockerfile {dockerfile} does not exist', file=sys.stderr)
+                return 1
+            build = svc['build'] if isinstance(svc['build'], dict) else {}
+            images, from_file = _dockerfile_facts(dockerfile, _build_args(build))
+            entrypoints[name] = entrypoints[name] or from_file
+        needed += [image for image in images if image not in built and image not in needed]
+    for image in needed:
+        print(f'base {image}')
     agents = {name: svc for name, svc in services.items() if 'INSTANCE_ID' in _environment(svc)}
     if not agents:
         print(f'no agent services (none sets INSTANCE_ID) in {args.compose_config}', file=sys.stderr)
@@ -153,7 +254,6 @@ def plan(args: argparse.Namespace) -> int:
     # How clients reach crossbar: the site config's hub block from the host,
     # the agents' SITE_HUB inside the compose network (same for all agents).
     first = agents[sorted(agents)[0]]
-    base = os.path.dirname(os.path.abspath(args.compose_config))
     config_dir = _mounted_at(first, '/config', base)
     if not config_dir:
         print(f'{sorted(agents)[0]}: no site config mounted at /config', file=sys.stderr)
@@ -173,6 +273,9 @@ def plan(args: argparse.Namespace) -> int:
                 ctl = _option(services[host].get('entrypoint') or [], '--control-port')
                 control = (_published(services[host], ctl) if ctl else None) or '-'
         print(f"agent {name} {env['INSTANCE_ID']} {device} {control}")
+    for name, svc in sorted(agents.items()):
+        if _runs_socs_tcp_agent(entrypoints[name]):
+            print(f"launcher {name} {_environment(svc)['INSTANCE_ID']} socs-tcp-agent")
     return 0
 
 
@@ -314,8 +417,10 @@ def fault(args: argparse.Namespace) -> int:
     try:
         session, took = _until(f'{instance}: acq degraded after the device stopped', args.timeout,
                                lambda: _degraded(_session(client)))
-        print(f"fault {instance}: acq degraded after {took:.1f} s, still running "
-              f"(last_error={(session.get('data') or {}).get('last_error')!r})")
+        data = session.get('data') or {}
+        said = (f"last_error={data['last_error']!r}" if 'last_error' in data
+                else 'its session.data holds no error; the agent logs it')
+        print(f'fault {instance}: acq degraded after {took:.1f} s, still running ({said})')
         # It stays degraded (and running) while the device is away.
         time.sleep(args.hold)
         session = _session(client)
@@ -331,8 +436,12 @@ def fault(args: argparse.Namespace) -> int:
         if (data['outages'] or 0) <= outages:
             raise ProbeFailed(f"{instance}: recovered but outages={data['outages']} (was {outages})")
         counted = f" counted: outages={data['outages']}"
-    print(f"fault {instance}: degraded cleared, readings again after {took:.1f} s "
-          f"(outage of {started_at - stopped_at:.1f} s{counted})")
+    outage = f'outage of {started_at - stopped_at:.1f} s{counted}'
+    if 'timestamp' in data:
+        print(f'fault {instance}: degraded cleared, readings again after {took:.1f} s ({outage})')
+    else:
+        print(f'fault {instance}: degraded cleared after {took:.1f} s, acq still running ({outage}; '
+              'its session.data holds no readings)')
     return 0
 
 
