@@ -57,7 +57,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -391,20 +390,16 @@ def acq(args: argparse.Namespace) -> int:
 
 
 def control(address: str, command: str, timeout: float = 5.0) -> str:
-    """Send one line to a simulator's control channel; return its ``OK`` answer."""
+    """Send one command to a simulator's control channel; return its ``OK`` answer.
+
+    Runs on the host, whose venv has socs_tcp: its ``SimControl`` speaks the channel.
+    """
+    from socs_tcp.sim.control import SimControl, SimControlError
     host, _, port = address.rpartition(':')
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(command.encode() + b'\n')
-        answer = b''
-        while not answer.endswith(b'\n'):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    text = answer.decode('utf-8', 'replace').strip()
-    if not (text == 'OK' or text.startswith('OK ')):
-        raise ProbeFailed(f'control {address}: {command!r} answered {text!r}')
-    return text
+    try:
+        return f'OK {SimControl(host, int(port), timeout).send(command)}'.strip()
+    except (SimControlError, ConnectionError) as exc:
+        raise ProbeFailed(f'control {address}: {command!r}: {exc}') from None
 
 
 def fault(args: argparse.Namespace) -> int:
