@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from socs_tcp.arguments import command_line, port, seconds
+from socs_tcp._arguments import command_line, port, seconds
 
 
 def add_device_arguments(group, default_port: int) -> None:

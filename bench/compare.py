@@ -36,7 +36,7 @@ import time
 
 from fault_timing import client_labels, measure_faults, measure_recovery, measure_stale
 from query_latency import measure as measure_latency
-from socs_tcp.arguments import command_line, count
+from socs_tcp._arguments import command_line, count
 from support.clients import KINDS, available_kinds
 from support.devices import BENCH_DIR, start_echo_devices, start_echo_process
 from support.report import Progress, format_report

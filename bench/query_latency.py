@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from socs_tcp.arguments import command_line, count
+from socs_tcp._arguments import command_line, count
 from support.clients import KINDS, available_kinds, make_client, wait_connected
 from support.devices import start_echo_process
 from support.percentiles import median, percentile

@@ -33,7 +33,7 @@ import time
 
 import psutil
 
-from socs_tcp import arguments
+from socs_tcp import _arguments as arguments
 from support.clients import make_client
 from support.devices import start_echo_devices
 

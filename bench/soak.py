@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from socs_tcp import arguments
+from socs_tcp import _arguments as arguments
 from support.devices import ServerProcess, start_echo_devices
 
 HOST = '127.0.0.1'

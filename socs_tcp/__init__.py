@@ -3,15 +3,15 @@
 ``TCPInterface`` is a drop-in for ``socs.tcp.TCPInterface`` that worker
 threads call; ``DeviceProtocol`` and ``DeviceClientFactory`` are the Twisted
 pair it stands on, for code that runs in the reactor thread.
-``set_reactor_owner`` says who runs the reactor (see `socs_tcp.reactor_owner`).
+``set_reactor_owner`` says who runs the reactor (see `socs_tcp._reactor_owner`).
 """
 
-from socs_tcp.backoff import Backoff
-from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected, ReactorThreadError
-from socs_tcp.factory import DeviceClientFactory
-from socs_tcp.interface import TCPInterface
-from socs_tcp.protocol import DeviceProtocol
-from socs_tcp.reactor_owner import set_reactor_owner
+from socs_tcp._backoff import Backoff
+from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected, ReactorThreadError
+from socs_tcp._factory import DeviceClientFactory
+from socs_tcp._interface import TCPInterface
+from socs_tcp._protocol import DeviceProtocol
+from socs_tcp._reactor_owner import set_reactor_owner
 
 __all__ = [
     'Backoff',

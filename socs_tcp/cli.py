@@ -8,8 +8,8 @@ import sys
 
 # subcommand -> (module with ``main(argv) -> int``, one-line help)
 SUBCOMMANDS = {
-    'agent': ('socs_tcp.agent_cli', 'run an OCS agent as ocs-agent-cli does, on socs_tcp instead of socs.tcp'),
-    'demo': ('socs_tcp.demo.run', 'run the demo: crossbar, simulators and agents on this machine'),
+    'agent': ('socs_tcp._agent_cli', 'run an OCS agent as ocs-agent-cli does, on socs_tcp instead of socs.tcp'),
+    'demo': ('socs_tcp._demo.run', 'run the demo: crossbar, simulators and agents on this machine'),
     'simulate': ('socs_tcp.sim.cli', 'run a simulated device (the sample agents\' or a SOCS device)'),
 }
 

@@ -12,7 +12,7 @@ stands on socs_tcp, without a line of it changed::
     from socs.agents.cryomech_cpa.agent import main
     main()
 
-``socs-tcp agent ARGS...`` (:mod:`socs_tcp.agent_cli`) does exactly this, then
+``socs-tcp agent ARGS...`` (:mod:`socs_tcp._agent_cli`) does exactly this, then
 runs the agent as ``ocs-agent-cli ARGS...`` would: that is the launcher to put
 in a site's command line or docker entrypoint.
 
@@ -52,7 +52,7 @@ import sys
 from twisted.logger import Logger
 
 import socs_tcp
-from socs_tcp import arguments
+from socs_tcp import _arguments as arguments
 
 __all__ = ['KNOWN_SOCS', 'FORCE_ENV', 'REDIRECT_ENV', 'CompatError', 'install', 'uninstall',
            'installed', 'describe', 'parse_redirects']

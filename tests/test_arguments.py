@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from socs_tcp import arguments
+from socs_tcp import _arguments as arguments
 
 
 @pytest.mark.parametrize('check, value, exc, words', [

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from socs_tcp.bridge import Bridge
-from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected
-from socs_tcp.framing import Chunk, Exactly, Terminated
+from socs_tcp._bridge import Bridge
+from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
+from socs_tcp._framing import Chunk, Exactly, Terminated
 
 LINE = Terminated(b'\n', strip=True)
 

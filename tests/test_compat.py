@@ -46,7 +46,7 @@ def run_python(code: str, env: dict | None = None) -> subprocess.CompletedProces
 def test_importing_socs_tcp_never_changes_socs_tcp_module():
     # A fresh interpreter: every socs_tcp module imported, socs.tcp still SOCS's own.
     done = run_python('''
-        import socs_tcp, socs_tcp.compat, socs_tcp.agent_cli, socs_tcp.cli
+        import socs_tcp, socs_tcp.compat, socs_tcp._agent_cli, socs_tcp.cli
         import socs_tcp.sim.devices.cryomech_cpa, socs_tcp.sim.devices.lakeshore372
         import socs_tcp.sim.devices.pfeiffer_tpg366
         import socs.tcp
@@ -177,7 +177,7 @@ def test_install_says_clearly_when_socs_is_not_installed(monkeypatch):
 PROBE_AGENT = '''
 import json, sys
 import socs.tcp
-from socs_tcp.reactor_owner import reactor_owner
+from socs_tcp._reactor_owner import reactor_owner
 
 def main(args=None):
     print('PROBE ' + json.dumps({'args': args, 'base': socs.tcp.TCPInterface.__module__,
@@ -217,7 +217,7 @@ def test_socs_tcp_agent_hands_over_exactly_what_ocs_agent_cli_gets(tmp_path):
     seen_ours, seen_theirs = probe(ours), probe(theirs)
     assert seen_ours['args'] == seen_theirs['args']
     assert seen_ours['args'][:2] == ['--extra', 'x'] and 'probe-1' in seen_ours['args']
-    assert seen_ours['base'] == 'socs_tcp.interface' and seen_theirs['base'] == 'socs.tcp'
+    assert seen_ours['base'] == 'socs_tcp._interface' and seen_theirs['base'] == 'socs.tcp'
     assert seen_ours['owner'] == 'application'
     # one line, once the reactor runs, naming the base in use; none from ocs-agent-cli
     assert ours.stdout.count('TCP base: socs_tcp') == 1, ours.stdout
@@ -245,5 +245,5 @@ def test_socs_tcp_agent_refuses_an_unknown_socs_unless_forced(tmp_path):
     assert refused.returncode == 2 and 'socs 0.9.0 is outside' in refused.stderr, refused.stderr
     forced = launch([str(BIN / 'socs-tcp'), 'agent'], tmp_path, '--instance-id', 'p',
                     env={**env, compat.FORCE_ENV: '1'})
-    assert probe(forced)['base'] == 'socs_tcp.interface'
+    assert probe(forced)['base'] == 'socs_tcp._interface'
     assert 'Forced: switching anyway' in forced.stdout

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from socs_tcp.demo.run import make_parser
-from socs_tcp.demo.view import LiveView
+from socs_tcp._demo.run import make_parser
+from socs_tcp._demo.view import LiveView
 
 
 def test_live_view_redraws_in_place_only_on_a_terminal():
@@ -42,8 +42,8 @@ def test_demo_rejects_bad_arguments_naming_them(argv, name, capsys):
 
 
 def test_demo_reports_a_failed_start_and_exits_non_zero(tmp_path, monkeypatch, capsys):
-    import socs_tcp.testing.stack as stack_module
-    from socs_tcp.demo import run
+    import socs_tcp.testing._stack as stack_module
+    from socs_tcp._demo import run
 
     def missing(name, hint):
         raise FileNotFoundError(f'{name!r} not found: {hint}')

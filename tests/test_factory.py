@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from socs_tcp import Backoff, DeviceClientFactory, NotConnected
-from socs_tcp.state import TRANSITIONS, LinkEvent, LinkState
+from socs_tcp._state import TRANSITIONS, LinkEvent, LinkState
 
 
 def refused(factory, reactor):

@@ -3,7 +3,7 @@
 import pytest
 
 from socs_tcp import Backoff
-from socs_tcp.framing import Chunk, Exactly, Terminated, reply_frame
+from socs_tcp._framing import Chunk, Exactly, Terminated, reply_frame
 
 
 def test_terminated_strips_or_keeps_the_terminator():

@@ -85,7 +85,7 @@ def test_send_reconnects_first_when_the_device_came_back():
 
 @pytest_twisted.inlineCallbacks
 def test_send_retries_once_on_a_new_connection_after_a_failed_write(line_device, monkeypatch):
-    from socs_tcp.bridge import Bridge
+    from socs_tcp._bridge import Bridge
     real_write = Bridge.write
     failures = []
 
@@ -107,7 +107,7 @@ def test_send_retries_once_on_a_new_connection_after_a_failed_write(line_device,
 
 @pytest_twisted.inlineCallbacks
 def test_send_raises_when_the_retry_fails_too(line_device, monkeypatch):
-    from socs_tcp.bridge import Bridge
+    from socs_tcp._bridge import Bridge
 
     def always_fail(self, generation, data, deadline, pump=None):
         raise DeviceDisconnected('broken pipe (injected)')

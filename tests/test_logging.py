@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.logger import LegacyLogObserverWrapper, Logger
 from twisted.python import log as legacy_log
 
-import socs_tcp.interface
+import socs_tcp._interface
 from socs_tcp import Backoff, DeviceClientFactory, DeviceTimeout, NotConnected, TCPInterface
 from tests.conftest import in_worker
 
@@ -31,8 +31,8 @@ def test_every_link_log_line_says_why_in_the_legacy_log(line_device, monkeypatch
     def observe(event: dict) -> None:
         keys.update(event)                 # the fields as socs_tcp logged them
         to_legacy(dict(event))
-    monkeypatch.setattr(DeviceClientFactory, 'log', Logger(namespace='socs_tcp.factory', observer=observe))
-    monkeypatch.setattr(socs_tcp.interface, 'log', Logger(namespace='socs_tcp.interface', observer=observe))
+    monkeypatch.setattr(DeviceClientFactory, 'log', Logger(namespace='socs_tcp._factory', observer=observe))
+    monkeypatch.setattr(socs_tcp._interface, 'log', Logger(namespace='socs_tcp._interface', observer=observe))
 
     def body():
         dev = TCPInterface('127.0.0.1', line_device.port, 0.2, read_termination=b'\n',

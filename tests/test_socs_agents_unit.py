@@ -33,8 +33,8 @@ from socs_tcp import compat
 from socs_tcp.sim.devices import cryomech_cpa as cpa
 from socs_tcp.sim.devices import lakeshore372 as ls
 from socs_tcp.sim.devices import pfeiffer_tpg366 as tpg
-from socs_tcp.sim.framing import TerminatorFramer, mbap_framer
-from socs_tcp.testing.crossbar import free_port
+from socs_tcp.sim._framing import TerminatorFramer, mbap_framer
+from socs_tcp.testing._crossbar import free_port
 from tests.conftest import in_worker
 
 txaio.use_twisted()
@@ -83,7 +83,7 @@ class FakeDevice:
     reply : callable
         ``reply(request: bytes) -> bytes | None``.
     framer : callable
-        Splits requests out of the byte stream (see ``socs_tcp.sim.framing``).
+        Splits requests out of the byte stream (see ``socs_tcp.sim._framing``).
     suffix : bytes
         Appended to each reply.
     """

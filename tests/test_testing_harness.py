@@ -26,7 +26,7 @@ from socs_tcp.testing import (
     stop_processes,
     wait_for,
 )
-from socs_tcp.testing.crossbar import render_crossbar_config
+from socs_tcp.testing._crossbar import render_crossbar_config
 
 FAST = (1.0, 1.0, 1.0)
 
@@ -255,7 +255,7 @@ def test_importing_the_harness_registers_no_exit_hook():
         import atexit
         import twisted.internet.protocol, twisted.logger
         before = atexit._ncallbacks()
-        import socs_tcp.testing, socs_tcp.testing.plugin, socs_tcp.demo.run, socs_tcp.sim.cli
+        import socs_tcp.testing, socs_tcp.testing.plugin, socs_tcp._demo.run, socs_tcp.sim.cli
         print(atexit._ncallbacks() - before)
     """
     done = subprocess.run(_python(code), capture_output=True, text=True, timeout=30)

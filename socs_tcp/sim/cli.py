@@ -26,8 +26,8 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-from socs_tcp import arguments
-from socs_tcp.arguments import command_line
+from socs_tcp import _arguments as arguments
+from socs_tcp._arguments import command_line
 from socs_tcp.sim.devices import SIMULATORS
 
 log = Logger(namespace='socs_tcp.sim.cli')

@@ -43,7 +43,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
-from socs_tcp import arguments
+from socs_tcp import _arguments as arguments
 
 log = Logger(namespace='socs_tcp.sim.control')
 

@@ -21,8 +21,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from socs_tcp import arguments
-from socs_tcp.arguments import command_line, count
+from socs_tcp import _arguments as arguments
+from socs_tcp._arguments import command_line, count
 
 
 def _watch_stdin(reactor) -> None:
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.internet import defer, reactor
 
     from socs_tcp.sim.control import ControlChannel
-    from socs_tcp.sim.server import DeviceServer
+    from socs_tcp.sim._server import DeviceServer
 
     # Benchmarks run for long: keep no request history.
     servers = [DeviceServer(lambda line: line, host=args.host, port=args.port, max_recorded=0)

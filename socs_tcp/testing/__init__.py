@@ -23,11 +23,11 @@ site config of your own with ``load_site_config``). No Docker is needed, and
 everything stays on 127.0.0.1.
 """
 
-from socs_tcp.testing.crossbar import CrossbarError
-from socs_tcp.testing.processes import ManagedProcess, StopRecord, processes_with_env, stop_processes
-from socs_tcp.testing.site import SiteConfig
-from socs_tcp.testing.stack import STACK_ENV, Agent, OcsStack, Service, Simulator, StackError
-from socs_tcp.testing.waiting import wait_for
+from socs_tcp.testing._crossbar import CrossbarError
+from socs_tcp.testing._processes import ManagedProcess, StopRecord, processes_with_env, stop_processes
+from socs_tcp.testing._site import SiteConfig
+from socs_tcp.testing._stack import STACK_ENV, Agent, OcsStack, Service, Simulator, StackError
+from socs_tcp.testing._waiting import wait_for
 
 __all__ = ['STACK_ENV', 'Agent', 'CrossbarError', 'ManagedProcess', 'OcsStack', 'Service',
            'SiteConfig', 'Simulator', 'StackError', 'StopRecord', 'processes_with_env',

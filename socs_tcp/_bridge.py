@@ -32,8 +32,8 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 
-from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected
-from socs_tcp.framing import Frame
+from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
+from socs_tcp._framing import Frame
 
 #: Turns the reactor in the calling thread for up to the given seconds: how a
 #: caller waits when it is the thread that will run the reactor, before it runs.

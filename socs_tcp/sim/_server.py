@@ -12,7 +12,7 @@ later returns a Deferred (`start`, `stop`, `stop_listening`,
 `drop_connections`, `set_blackhole`, `when_connections`, `when_requests`);
 the rest takes effect at once and returns None. The state properties are
 plain reads, safe from any thread. Other threads use `DeviceServer.blocking`,
-the same methods that wait for the outcome (see `socs_tcp.sim.blocking`).
+the same methods that wait for the outcome (see `socs_tcp.sim._blocking`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socs_tcp import arguments
-from socs_tcp.sim.blackhole import Blackhole
-from socs_tcp.sim.connection import DeviceConnection, DeviceServerFactory
-from socs_tcp.sim.faults import Faults
-from socs_tcp.sim.framing import Framer, TerminatorFramer
+from socs_tcp import _arguments as arguments
+from socs_tcp.sim._blackhole import Blackhole
+from socs_tcp.sim._connection import DeviceConnection, DeviceServerFactory
+from socs_tcp.sim._faults import Faults
+from socs_tcp.sim._framing import Framer, TerminatorFramer
 
 __all__ = ['DeviceConnection', 'DeviceServer', 'DeviceServerFactory', 'Handler', 'Reply']
 
@@ -72,7 +72,7 @@ class DeviceServer:
         (append nothing) when ``framer`` is given.
     framer : callable, optional
         ``framer(buf: bytearray) -> bytes | None`` removing one complete
-        request from ``buf`` (see `socs_tcp.sim.framing`, e.g. `mbap_framer`).
+        request from ``buf`` (see `socs_tcp.sim._framing`, e.g. `mbap_framer`).
         A framer that raises drops that connection.
     host : str
         Interface to listen on (loopback by default).
@@ -157,9 +157,9 @@ class DeviceServer:
     # -- state (plain reads, safe from any thread) ----------------------------
     @property
     def blocking(self):
-        """This server for other threads: a `~socs_tcp.sim.blocking.BlockingDeviceServer`."""
+        """This server for other threads: a `~socs_tcp.sim._blocking.BlockingDeviceServer`."""
         if self._blocking is None:
-            from socs_tcp.sim.blocking import BlockingDeviceServer
+            from socs_tcp.sim._blocking import BlockingDeviceServer
             self._blocking = BlockingDeviceServer(self)
         return self._blocking
 
@@ -317,7 +317,7 @@ class DeviceServer:
 
         While on, the open connections are silent (requests read, never
         answered) and new connections hang until the client's own timeout
-        (see `socs_tcp.sim.blackhole`). Off lets the port go, ends the
+        (see `socs_tcp.sim._blackhole`). Off lets the port go, ends the
         silence and listens again. `start`, `stop` and `stop_listening` end
         a blackhole too.
 

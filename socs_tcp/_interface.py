@@ -10,13 +10,13 @@ from collections.abc import Callable
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socs_tcp import arguments, foreign, reactor_owner
-from socs_tcp.backoff import Backoff
-from socs_tcp.bridge import Generation, Pump
-from socs_tcp.comm import CommSocket
-from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected
-from socs_tcp.factory import DEFAULT_INPUT_LIMIT, DeviceClientFactory
-from socs_tcp.framing import Chunk, Exactly, Frame, Terminated, reply_frame
+from socs_tcp import _arguments as arguments, _foreign as foreign, _reactor_owner as reactor_owner
+from socs_tcp._backoff import Backoff
+from socs_tcp._bridge import Generation, Pump
+from socs_tcp._comm import CommSocket
+from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
+from socs_tcp._factory import DEFAULT_INPUT_LIMIT, DeviceClientFactory
+from socs_tcp._framing import Chunk, Exactly, Frame, Terminated, reply_frame
 
 _DEFAULT = object()
 
@@ -24,7 +24,7 @@ _DEFAULT = object()
 # puts that instance in every event as log_source, and Twisted keeps the
 # events it logs before logging begins (a plain script never begins it): the
 # interface could then never be collected, nor close its connection.
-log = Logger(namespace='socs_tcp.interface')
+log = Logger(namespace='socs_tcp._interface')
 
 
 class TCPInterface:

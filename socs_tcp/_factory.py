@@ -11,13 +11,13 @@ from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socs_tcp.backoff import Backoff
-from socs_tcp.bridge import Bridge, Generation
-from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected
-from socs_tcp.framing import Frame, reply_frame
-from socs_tcp.protocol import DeviceProtocol
-from socs_tcp.state import TRANSITIONS, LinkEvent, LinkState
-from socs_tcp.stats import LinkStats
+from socs_tcp._backoff import Backoff
+from socs_tcp._bridge import Bridge, Generation
+from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
+from socs_tcp._framing import Frame, reply_frame
+from socs_tcp._protocol import DeviceProtocol
+from socs_tcp._state import TRANSITIONS, LinkEvent, LinkState
+from socs_tcp._stats import LinkStats
 
 #: Default for ``input_limit``: far above any reply of a lab device, small
 #: enough that a thousand links that nobody reads stay within a few hundred MB.
@@ -27,7 +27,7 @@ DEFAULT_INPUT_LIMIT = 256 * 1024
 class DeviceClientFactory(ReconnectingClientFactory):
     """Keeps a connection to one device, reconnecting in the background.
 
-    The link's state (``state``; see `socs_tcp.state`) changes only in the
+    The link's state (``state``; see `socs_tcp._state`) changes only in the
     reactor thread and only in ``handle``, by the transition table. Retries
     follow a ``Backoff`` (capped, with jitter, reset on every success); a
     caller that needs the device now sends ``CONNECT`` (``connect_now``),

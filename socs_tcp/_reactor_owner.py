@@ -32,8 +32,8 @@ import time
 
 from twisted.python import threadable
 
-from socs_tcp.bridge import Pump
-from socs_tcp.errors import NotConnected, ReactorThreadError
+from socs_tcp._bridge import Pump
+from socs_tcp._errors import NotConnected, ReactorThreadError
 
 
 class Owner(enum.Enum):

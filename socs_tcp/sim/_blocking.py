@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 from twisted.internet.threads import blockingCallFromThread
 from twisted.python import threadable
 
-from socs_tcp.errors import ReactorThreadError
-from socs_tcp.sim.faults import Faults
+from socs_tcp._errors import ReactorThreadError
+from socs_tcp.sim._faults import Faults
 
 if TYPE_CHECKING:
-    from socs_tcp.sim.server import DeviceServer
+    from socs_tcp.sim._server import DeviceServer
 
 
 class BlockingDeviceServer:

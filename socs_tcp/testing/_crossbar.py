@@ -18,8 +18,8 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from socs_tcp import arguments
-from socs_tcp.testing.processes import ManagedProcess
+from socs_tcp import _arguments as arguments
+from socs_tcp.testing._processes import ManagedProcess
 
 log = Logger()
 
@@ -71,7 +71,7 @@ def render_crossbar_config(realm: str, address_root: str, port: int) -> dict:
 
 
 class Crossbar:
-    """A crossbar router process started by :class:`~socs_tcp.testing.stack.OcsStack`.
+    """A crossbar router process started by :class:`~socs_tcp.testing._stack.OcsStack`.
 
     Attributes
     ----------

@@ -5,10 +5,10 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
-from socs_tcp.errors import NotConnected
+from socs_tcp._errors import NotConnected
 
 if TYPE_CHECKING:
-    from socs_tcp.interface import TCPInterface
+    from socs_tcp._interface import TCPInterface
 
 
 class CommSocket:

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from socs_tcp import compat, set_reactor_owner
 
-log = Logger(namespace='socs_tcp.agent_cli')
+log = Logger(namespace='socs_tcp._agent_cli')
 
 USAGE = """\
 usage: socs-tcp agent [ocs-agent-cli arguments]

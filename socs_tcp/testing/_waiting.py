@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from socs_tcp import arguments
+from socs_tcp import _arguments as arguments
 
 T = TypeVar('T')
 

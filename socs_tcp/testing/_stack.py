@@ -13,7 +13,7 @@ end-to-end tests and the docker-topology test::
         ...
     # everything started is stopped here: SIGINT, SIGTERM, SIGKILL, bounded waits
 
-Every process is a :class:`~socs_tcp.testing.processes.ManagedProcess` (own
+Every process is a :class:`~socs_tcp.testing._processes.ManagedProcess` (own
 process group, output to ``<workdir>/logs/<name>.log``) and is stopped on
 leaving the ``with`` block, whether normally, on an exception or on Ctrl-C,
 and at interpreter exit if the stack was never closed. ``with stack.scope():``
@@ -36,9 +36,9 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from socs_tcp.testing.crossbar import HOST, Crossbar, CrossbarError, find_executable, free_port
-from socs_tcp.testing.processes import STOP_WAITS, ManagedProcess, StopRecord, stop_processes
-from socs_tcp.testing.site import Address, SiteConfig
+from socs_tcp.testing._crossbar import HOST, Crossbar, CrossbarError, find_executable, free_port
+from socs_tcp.testing._processes import STOP_WAITS, ManagedProcess, StopRecord, stop_processes
+from socs_tcp.testing._site import Address, SiteConfig
 
 log = Logger()
 

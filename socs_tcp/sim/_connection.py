@@ -15,10 +15,10 @@ from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from socs_tcp.sim.faults import Faults
+from socs_tcp.sim._faults import Faults
 
 if TYPE_CHECKING:
-    from socs_tcp.sim.server import DeviceServer
+    from socs_tcp.sim._server import DeviceServer
 
 log = Logger(namespace='socs_tcp.sim')
 

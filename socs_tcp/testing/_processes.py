@@ -28,7 +28,7 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from socs_tcp import arguments
+from socs_tcp import _arguments as arguments
 
 try:  # psutil tracks grandchildren (crossbar's router worker); optional at run time
     import psutil

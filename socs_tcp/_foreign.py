@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger, LogLevel
 
-from socs_tcp.errors import DeviceDisconnected, DeviceTimeout, NotConnected
-from socs_tcp.framing import Frame
+from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
+from socs_tcp._framing import Frame
 
 if TYPE_CHECKING:
-    from socs_tcp.interface import TCPInterface
+    from socs_tcp._interface import TCPInterface
 
-log = Logger(namespace='socs_tcp.foreign')
+log = Logger(namespace='socs_tcp._foreign')
 
 
 def send(interface: TCPInterface, data: bytes) -> None:

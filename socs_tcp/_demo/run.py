@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 
 from twisted.logger import globalLogPublisher, textFileLogObserver
 
-from socs_tcp.arguments import command_line, seconds
-from socs_tcp.demo.view import LiveView
-from socs_tcp.testing.processes import StopRecord
-from socs_tcp.testing.stack import OcsStack
+from socs_tcp._arguments import command_line, seconds
+from socs_tcp._demo.view import LiveView
+from socs_tcp.testing._processes import StopRecord
+from socs_tcp.testing._stack import OcsStack
 
 DEFAULT_DURATION = 30.0   # scripted part; startup (~6 s) and shutdown (~7 s) come on top
 DEFAULT_OUTAGE = 5.0

@@ -1,7 +1,0 @@
-"""The one-command demo: ``socs-tcp demo``.
-
-- `socs_tcp.demo.run`: the scripted run (outage, recovery, a task, a clean stop);
-- `socs_tcp.demo.view`: its terminal output.
-
-It runs on the real-stack harness of `socs_tcp.testing`.
-"""
