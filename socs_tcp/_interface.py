@@ -10,7 +10,9 @@ from collections.abc import Callable
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socs_tcp import _arguments as arguments, _foreign as foreign, _reactor_owner as reactor_owner
+from socs_tcp import _arguments as arguments
+from socs_tcp import _foreign as foreign
+from socs_tcp import _reactor_owner as reactor_owner
 from socs_tcp._backoff import Backoff
 from socs_tcp._bridge import Generation, Pump
 from socs_tcp._comm import CommSocket

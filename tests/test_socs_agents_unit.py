@@ -30,10 +30,10 @@ from ocs.ocs_agent import OpSession
 
 from socs_compat_fixtures import forget_socs_modules
 from socs_tcp import compat
+from socs_tcp.sim._framing import TerminatorFramer, mbap_framer
 from socs_tcp.sim.devices import cryomech_cpa as cpa
 from socs_tcp.sim.devices import lakeshore372 as ls
 from socs_tcp.sim.devices import pfeiffer_tpg366 as tpg
-from socs_tcp.sim._framing import TerminatorFramer, mbap_framer
 from socs_tcp.testing._crossbar import free_port
 from tests.conftest import in_worker
 

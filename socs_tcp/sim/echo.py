@@ -80,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from twisted.internet import defer, reactor
 
-    from socs_tcp.sim.control import ControlChannel
     from socs_tcp.sim._server import DeviceServer
+    from socs_tcp.sim.control import ControlChannel
 
     # Benchmarks run for long: keep no request history.
     servers = [DeviceServer(lambda line: line, host=args.host, port=args.port, max_recorded=0)
