@@ -28,12 +28,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from socs_tcp import _mbap
 from socs_tcp.sim import DeviceServer, mbap_framer
 
 __all__ = ['COMMAND_SET', 'REGISTER_COUNT', 'MODEL_REGISTERS', 'STATE_NAMES', 'TARGETS', 'CompressorModel',
            'modbus_reply', 'CryomechCPASimulator']
 
-MBAP = struct.Struct('>HHHB')      # transaction id, protocol id, length, unit id
 READ_INPUT_REGISTERS = 0x04
 WRITE_SINGLE_REGISTER = 0x06
 FIRST_REGISTER = 1
@@ -226,16 +226,16 @@ def modbus_reply(frame: bytes, read_registers: Callable[[], Sequence[int]],
         address or value). None, as a Modbus server discards them, for frames
         that are too short or whose protocol id is not 0.
     """
-    if len(frame) < MBAP.size + 1:
+    if len(frame) < _mbap.HEADER_SIZE + 1:
         return None
-    tid, protocol, _length, unit = MBAP.unpack_from(frame)
-    if protocol != 0:
+    tid, protocol, _length, unit = _mbap.unpack_header(frame)
+    if protocol != _mbap.PROTOCOL_ID:
         return None
-    pdu = frame[MBAP.size:]
+    pdu = frame[_mbap.HEADER_SIZE:]
     function = pdu[0]
 
     def reply(body: bytes) -> bytes:
-        return MBAP.pack(tid, 0, len(body) + 1, unit) + body
+        return _mbap.pack_frame(tid, unit, body)
 
     def exception(code: int) -> bytes:
         return reply(bytes([function | 0x80, code]))
