@@ -81,7 +81,7 @@ class DeviceServer:
         Port to listen on; 0 picks a free one at the first start, which every
         later start reuses.
     max_connections : int, optional
-        Connections beyond this many open ones are closed at once.
+        Connections beyond this many open ones are refused.
     greeting : bytes or str, optional
         Sent to each client as soon as it connects (a prompt or banner).
     max_recorded : int, optional
@@ -207,7 +207,7 @@ class DeviceServer:
 
     @property
     def connection_count(self) -> int:
-        """Connections currently open (an aborted one counts until it's gone)."""
+        """Connections currently open (a dropped one counts until it's gone)."""
         return len(self._connections)
 
     @property
@@ -310,7 +310,7 @@ class DeviceServer:
         return d
 
     def stop(self) -> defer.Deferred:
-        """Stop listening and abort every connection: the device is off.
+        """Stop listening and drop every connection: the device is off.
 
         Returns
         -------
@@ -368,7 +368,7 @@ class DeviceServer:
 
     # -- connections ----------------------------------------------------------
     def drop_connections(self) -> defer.Deferred:
-        """Abort every open connection now (the peer sees a reset).
+        """Drop every open connection now (RST: the peer sees a reset).
 
         Queued replies are discarded. The server keeps listening.
 
@@ -382,15 +382,16 @@ class DeviceServer:
     def _drop_connections(self) -> defer.Deferred:
         conns = list(self._connections)
         for conn in conns:
-            conn.abort()
-        d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
+            conn.drop()
+        d = defer.gatherResults([c.when_gone() for c in conns], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
     def hangup(self) -> defer.Deferred:
-        """Close every open connection cleanly (FIN) now, as a device that hangs up.
+        """Hang up every open connection now (FIN: the peer reads the end of the stream).
 
-        Unlike `drop_connections` (a reset), the peer reads the end of the
-        stream. Queued replies are discarded. The server keeps listening.
+        Unlike `drop_connections` (a reset), this is how a device ends a
+        connection on purpose. Queued replies are discarded. The server keeps
+        listening.
 
         Returns
         -------
@@ -400,7 +401,7 @@ class DeviceServer:
         conns = list(self._connections)
         for conn in conns:
             conn.hangup()
-        d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
+        d = defer.gatherResults([c.when_gone() for c in conns], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
     def send_unsolicited(self, data: bytes | str) -> None:
@@ -416,8 +417,8 @@ class DeviceServer:
             conn.write_now(data)
 
     def _has_free_slot(self) -> bool:
-        # A connection being aborted has freed its slot already, as a device
-        # that closed its socket has.
+        # A connection being dropped or hung up has freed its slot already,
+        # as a device that closed its socket has.
         if self.max_connections is None:
             return True
         return sum(not c.closing for c in self._connections) < self.max_connections
@@ -429,7 +430,7 @@ class DeviceServer:
             conn.write_now(self.greeting)
         self._notify_connections()
 
-    def _connection_lost(self, conn: DeviceConnection) -> None:
+    def _connection_gone(self, conn: DeviceConnection) -> None:
         if conn in self._connections:
             self._connections.remove(conn)
         log.debug('Device server: client gone ({n} open)', n=len(self._connections))
@@ -458,7 +459,7 @@ class DeviceServer:
             if faults.drop_countdown <= 0:
                 faults.drop_countdown = None
                 log.debug('Device server: dropping the connection at request {r!r}', r=request)
-                conn.abort()
+                conn.drop()
                 return
         if faults.silent:
             return
@@ -479,10 +480,10 @@ class DeviceServer:
 
     # -- faults ---------------------------------------------------------------
     def drop_after(self, n: int | None) -> None:
-        """Abort a connection at the ``n``-th request read from now on.
+        """Drop a connection at the ``n``-th request read from now on.
 
         That request (on whichever connection) is read and recorded but not
-        answered, then its connection is aborted. The fault then clears
+        answered, then its connection is dropped. The fault then clears
         itself (one drop). ``None`` cancels a pending drop.
 
         Raises

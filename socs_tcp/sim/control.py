@@ -298,15 +298,15 @@ class SimControl:
         return dict(part.split('=', 1) for part in self._run('status').split() if '=' in part)
 
     def drop(self) -> str:
-        """Abort every open device connection (the peer sees a reset)."""
+        """Drop every open device connection (RST: the peer sees a reset)."""
         return self._run('drop')
 
     def hangup(self) -> str:
-        """Close every open device connection cleanly (FIN), as a device that hangs up."""
+        """Hang up every open device connection (FIN: the peer reads the end of the stream)."""
         return self._run('hangup')
 
     def drop_after(self, n: int) -> str:
-        """Abort the connection carrying the ``n``-th next request."""
+        """Drop the connection carrying the ``n``-th next request."""
         return self._run('drop-after', n)
 
     def silent(self, on: bool = True) -> str:
@@ -328,7 +328,7 @@ class SimControl:
         return self._run('garbage', data)
 
     def stop(self) -> str:
-        """Take the device away (stop listening, abort every connection)."""
+        """Take the device away (stop listening, drop every connection)."""
         return self._run('stop')
 
     def start(self) -> str:
