@@ -11,7 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -41,6 +41,9 @@ class DeviceConnection(Protocol):
     replies go out through an outbox in request order, so a delayed or
     fragmented reply is never overtaken by a later one.
     """
+
+    # Set by connectionMade: a TCP connection (or a test's StringTransport).
+    transport: ITCPTransport
 
     def __init__(self, server: DeviceServer):
         self._server = server
@@ -109,7 +112,7 @@ class DeviceConnection(Protocol):
         """Deferred that fires (with None) once the connection is gone."""
         if self.gone:
             return defer.succeed(None)
-        d = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         self._gone_waiters.append(d)
         return d
 
@@ -160,7 +163,7 @@ class DeviceServerFactory(Factory):
     def __init__(self, server: DeviceServer):
         self._server = server
 
-    def buildProtocol(self, addr: IAddress) -> DeviceConnection | None:
+    def buildProtocol(self, addr: IAddress | None) -> DeviceConnection | None:
         # Returning None makes Twisted refuse the new socket (close it at once): a
         # one-client instrument that refuses a second client.
         if not self._server._has_free_slot():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import socket
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort, ITransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -63,16 +64,14 @@ class ControlChannel:
         self.host = host
         self.port = arguments.port(port, allow_zero=True)
         self._reactor = reactor
-        self._listening = None
-        self._restart_call = None
+        self._listening: IListeningPort | None = None
+        self._restart_call: IDelayedCall | None = None
 
     def start(self) -> int:
         """Listen (reactor thread); return the port."""
-        factory = Factory.forProtocol(_ControlProtocol)
-        factory.noisy = False
-        factory.channel = self
-        self._listening = self._reactor.listenTCP(self.port, factory, interface=self.host)
-        self.port = self._listening.getHost().port
+        listening = self._reactor.listenTCP(self.port, _ControlFactory(self), interface=self.host)
+        self._listening = listening
+        self.port = listening.getHost().port
         return self.port
 
     def stop(self) -> defer.Deferred:
@@ -205,6 +204,8 @@ class ControlChannel:
 class _ControlProtocol(LineOnlyReceiver):
     delimiter = b'\n'
     MAX_LENGTH = 4096
+    factory: _ControlFactory
+    transport: ITransport
 
     def lineReceived(self, line: bytes):
         text = line.decode('utf-8', 'replace').strip()
@@ -216,6 +217,18 @@ class _ControlProtocol(LineOnlyReceiver):
     def lineLengthExceeded(self, line):
         self.sendLine(b'ERR line too long')
         self.transport.loseConnection()
+
+
+class _ControlFactory(Factory[_ControlProtocol]):
+    noisy = False
+
+    def __init__(self, channel: ControlChannel):
+        self.channel = channel
+
+    def buildProtocol(self, addr: IAddress | None) -> _ControlProtocol:
+        protocol = _ControlProtocol()
+        protocol.factory = self
+        return protocol
 
 
 class SimControlError(RuntimeError):
