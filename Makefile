@@ -26,7 +26,7 @@ lint: $(VENV)/.installed
 # Its diagrams need graphviz's `dot` (Debian: apt-get install graphviz).
 docs: $(VENV)/.installed
 	@command -v dot >/dev/null || { echo "make docs: graphviz's dot is missing (apt-get install graphviz)" >&2; exit 1; }
-	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 # The sdist and wheel built, the wheel installed in a fresh venv, used outside the repository.
 wheel-smoke: $(VENV)/.installed

@@ -17,12 +17,19 @@ SUBCOMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def make_parser() -> argparse.ArgumentParser:
+    """The top-level parser: ``--version`` and the subcommand (its arguments are its own)."""
     parser = argparse.ArgumentParser(prog='socs-tcp', description=__doc__)
     parser.add_argument('--version', action='version', version=f'socs-tcp {__version__}')
     parser.add_argument('command', choices=sorted(SUBCOMMANDS),
                         help='; '.join(f'{k}: {v[1]}' for k, v in sorted(SUBCOMMANDS.items())))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``socs-tcp ARGV``; return the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = make_parser()
     if not argv or argv[0] in ('-h', '--help'):
         parser.print_help()
         return 0 if argv else 2
