@@ -17,7 +17,8 @@ import time
 from collections.abc import Sequence
 
 from socs_tcp._workdir import WorkdirError, usable_workdir
-from socs_tcp.testing import CrossbarError, OcsStack, StackError
+from socs_tcp.testing import CrossbarError, OcsStack, SiteConfig, StackError
+from socs_tcp.testing._site import AgentInstance
 
 PROG = 'socs-tcp stack'
 
@@ -31,6 +32,50 @@ def _instance(text: str) -> tuple[str, str, list[str]]:
     if len(parts) < 2:
         raise argparse.ArgumentTypeError(f'{text!r}: give "INSTANCE_ID AGENT_CLASS [ARGUMENT ...]"')
     return parts[0], parts[1], parts[2:]
+
+
+def load_site_file(path: str) -> SiteConfig:
+    """A site config to run as it is, on this machine's crossbar.
+
+    Realm, address root, host blocks and agent instances (with their
+    arguments, device addresses included) are kept; the hub URLs are replaced
+    by the local crossbar's when the stack writes the file. Unlike a test's
+    ``OcsStack.load_site_config``, agents may talk to devices anywhere.
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be read or is not a site config (the message names it).
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(open(path).read())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f'--site-file {path}: {str(exc).splitlines()[0]}') from None
+    if not isinstance(data, dict) or not isinstance(data.get('hub'), dict) or \
+            not isinstance(data.get('hosts'), dict):
+        raise ValueError(f'--site-file {path}: not an OCS site config (it needs "hub" and "hosts")')
+    hub = data['hub']
+    site = SiteConfig(realm=hub.get('wamp_realm', 'test_realm'),
+                      address_root=hub.get('address_root', 'observatory'))
+    site.hosts = {}
+    for host, block in data['hosts'].items():
+        block = dict(block or {})
+        entries = block.pop('agent-instances', None) or []
+        for key in ('wamp_server', 'wamp_http', 'wamp_realm'):   # the hub is the local crossbar
+            block.pop(key, None)
+        site.hosts[host] = block
+        for entry in entries:
+            entry = dict(entry)
+            try:
+                inst = AgentInstance(entry.pop('instance-id'), entry.pop('agent-class'),
+                                     entry.pop('arguments', None) or [], host)
+            except KeyError as exc:
+                raise ValueError(f'--site-file {path}: an instance under {host!r} has no {exc}') from None
+            inst.extra = entry
+            site.instances[inst.instance_id] = inst
+    return site
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -65,7 +110,9 @@ def _instructions(stack: OcsStack, simulators) -> str:
              f'logs       {stack.log_dir}']
     for sim in simulators:
         lines.append(f'simulator  {sim.kind} on 127.0.0.1:{sim.port} (fault control: {sim.control_port})')
-    ids = ', '.join(stack.site.instances) or 'none yet: add them to the site file, or use --instance'
+    ids = ', '.join(f'{i.instance_id} (--site-host {i.host})' if i.host != 'localhost' else i.instance_id
+                    for i in stack.site.instances.values())
+    ids = ids or 'none yet: add them to the site file, or use --instance'
     lines += ['', f'agent instances: {ids}', '',
               'Launch an agent into this stack, in another terminal:',
               f'  export OCS_CONFIG_DIR={config}',
@@ -98,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     try:
         if args.site_file:
-            stack.load_site_config(args.site_file)
+            stack.site = load_site_file(args.site_file)
         for instance_id, agent_class, arguments in args.instance:
             stack.add_agent(instance_id, agent_class, arguments)
         stack.start_crossbar(args.port or None, wait=False)
@@ -117,8 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'{PROG}: {first} (logs in {stack.log_dir})', file=sys.stderr)
         status = 1 if isinstance(exc, CrossbarError | StackError) else 2
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # A second SIGTERM must not cut the stop short (the children have process groups of
+        # their own: nothing else would stop them); another Ctrl-C hurries it (see stop_processes).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         records = stack.stop()
+        signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
     stopped = ', '.join(f'{r.name} (pid {r.pid})' for r in records)
     print(f'{PROG}: stopped {stopped or "nothing"}', flush=True)

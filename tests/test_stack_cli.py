@@ -94,3 +94,21 @@ def test_an_agent_launched_into_the_stack_joins_and_ctrl_c_stops_everything(tmp_
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_a_site_file_is_run_as_it_is_with_the_local_hub(tmp_path):
+    from socs_tcp._stack_cli import load_site_file
+
+    site = load_site_file(str(Path(__file__).resolve().parent.parent / 'docker' / 'config' / 'default.yaml'))
+    compressor = site.instances['compressor']
+    assert compressor.host == 'ocs-docker'
+    assert compressor.option('--ip-address') == 'compressor-sim'    # devices anywhere, not only 127.0.0.1
+    rendered = site.render('ws://127.0.0.1:1/ws', 'http://127.0.0.1:1/call', tmp_path)
+    assert rendered['hub']['wamp_server'] == 'ws://127.0.0.1:1/ws'
+    assert 'wamp_server' not in rendered['hosts']['ocs-docker']
+
+    (tmp_path / 'bad.yaml').write_text('hosts: {}\n')
+    with pytest.raises(ValueError, match='not an OCS site config'):
+        load_site_file(str(tmp_path / 'bad.yaml'))
+    with pytest.raises(ValueError, match='--site-file .*missing.yaml'):
+        load_site_file(str(tmp_path / 'missing.yaml'))
