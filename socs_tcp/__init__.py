@@ -12,6 +12,7 @@ from socs_tcp._factory import DeviceClientFactory
 from socs_tcp._interface import TCPInterface
 from socs_tcp._protocol import DeviceProtocol
 from socs_tcp._reactor_owner import set_reactor_owner
+from socs_tcp._version import __version__
 
 __all__ = [
     'Backoff',
@@ -23,4 +24,5 @@ __all__ = [
     'ReactorThreadError',
     'TCPInterface',
     'set_reactor_owner',
+    '__version__',
 ]

@@ -68,7 +68,7 @@ def test_install_makes_drivers_imported_afterwards_stand_on_socs_tcp(switched_ba
     from socs.agents.pfeiffer_tpg366.drivers import TPG366
     from socs.Lakeshore.Lakeshore372 import LS372
     assert issubclass(LS372, socs_tcp.TCPInterface) and issubclass(TPG366, socs_tcp.TCPInterface)
-    assert 'socs_tcp 0.1.0' in compat.describe() and 'socs 0.6.4' in compat.describe()
+    assert f'socs_tcp {socs_tcp.__version__}' in compat.describe() and 'socs 0.6.4' in compat.describe()
 
     assert compat.uninstall() is True
     assert socs.tcp.TCPInterface is original and not compat.installed()

@@ -35,6 +35,7 @@ from twisted.logger import globalLogPublisher, textFileLogObserver
 
 from socs_tcp._arguments import command_line, seconds
 from socs_tcp._demo.view import LiveView
+from socs_tcp._workdir import WorkdirError, usable_workdir
 from socs_tcp.testing._processes import StopRecord
 from socs_tcp.testing._stack import OcsStack, Simulator
 
@@ -364,16 +365,32 @@ class Demo:
     def shutdown(self) -> list[StopRecord]:
         self.phase = 'stopping'
         n = len(self.stack.processes)
-        self.view.event(f'stopping the {n} processes started (SIGINT, then SIGTERM/SIGKILL '
-                        f'if needed)')
-        records = self.stack.stop()
+        waits = self.stack.stop_waits
+        self.view.event(f'stopping the {n} processes started: SIGINT, then SIGTERM after '
+                        f'{waits[0]:g} s and SIGKILL after {waits[1]:g} s more if needed; '
+                        f'Ctrl-C again skips the wait and sends the next signal now')
+        globalLogPublisher.addObserver(self._hurried)
+        try:
+            records = self.stack.stop()
+        finally:
+            globalLogPublisher.removeObserver(self._hurried)
         gone = all(r.returncode is not None for r in records)
         hard = [r.name for r in records if r.ended_by in ('SIGTERM', 'SIGKILL')]
         detail = f'{len(records)} processes stopped'
-        if hard:
+        if hard and self.facts.get('hurried'):
+            detail += (f' ({", ".join(hard)} stopped by SIGTERM/SIGKILL because Ctrl-C was pressed '
+                       f'again; not a fault of theirs)')
+        elif hard:
             detail += f' ({", ".join(hard)} needed SIGTERM/SIGKILL)'
         (self.ok if gone else self.fail)('shutdown', detail)
         return records
+
+    def _hurried(self, event: dict) -> None:
+        """Log observer: the stop was hurried by another Ctrl-C (see ``stop_processes``)."""
+        if event.get('hurried') and not self.facts.get('hurried'):
+            self.facts['hurried'] = True
+            self.view.event(f'Ctrl-C again: not waiting for {event["names"]} to exit cleanly; '
+                            f'sending SIGTERM (then SIGKILL) now')
 
     def summary(self, records: Sequence[StopRecord], total: float, interrupted: str) -> str:
         col = self.view.colour
@@ -416,9 +433,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; return 0 when every step worked (also after Ctrl-C with
     ``--keep-running``), 1 when a step failed, 130 when interrupted early."""
     args = make_parser().parse_args(argv)
+    try:
+        workdir = usable_workdir(args.workdir)
+    except WorkdirError as exc:
+        print(f'socs-tcp demo: {exc}', file=sys.stderr)
+        return 2
     t_start = time.monotonic()
     view = LiveView()
-    stack = OcsStack(args.workdir)
+    stack = OcsStack(workdir)
     log_file = open(stack.workdir / 'demo.log', 'a', encoding='utf-8')
     observer = textFileLogObserver(log_file)
     globalLogPublisher.addObserver(observer)

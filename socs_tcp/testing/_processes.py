@@ -262,6 +262,12 @@ def _escalate(todo: list[ManagedProcess], waits: Sequence[float]) -> _Escalation
                 if not alive or time.monotonic() >= deadline:
                     break
                 time.sleep(_POLL)
+            if hurry.is_set() and alive:
+                # Say what the extra Ctrl-C did: whoever reads the stop records later
+                # must not take the harder signal for a process that would not stop.
+                log.warn('Ctrl-C: not waiting for {names} to exit after {signal}; sending the next '
+                         'signal now', names=', '.join(p.name for p in alive), signal=sig.name,
+                         hurried=True)
     return seen
 
 
