@@ -2,7 +2,8 @@
 
 KIND is ``compressor`` or ``psu`` (the sample agents' devices) or one of the
 SOCS devices of `socs_tcp.sim.devices` (``cryomech-cpa``, ``lakeshore372``,
-``pfeiffer-tpg366``).
+``pfeiffer-tpg366``), or ``replay FILE``: a recording served as a device
+(`socs_tcp.sim.devices.replay`).
 
 Prints ``PORT <n>`` (the device port) and, with ``--control-port``,
 ``CONTROL <n>`` (the fault-control port, see `socs_tcp.sim.control`)
@@ -37,6 +38,7 @@ DEVICES = {
     'compressor': ('socs_tcp.agents.compressor.simulator', 'CompressorSimulator'),
     'psu': ('socs_tcp.agents.power_supply.simulator', 'PowerSupplySimulator'),
     **SIMULATORS,     # the devices SOCS's own agents drive
+    'replay': ('socs_tcp.sim.devices.replay', 'ReplaySimulator'),  # a recording, as a device
 }
 
 
@@ -45,6 +47,12 @@ def make_parser() -> argparse.ArgumentParser:
         prog='socs-tcp simulate', description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('device', choices=sorted(DEVICES), help='which device to simulate')
+    parser.add_argument('recording', nargs='?', default=None,
+                        help='replay only: the recording to serve (SOCS_TCP_RECORD=FILE made it)')
+    parser.add_argument('--link', default=None,
+                        help='replay only: which device of a recording holding several (HOST:PORT)')
+    parser.add_argument('--recorded-timing', action='store_true',
+                        help='replay only: send each reply as late as it came when recorded')
     parser.add_argument('--host', default='127.0.0.1',
                         help='interface to listen on (default 127.0.0.1)')
     port = command_line(arguments.port, int, allow_zero=True)
@@ -62,8 +70,10 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0):
+def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0, **options):
     """Build (not start) the simulator for ``device`` (a key of `DEVICES`).
+
+    ``options`` go to its class (``replay``: ``recording``, ``link``, ``recorded_timing``).
 
     Raises
     ------
@@ -73,7 +83,7 @@ def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0):
     if device not in DEVICES:
         raise ValueError(f'device must be one of {sorted(DEVICES)}, got {device!r}')
     module, name = DEVICES[device]
-    return getattr(importlib.import_module(module), name)(host=host, port=port)
+    return getattr(importlib.import_module(module), name)(host=host, port=port, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +98,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from socs_tcp.sim.control import ControlChannel
 
-    simulator = make_simulator(args.device, args.host, args.port)
+    options = {}
+    if args.device == 'replay':
+        options = {'recording': args.recording, 'link': args.link,
+                   'recorded_timing': args.recorded_timing}
+    elif args.recording or args.link or args.recorded_timing:
+        make_parser().error('a recording, --link and --recorded-timing are for replay only')
+    try:
+        simulator = make_simulator(args.device, args.host, args.port, **options)
+    except (OSError, ValueError) as exc:
+        make_parser().error(str(exc))
     failed = []
 
     def listening(port: int) -> None:
