@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     'agent': ('socs_tcp._agent_cli', 'run an OCS agent as ocs-agent-cli does, on socs_tcp instead of socs.tcp'),
     'demo': ('socs_tcp._demo.run', 'run the demo: crossbar, simulators and agents on this machine'),
     'simulate': ('socs_tcp.sim.cli', 'run a simulated device (the sample agents\' or a SOCS device)'),
+    'shell': ('socs_tcp._shell', 'talk to a device by hand: type a command, see the reply'),
 }
 
 
