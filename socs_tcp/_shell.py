@@ -184,7 +184,7 @@ def show_bytes(data: bytes, binary: bool, encoding: str) -> str:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError:
-        return repr(data)
+        return repr(data)[2:-1]
     if text.isprintable():
         return text
     return repr(data)[2:-1]
