@@ -81,9 +81,12 @@ def test_with_reconnect_the_next_client_is_served(reconnecting):
             assert ask(sock, b'PING') == b'PONG'
 
 
-def test_only_tcp_relays_and_good_ports():
+def test_relay_types_and_ports():
     with pytest.raises(NotImplementedError, match="relay_type must be 'tcp'"):
-        create_device_emulator({}, relay_type='serial')
+        create_device_emulator({}, relay_type='telnet')
+    socs_emulator = pytest.importorskip('socs.testing.device_emulator')
+    serial = create_device_emulator({}, relay_type='serial')
+    assert serial.__module__ == socs_emulator.__name__   # SOCS's own socat relay
     with pytest.raises(ValueError, match='port'):
         create_device_emulator({}, relay_type='tcp', port=70000)
 

@@ -113,8 +113,8 @@ def create_device_emulator(responses: dict | None, relay_type: str, port: int = 
     responses : dict
         Command -> response (see `DeviceEmulator.define_responses`).
     relay_type : str
-        ``'tcp'`` (the only relay this emulator serves; SOCS's serves
-        ``'serial'`` through socat too).
+        ``'tcp'``; ``'serial'`` (socat and a pty) is handed to SOCS's own
+        emulator, without `DeviceEmulator.inject`.
     port : int
         Port to listen on, on 127.0.0.1 (0: a free one, in ``socket_port``).
     encoding : str or None
@@ -130,14 +130,23 @@ def create_device_emulator(responses: dict | None, relay_type: str, port: int = 
     Raises
     ------
     NotImplementedError
-        ``relay_type`` is not ``'tcp'`` (the type SOCS raises).
+        ``relay_type`` is neither (the type SOCS raises), or ``'serial'``
+        without socs installed.
     """
     import pytest
 
+    if relay_type == 'serial':
+        # A serial relay is socat and a pty, nothing socs_tcp runs: SOCS's own emulator serves it.
+        try:
+            from socs.testing import device_emulator
+        except ImportError:
+            raise NotImplementedError("relay_type='serial' needs socs installed "
+                                      '(socs.testing.device_emulator serves it)') from None
+        return device_emulator.create_device_emulator(responses, relay_type, port=port,
+                                                      encoding=encoding, reconnect=reconnect)
     if relay_type != 'tcp':
         raise NotImplementedError(
-            f"relay_type must be 'tcp' for socs_tcp's emulator, got {relay_type!r} "
-            "(for 'serial' use socs.testing.device_emulator)")
+            f"relay_type must be 'tcp' (or 'serial', served by SOCS's emulator), got {relay_type!r}")
     port = arguments.port(port, allow_zero=True)
 
     @pytest.fixture()
