@@ -140,7 +140,7 @@ def test_binary_view_and_trace():
     assert '0000  53 4f 43 53' in out and '|SOCS-TCP,SIM-PSU|' in out
 
 
-def test_a_device_that_is_down_then_back(tmp_path):
+def test_a_device_that_is_down_says_so_and_each_command_fails_at_once():
     with simulator('psu') as psu:
         psu.control.send('stop')
         out = run_shell(psu.port, ['*IDN?'])
