@@ -45,6 +45,8 @@ def refused(emu_port: int) -> bool:
         socket.create_connection(('127.0.0.1', emu_port), timeout=1).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False  # queued while the port closed: not refused yet, ask again
     return False
 
 
