@@ -189,12 +189,12 @@ class _EmulatorServer(DeviceServer):
         for reply in held:
             conn.write_now(reply)
 
-    def _connection_lost(self, conn) -> None:
+    def _connection_gone(self, conn) -> None:
         # Ended by the client (not by a fault of ours: then the transport was
         # told to disconnect first): without reconnect, SOCS's emulator is done.
         transport = conn.transport
         ours = getattr(transport, 'disconnecting', False) or getattr(transport, '_aborting', False)
-        super()._connection_lost(conn)
+        super()._connection_gone(conn)
         if not ours and not self._emulator.reconnect and not self._connections:
             log.info('Device emulator: client disconnected; not listening any more (reconnect=False)')
             self._stop_listening()
