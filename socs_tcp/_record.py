@@ -35,6 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from socs_tcp import _tap as tap
 
@@ -141,7 +142,7 @@ class Recorder:
         if self.per_link:
             self.path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._files: dict[str, object] = {}
+        self._files: dict[str, TextIO] = {}
         self._start = time.monotonic()
 
     def _file(self, link: str):

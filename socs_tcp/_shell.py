@@ -38,9 +38,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from socs_tcp import _arguments as arguments
 from socs_tcp import _tap as tap
+
+if TYPE_CHECKING:
+    from socs_tcp import TCPInterface
 
 VERBS = ('query', 'write', 'read', 'timeout', 'stats', 'help', 'exit', 'quit')
 #: Names accepted for a termination, besides escapes such as ``\\r\\n``.
@@ -241,7 +245,7 @@ class Shell:
         self._print_lock = threading.Lock()
         self._at_prompt = False
         self._transcript = open(args.transcript, 'a', encoding='utf-8') if args.transcript else None  # noqa: SIM115
-        self.interface = None
+        self.interface: TCPInterface | None = None
 
     # -- output -----------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -282,7 +286,7 @@ class Shell:
     # -- the device -------------------------------------------------------------
     _closing = False
 
-    def connect(self):
+    def connect(self) -> TCPInterface:
         """Make the interface (a device that is down now is tried again in the background)."""
         from socs_tcp import Backoff, TCPInterface, set_reactor_owner
 
@@ -302,7 +306,7 @@ class Shell:
                 hook(interface)
 
         tap.add_tap(self)
-        self.interface = TCPInterface(
+        self.interface = interface = TCPInterface(
             self.host, self.port, args.timeout,
             read_termination=args.read_termination or None,
             write_termination=args.write_termination,
@@ -310,8 +314,13 @@ class Shell:
             # Back within about two seconds of the device: a person is waiting.
             backoff=Backoff(initial=0.25, max_delay=2.0),
             encoding=args.encoding)
-        if not self.interface.connected:
+        if not interface.connected:
             self.say(f'[{self.link} is not reachable now; trying again in the background]')
+        return interface
+
+    def _device(self) -> TCPInterface:
+        if self.interface is None:
+            raise RuntimeError('the shell is not connected: call connect() first')
         return self.interface
 
     def _prologix_setup(self, interface) -> None:
@@ -358,18 +367,18 @@ class Shell:
             return True
         if command.verb == 'timeout':
             if command.number is not None:
-                self.interface.timeout = command.number
-            self.say(f'timeout {self.interface.timeout:g} s')
+                self._device().timeout = command.number
+            self.say(f'timeout {self._device().timeout:g} s')
             return True
         if command.verb == 'stats':
-            stats = self.interface.stats
+            stats = self._device().stats
             self.say(' '.join(f'{k}={v}' for k, v in sorted(stats.items())))
             return True
         self._exchange(command)
         return True
 
     def _exchange(self, command: Command) -> None:
-        interface = self.interface
+        interface = self._device()
         args = self.args
         start = time.monotonic()
         try:
@@ -403,8 +412,8 @@ class Shell:
     def _read_reply(self) -> bytes:
         term = self.args.read_termination
         if term:
-            return self.interface.read_until(term)[:-len(term)]
-        return self.interface.recv(4096)
+            return self._device().read_until(term)[:-len(term)]
+        return self._device().recv(4096)
 
     # -- the loop ---------------------------------------------------------------
     def loop(self, stdin=None) -> int:

@@ -307,7 +307,7 @@ class DeviceEmulator:
         server, self.server = self.server, None
         if server is None:
             return
-        if server.reactor.running:
+        if server.reactor.running and self._control is not None:
             _call(self._control.stop)
             _call(server.stop)
         self.socket_port = None
@@ -339,7 +339,7 @@ class DeviceEmulator:
         RuntimeError
             The emulator is not running.
         """
-        if self.server is None:
+        if self.server is None or self._control is None:
             raise RuntimeError('inject(): the emulator is not running (create_tcp_relay first)')
         if not isinstance(command, str) or not command.strip():
             raise TypeError(f'command must be a non-empty str, got {command!r}')
@@ -358,10 +358,7 @@ class DeviceEmulator:
     # -- internals --------------------------------------------------------------
     def _reply_to(self, raw: bytes) -> bytes | None:
         """What the device sends for one read (reactor thread)."""
-        if self.encoding:
-            msg = raw.strip().decode(self.encoding)
-        else:
-            msg = raw
+        msg: str | bytes = raw.strip().decode(self.encoding) if self.encoding else raw
         if not msg:
             return None
         response = self.get_response(msg)

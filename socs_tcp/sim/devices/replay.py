@@ -98,12 +98,12 @@ def exchanges(events: list[record.Event]) -> tuple[list[Exchange], bytes | None,
         requests = run[3].split(term) if term else [run[3]]
         if term:
             requests = requests[:-1]  # ends with the terminator: the last piece is empty
-        following = runs[i + 1] if i + 1 < len(runs) else None
-        reply = following[3] if following and following[0] == record.RECEIVED else None
+        reply, latency = None, 0.0
+        if i + 1 < len(runs) and runs[i + 1][0] == record.RECEIVED:
+            reply, latency = runs[i + 1][3], max(0.0, runs[i + 1][1] - run[2])
         for request in requests[:-1]:
             result.append(Exchange(request, None, 0.0))
         if requests:
-            latency = max(0.0, following[1] - run[2]) if reply is not None else 0.0
             result.append(Exchange(requests[-1], reply, latency))
     return result, term, greeting
 
