@@ -11,6 +11,7 @@ from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from socs_tcp import _tap as tap
 from socs_tcp._backoff import Backoff
 from socs_tcp._bridge import Bridge, Generation
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
@@ -302,6 +303,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.stats.record_dropped(self.bridge.clear())
         # In the reactor thread the transport buffers what the kernel does not
         # take yet: the message goes out whole (or the connection goes).
+        tap.notify_sent(self.address, data)
         proto.transport.write(data)
         self.stats.record_out(len(data))
         d = self.bridge.when_frame(frame)

@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from socs_tcp import _arguments as arguments
 from socs_tcp import _foreign as foreign
 from socs_tcp import _reactor_owner as reactor_owner
+from socs_tcp import _tap as tap
 from socs_tcp._backoff import Backoff
 from socs_tcp._bridge import Generation, Pump
 from socs_tcp._comm import CommSocket
@@ -455,6 +456,8 @@ class TCPInterface:
             generation = self._connection(deadline, pump)
             if clear_stale:
                 self._factory.stats.record_dropped(self._bridge.clear())
+            # Told before the write: the reply may be read (and told) before write() returns.
+            tap.notify_sent(self._factory.address, data)
             try:
                 self._factory.stats.record_out(self._bridge.write(generation, data, deadline, pump))
                 return generation

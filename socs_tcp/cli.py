@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     'demo': ('socs_tcp._demo.run', 'run the demo: crossbar, simulators and agents on this machine'),
     'simulate': ('socs_tcp.sim.cli', 'run a simulated device (the sample agents\' or a SOCS device)'),
     'stack': ('socs_tcp._stack_cli', 'run a local OCS stack (crossbar and site config) to try any agent in'),
+    'shell': ('socs_tcp._shell', 'talk to a device by hand: type a command, see the reply'),
 }
 
 

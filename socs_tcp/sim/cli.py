@@ -2,7 +2,8 @@
 
 KIND is ``compressor`` or ``psu`` (the sample agents' devices) or one of the
 SOCS devices of `socs_tcp.sim.devices` (``cryomech-cpa``, ``lakeshore372``,
-``pfeiffer-tpg366``).
+``pfeiffer-tpg366``), or ``replay FILE``: a recording served as a device
+(`socs_tcp.sim.devices.replay`).
 
 Prints ``PORT <n>`` (the device port) and, with ``--control-port``,
 ``CONTROL <n>`` (the fault-control port, see `socs_tcp.sim.control`)
@@ -41,6 +42,7 @@ DEVICES = {
     'compressor': ('socs_tcp.agents.compressor.simulator', 'CompressorSimulator'),
     'psu': ('socs_tcp.agents.power_supply.simulator', 'PowerSupplySimulator'),
     **SIMULATORS,     # the devices SOCS's own agents drive
+    'replay': ('socs_tcp.sim.devices.replay', 'ReplaySimulator'),  # a recording, as a device
 }
 
 
@@ -90,6 +92,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument('-h', '--help', action=_HelpAction)
     parser.add_argument('device', metavar='KIND', choices=sorted(DEVICES),
                         help=f'which device to simulate: {", ".join(sorted(DEVICES))}')
+    parser.add_argument('recording', nargs='?', default=None,
+                        help='replay only: the recording to serve (SOCS_TCP_RECORD=FILE made it)')
+    parser.add_argument('--link', default=None,
+                        help='replay only: which device of a recording holding several (HOST:PORT)')
+    parser.add_argument('--recorded-timing', action='store_true',
+                        help='replay only: send each reply as late as it came when recorded')
     parser.add_argument('--host', default='127.0.0.1',
                         help='interface to listen on (default 127.0.0.1)')
     port = command_line(arguments.port, int, allow_zero=True)
@@ -107,8 +115,10 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0):
+def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0, **options):
     """Build (not start) the simulator for ``device`` (a key of `DEVICES`).
+
+    ``options`` go to its class (``replay``: ``recording``, ``link``, ``recorded_timing``).
 
     Raises
     ------
@@ -117,7 +127,7 @@ def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0):
     """
     if device not in DEVICES:
         raise ValueError(f'device must be one of {sorted(DEVICES)}, got {device!r}')
-    return _simulator_class(device)(host=host, port=port)
+    return _simulator_class(device)(host=host, port=port, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +142,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from socs_tcp.sim.control import ControlChannel
 
-    simulator = make_simulator(args.device, args.host, args.port)
+    options = {}
+    if args.device == 'replay':
+        options = {'recording': args.recording, 'link': args.link,
+                   'recorded_timing': args.recorded_timing}
+    elif args.recording or args.link or args.recorded_timing:
+        make_parser().error('a recording, --link and --recorded-timing are for replay only')
+    try:
+        simulator = make_simulator(args.device, args.host, args.port, **options)
+    except (OSError, ValueError) as exc:
+        make_parser().error(str(exc))
     failed = []
 
     def listening(port: int) -> None:
