@@ -1,6 +1,6 @@
 """The SOCS transports socs_tcp can take over, and how ``SOCS_TCP`` selects them.
 
-Each transport is replaced by the module ``socs_tcp._socs.<name>`` (its
+Each transport is replaced by a module ``socs_tcp._socs.<name>`` (its
 ``install()``/``uninstall()``), applied once SOCS's module that holds the
 original (its *target*) has been imported. A transport whose module is not
 part of this socs_tcp is left out of ``SOCS_TCP=1`` and refused when named.
@@ -24,10 +24,11 @@ class Transport:
     name: str
     target: str
     replaces: str
+    module_name: str = ''   # in socs_tcp._socs; default: the transport's name
 
     @property
     def module(self) -> str:
-        return f'socs_tcp._socs.{self.name}'
+        return f'socs_tcp._socs.{self.module_name or self.name}'
 
 
 #: Every transport by name, in the order they are applied and reported.
@@ -36,7 +37,7 @@ TRANSPORTS: dict[str, Transport] = {t.name: t for t in (
     Transport('prologix', 'socs.common.prologix_interface',
               'socs.common.prologix_interface.PrologixInterface'),
     Transport('scpi_psu', 'socs.agents.scpi_psu.drivers', 'socs.agents.scpi_psu.drivers.ScpiPsuInterface'),
-    Transport('serial', 'serial', "pyserial's socket:// handler"),
+    Transport('serial', 'serial', "pyserial's socket:// handler", 'pyserial'),
     Transport('moxa', 'socs.common.moxa_serial', 'socs.common.moxa_serial.Serial_TCPServer'),
     Transport('hwp_pid', 'socs.agents.hwp_pid.drivers.pid_controller',
               'socs.agents.hwp_pid.drivers.pid_controller.PID'),
