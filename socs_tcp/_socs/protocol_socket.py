@@ -15,7 +15,11 @@ does, whatever happens to the TCP connection underneath:
   connection) the next write first waits until the line has been quiet for
   ``drain_quiet`` seconds;
 - one connection per serial server port in the process: opening one closes
-  the previous (serial servers often take one client).
+  the previous (serial servers often take one client);
+- a request in Pfeiffer's telegram format (the TC400 turbo controllers:
+  address, action, parameter number, data, checksum, ``\r``) is answered only
+  by a reply telegram for the same address and parameter: a late reply to an
+  earlier request that arrives after all is dropped, not handed to this one.
 
 The port's settings (baud rate, parity...) are the serial server's, as with
 pyserial's handler: they are accepted and ignored.
@@ -23,6 +27,7 @@ pyserial's handler: they are accepted and ignored.
 
 from __future__ import annotations
 
+import re
 import select
 import time
 import urllib.parse
@@ -38,6 +43,18 @@ log = Logger(namespace='socs_tcp.serial')
 #: How often a read looks again while the connection is down (seconds).
 POLL = 0.05
 
+#: A Pfeiffer vacuum protocol telegram: address, action (0 or 1), 0, parameter number,
+#: data length, data, checksum, carriage return.
+TELEGRAM = re.compile(rb'(\d{3})[01]0(\d{3})(\d{2})(.*)(\d{3})\r')
+
+
+def telegram_key(data: bytes) -> tuple[bytes, bytes] | None:
+    """``(address, parameter)`` of a whole Pfeiffer telegram with a valid checksum, else None."""
+    match = TELEGRAM.fullmatch(data)
+    if match is None or int(match.group(5)) != sum(data[:-4]) % 256:
+        return None
+    return match.group(1), match.group(2)
+
 
 class Serial(SerialBase):
     """A pyserial port for ``socket://host:port``, on socs_tcp (see the module's description)."""
@@ -52,6 +69,8 @@ class Serial(SerialBase):
 
     _link: TCPInterface | None = None
     _short_read = False
+    _expected: tuple[bytes, bytes] | None = None   # (address, parameter) of the telegram sent last
+    _pending = b''                                  # a reply read whole, not yet handed out
 
     def open(self) -> None:
         """Open the port: connect (bounded); a device that is down only makes reads quiet.
@@ -121,7 +140,14 @@ class Serial(SerialBase):
         timeout = Timeout(self._timeout)
         data = bytearray()
         while len(data) < size:
-            data += self._read_some(size - len(data), timeout.time_left())
+            if self._expected is not None and not self._pending:
+                self._pending = self._matching_reply(timeout)
+            if self._pending:
+                take = size - len(data)
+                data += self._pending[:take]
+                self._pending = self._pending[take:]
+            else:
+                data += self._read_some(size - len(data), timeout.time_left())
             if timeout.expired():
                 break
         self._short_read = len(data) < size
@@ -134,6 +160,8 @@ class Serial(SerialBase):
         if self._short_read:
             self._drain()
         self._link.clear()
+        self._pending = b''
+        self._expected = telegram_key(data)
         try:
             self._link.send(data)
         except ConnectionError as exc:
@@ -206,6 +234,28 @@ class Serial(SerialBase):
             return self._link.recv(size)
         except ConnectionError:
             return b''   # gone just now: reads quiet from here on, until reconnected
+
+    def _matching_reply(self, timeout: Timeout) -> bytes:
+        """The reply to the telegram sent last, read whole; other telegrams are dropped as late replies.
+
+        What is not a valid telegram is handed out as it is (the caller's
+        protocol code judges it), and so is a partial line when the timeout
+        is over.
+        """
+        line = bytearray()
+        while True:
+            line += self._read_some(1, timeout.time_left())
+            if line.endswith(b'\r'):
+                key = telegram_key(bytes(line))
+                if key is None or key == self._expected:
+                    break
+                log.info('{where}: dropped {line!r}, a late reply: the request was for parameter {param}',
+                         where=self._where(), line=bytes(line), param=self._expected[1].decode())
+                line.clear()
+            elif timeout.expired():
+                break
+        self._expected = None
+        return bytes(line)
 
     def _drain(self) -> None:
         """Drop input until the line has been quiet for ``drain_quiet`` s (at most a few periods)."""
