@@ -6,9 +6,13 @@ reply or None``. Like a real bridge it hands a reply to whichever TCP
 connection is open when the reply is ready, and holds it while none is: an
 instrument's late reply reaches the *next* connection. Faults, set at any
 time: ``late[prefix] = seconds`` (replies to requests starting with
-``prefix`` come that late), ``silent`` (no replies), ``close_on`` (the bridge
-closes the connection when a request starting with it arrives), and
-``stop()``/``start()`` (an outage; the same port again).
+``prefix`` come that late), ``split[prefix] = seconds`` (the reply comes in
+two pieces that far apart), ``silent`` (no replies), ``drop_client()`` (a
+peer close) and ``stop()``/``start()`` (an outage; the same port again).
+``events`` records ``('open', n)``, ``('client closed', n)``, and
+``('second client', n)`` when connection ``n`` came while the client had the
+previous one still open (the bridge then drops the previous, as one-client
+bridges do).
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from collections.abc import Callable
 
 
 class FakeBridge:
-    def __init__(self, respond: Callable[[bytes], bytes | None], terminator: bytes = b'\n') -> None:
+    def __init__(self, respond: Callable[[bytes], bytes | None], terminator: bytes = b'\n',
+                 port: int = 0) -> None:
         self.respond = respond
         self.terminator = terminator
         self.late: dict[bytes, float] = {}
         self.silent = False
-        self.close_on: bytes | None = None
+        self.split: dict[bytes, float] = {}
+        self.events: list[tuple[str, int]] = []
         self.requests: list[tuple[int, bytes]] = []   # (connection number, request)
         self.connections = 0
         self._lock = threading.Lock()
@@ -34,7 +40,7 @@ class FakeBridge:
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._timers: list[threading.Timer] = []
-        self.port = 0
+        self.port = port
         self.start()
 
     # -- control -------------------------------------------------------------------
@@ -105,11 +111,24 @@ class FakeBridge:
                 number = self.connections
                 old, self._current = self._current, conn
                 held, self._held = self._held, []
+                if old is not None and self._still_open(old):
+                    self.events.append(('second client', number))
+                self.events.append(('open', number))
             if old is not None:
                 old.close()   # one client at a time, as many bridges
             for reply in held:
                 conn.sendall(reply)
             self._spawn(self._serve, conn, number)
+
+    @staticmethod
+    def _still_open(conn: socket.socket) -> bool:
+        """Whether the client has not closed ``conn`` (nor reset it)."""
+        try:
+            return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b''
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         buffer = b''
@@ -122,15 +141,13 @@ class FakeBridge:
                 with self._lock:
                     if self._current is conn:
                         self._current = None
+                        self.events.append(('client closed', number))
                 conn.close()
                 return
             buffer += data
             while self.terminator in buffer:
                 request, buffer = buffer.split(self.terminator, 1)
                 self.requests.append((number, request))
-                if self.close_on is not None and request.startswith(self.close_on):
-                    self.drop_client()
-                    return
                 self._answer(request)
 
     def _answer(self, request: bytes) -> None:
@@ -140,7 +157,15 @@ class FakeBridge:
         if reply is None:
             return
         delay = next((s for prefix, s in self.late.items() if request.startswith(prefix)), 0.0)
-        if delay:
+        pause = next((s for prefix, s in self.split.items() if request.startswith(prefix)), 0.0)
+        if pause:
+            half = len(reply) // 2
+            self._deliver(reply[:half])
+            timer = threading.Timer(pause, self._deliver, (reply[half:],))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+        elif delay:
             timer = threading.Timer(delay, self._deliver, (reply,))
             timer.daemon = True
             self._timers.append(timer)
