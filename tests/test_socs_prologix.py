@@ -20,9 +20,9 @@ import pytest
 import pytest_twisted
 
 from socs_fake_bridge import FakeBridge
-from socs_transport_fixtures import TIMEOUT, on_transports, prologix_bridge  # noqa: F401 (fixture)
 from socs_tcp._socs._line import LinkDown
 from socs_tcp.testing._crossbar import free_port
+from socs_transport_fixtures import TIMEOUT, on_transports, prologix_bridge  # noqa: F401 (fixture)
 from tests.conftest import in_worker
 
 GPIB = 5

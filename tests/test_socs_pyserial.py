@@ -17,8 +17,8 @@ import pytest
 import pytest_twisted
 
 from socs_fake_bridge import FakeBridge
-from socs_transport_fixtures import on_transports  # noqa: F401 (fixture)
 from socs_tcp.testing._crossbar import free_port
+from socs_transport_fixtures import on_transports  # noqa: F401 (fixture)
 from tests.conftest import in_worker
 
 ADDRESS = 94
