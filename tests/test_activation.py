@@ -215,3 +215,39 @@ def test_a_module_imported_already_is_switched_at_once_and_switched_back(fresh_s
 def test_activate_refuses_an_unknown_name(fresh_socs):
     with pytest.raises(_registry.SelectionError, match="unknown transport 'tcpp'"):
         _activation.activate(['tcpp'])
+
+
+class NotPrologix:                       # a PrologixInterface of another shape: no configure()
+    def __init__(self, ip_address, gpibAddr):
+        pass
+
+    def conn_socket(self):
+        pass
+
+    def write(self, msg):
+        pass
+
+    def read(self):
+        pass
+
+
+def test_a_socs_class_of_another_shape_is_refused_naming_what_differs(fresh_socs, monkeypatch):
+    from socs_tcp import compat
+    monkeypatch.delenv(compat.FORCE_ENV, raising=False)
+    import socs.common.prologix_interface as module
+    monkeypatch.setattr(module, 'PrologixInterface', NotPrologix)
+    with pytest.raises(compat.CompatError, match=r'PrologixInterface has no configure\(\)'):
+        _activation.activate(['prologix'])
+    assert module.PrologixInterface is NotPrologix and _activation.taken_over() == []
+    monkeypatch.setenv(compat.FORCE_ENV, '1')
+    _activation.activate(['prologix'])
+    assert issubclass(module.PrologixInterface, NotPrologix)
+
+
+def test_a_pyserial_without_a_handler_list_is_refused(fresh_socs, monkeypatch):
+    import serial
+
+    from socs_tcp import compat
+    monkeypatch.setattr(serial, 'protocol_handler_packages', ('serial.urlhandler',))
+    with pytest.raises(compat.CompatError, match='protocol_handler_packages is not a list'):
+        _activation.activate(['serial'])

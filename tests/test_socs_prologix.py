@@ -251,3 +251,34 @@ def test_input_nobody_asked_for_is_dropped_before_each_request(on_transports, mo
     finally:
         bridge.close()
     assert volt == 12.5     # SOCS: float('volt 12.5\n12.5') raised ValueError
+
+
+@pytest.fixture
+def blackhole():
+    """A port on 127.0.0.1 whose accept queue is full: the kernel drops new SYNs, connects hang."""
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):       # fill the queue (Linux takes backlog + 1), the next one hangs
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+        fillers.append(filler)
+    yield listener.getsockname()[1]
+    for sock in [*fillers, listener]:
+        sock.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_connecting_is_bounded_by_the_timeout(on_transports, monkeypatch, blackhole):  # noqa: F811
+    from socs_tcp import compat
+    monkeypatch.setenv(compat.REDIRECT_ENV, f'127.0.0.1:1234=127.0.0.1:{blackhole}')
+
+    def body():
+        started = time.monotonic()
+        _, exc = outcome(clock)
+        return exc, time.monotonic() - started
+    exc, took = yield in_worker(body)
+    # SOCS connects before it sets any timeout: minutes of SYN retries
+    assert isinstance(exc, socket.timeout) and took < TIMEOUT + MARGIN, (exc, took)
