@@ -4,7 +4,8 @@
 ``SOCS_TCP=1`` does (:mod:`socs_tcp._socs._activation`), so that the test
 imports SOCS's unchanged drivers afresh, on socs_tcp; afterwards it puts
 SOCS's classes back and forgets them again. The Prologix links get short
-timeouts so that fault tests take a fraction of SOCS's fixed 5 s.
+timeouts so that fault tests take a fraction of SOCS's fixed 5 s, and a
+shorter pause after each write.
 
 ``SOCS_TCP_TESTS_PLAIN=1`` in the environment runs the same tests on plain
 socs instead (no activation), to show what they catch: Prologix's fixed port
@@ -29,6 +30,8 @@ PLAIN = os.environ.get('SOCS_TCP_TESTS_PLAIN') == '1'
 #: Link timeout in these tests (SOCS: 5 s) and the quiet period that ends a drain.
 TIMEOUT = 0.5
 QUIET = 0.2
+#: The pause after each write (SOCS: 0.1 s; the fake box needs none).
+WRITE_PAUSE = 0.02
 
 
 def forget_serial_handlers() -> None:
@@ -46,6 +49,7 @@ def on_transports(monkeypatch):
     if not PLAIN:
         monkeypatch.setattr(LineDevice, 'link_timeout', TIMEOUT)
         monkeypatch.setattr(LineDevice, 'drain_quiet', QUIET)
+        monkeypatch.setattr(LineDevice, 'write_pause', WRITE_PAUSE)
         _activation.activate(['tcp', 'prologix', 'scpi_psu', 'serial'])
     try:
         yield

@@ -23,6 +23,7 @@ Every failure raises :class:`LinkDown`, both a ``ConnectionError`` and a
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 import time
@@ -54,7 +55,6 @@ class LinkDown(DeviceDisconnected, TimeoutError):
 
 def redirected(host: str, port: int) -> Address:
     """Where ``host:port`` really is, after ``SOCS_TCP_REDIRECT`` (drivers with a fixed port)."""
-    import os
     table = compat.parse_redirects(os.environ.get(compat.REDIRECT_ENV, ''))
     target = table.get((host, port))
     if target is None:
