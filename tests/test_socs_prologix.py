@@ -282,3 +282,84 @@ def test_connecting_is_bounded_by_the_timeout(on_transports, monkeypatch, blackh
     exc, took = yield in_worker(body)
     # SOCS connects before it sets any timeout: minutes of SYN retries
     assert isinstance(exc, socket.timeout) and took < TIMEOUT + MARGIN, (exc, took)
+
+
+# -- SOCS's agents: their acq loops, as OCS runs them (a mocked OCSAgent, as SOCS's own tests) --
+
+def run_acq(agent, process, params, bound: float = 8.0):
+    """Call the agent's acq ``process`` (test_mode: it returns after one good reading), bounded."""
+    import threading
+    from unittest import mock
+
+    from ocs.ocs_agent import OpSession
+    watchdog = threading.Timer(bound, lambda: setattr(agent, 'monitor', False))
+    watchdog.start()
+    try:
+        return process(OpSession(1, 'acq', app=mock.MagicMock()), params)
+    finally:
+        watchdog.cancel()
+
+
+def mocked_ocs_agent():
+    from unittest import mock
+
+    import txaio
+    txaio.use_twisted()
+    agent = mock.MagicMock()
+    agent.log = txaio.make_logger()
+    return agent
+
+
+def published(ocs_agent) -> list[dict]:
+    return [c.args[1]['data'] for c in ocs_agent.publish_to_feed.call_args_list]
+
+
+@pytest_twisted.inlineCallbacks
+def test_srs_cg635_acq_rides_out_a_peer_close_and_a_late_reply_publishing_only_right_values(clock_box):
+    from unittest import mock
+
+    from ocs.ocs_agent import OpSession
+    from socs.agents.srs_cg635.agent import SRSCG635Agent
+    ocs_agent = mocked_ocs_agent()
+    srs = SRSCG635Agent(ocs_agent, '127.0.0.1', GPIB)
+
+    def body():
+        assert srs.init(OpSession(1, 'init', app=mock.MagicMock()), {'auto_acquire': False})[0]
+        done = [run_acq(srs, srs.acq, {'wait': 0, 'test_mode': True})]
+        clock_box.drop_client()
+        clock_box.wait_for(lambda: noticed_close(srs.clock))
+        done.append(run_acq(srs, srs.acq, {'wait': 0, 'test_mode': True}))
+        clock_box.late_once[b'FREQ?;STDC?;RUNS?;TIMB?'] = TIMEOUT + 0.2
+        done.append(run_acq(srs, srs.acq, {'wait': 0, 'test_mode': True}))
+        return done
+    done = yield in_worker(body)
+    # SOCS: after the peer close '' -> ValueError -> clear() -> BrokenPipeError: acq crashed
+    assert done == [(True, 'Finished monitoring clock')] * 3
+    values = published(ocs_agent)
+    assert len(values) == 3 and all(v == {'Frequency': 122880000.0, 'Standard_CMOS_Output': 3,
+                                          'Running_State': 1, 'Timebase': 3} for v in values), values
+
+
+@pytest_twisted.inlineCallbacks
+def test_scpi_psu_monitor_rides_out_a_peer_close_and_a_late_reply_publishing_only_right_values(psu_box):
+    from unittest import mock
+
+    from ocs.ocs_agent import OpSession
+    from socs.agents.scpi_psu.agent import ScpiPsuAgent
+    ocs_agent = mocked_ocs_agent()
+    psu = ScpiPsuAgent(ocs_agent, '127.0.0.1', gpib_slot=GPIB)
+    params = {'wait': 0, 'channels': [1], 'test_mode': True}
+
+    def body():
+        assert psu.init(OpSession(1, 'init', app=mock.MagicMock()), {'auto_acquire': False})[0]
+        done = [run_acq(psu, psu.monitor_output, params)]
+        psu_box.drop_client()
+        psu_box.wait_for(lambda: noticed_close(psu.psu))
+        done.append(run_acq(psu, psu.monitor_output, params))
+        psu_box.late_once[b'MEAS:VOLT? CH1'] = TIMEOUT + 0.2
+        done.append(run_acq(psu, psu.monitor_output, params))
+        return done
+    done = yield in_worker(body)
+    assert done == [(True, 'Finished monitoring current')] * 3
+    values = published(ocs_agent)
+    assert len(values) == 3 and all(v == {'Voltage_1': 12.5, 'Current_1': 0.25} for v in values), values
