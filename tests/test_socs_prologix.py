@@ -363,3 +363,17 @@ def test_scpi_psu_monitor_rides_out_a_peer_close_and_a_late_reply_publishing_onl
     assert done == [(True, 'Finished monitoring current')] * 3
     values = published(ocs_agent)
     assert len(values) == 3 and all(v == {'Voltage_1': 12.5, 'Current_1': 0.25} for v in values), values
+
+
+@pytest_twisted.inlineCallbacks
+def test_line_noise_is_a_failure_the_agents_catch_not_a_crash(clock_box):
+    clock_box.respond = lambda request: b'\xff\xfe\x80\n' if request == b'RUNS?' else CG635.get(request)
+
+    def body():
+        c = clock()
+        _, exc = outcome(c.get_runs)
+        return exc, c.get_freq()
+    exc, freq = yield in_worker(body)
+    # SOCS: UnicodeDecodeError, a ValueError that no Prologix agent catches
+    assert isinstance(exc, socket.timeout) and 'not text' in str(exc)
+    assert freq == 122880000.0

@@ -240,4 +240,9 @@ class LineDevice:
         time.sleep(self.write_pause)
 
     def read(self) -> str:
-        return self._link.read_line().decode().strip()
+        line = self._link.read_line()
+        try:
+            return line.decode().strip()
+        except UnicodeDecodeError:
+            # line noise is no reading: fail as the agents expect a failure
+            raise LinkDown(f'{self._link._where()}: a reply that is not text: {line!r}') from None
