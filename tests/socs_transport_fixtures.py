@@ -16,8 +16,6 @@ socs instead (no activation), to show what they catch: Prologix's fixed port
 from __future__ import annotations
 
 import os
-import socket
-import sys
 
 import pytest
 
@@ -32,11 +30,6 @@ TIMEOUT = 0.5
 QUIET = 0.2
 #: The pause after each write (SOCS: 0.1 s; the fake box needs none).
 WRITE_PAUSE = 0.02
-
-
-def forget_serial_handlers() -> None:
-    for name in [n for n in sys.modules if n.startswith('serial')]:
-        del sys.modules[name]
 
 
 @pytest.fixture
@@ -63,11 +56,3 @@ def prologix_bridge(respond, monkeypatch) -> FakeBridge:
     bridge = FakeBridge(respond, port=1234 if PLAIN else 0)
     monkeypatch.setenv(compat.REDIRECT_ENV, f'127.0.0.1:1234=127.0.0.1:{bridge.port}')
     return bridge
-
-
-def caught_by(exc: BaseException, *classes: type) -> bool:
-    """Whether an agent's ``except classes:`` catches ``exc``."""
-    return isinstance(exc, classes)
-
-
-SOCKET_TIMEOUT = socket.timeout
