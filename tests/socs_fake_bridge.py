@@ -7,7 +7,7 @@ connection is open when the reply is ready, and holds it while none is: an
 instrument's late reply reaches the *next* connection. Faults, set at any
 time: ``late[prefix] = seconds`` (replies to requests starting with
 ``prefix`` come that late; ``late_once``: the next one only), ``split[prefix] = seconds`` (the reply comes in
-two pieces that far apart), ``silent`` (no replies), ``drop_client()`` (a
+two pieces that far apart), ``silent`` (no replies), ``chatter()`` (noise), ``drop_client()`` (a
 peer close) and ``stop()``/``start()`` (an outage; the same port again).
 ``events`` records ``('open', n)``, ``('client closed', n)``, and
 ``('second client', n)`` when connection ``n`` came while the client had the
@@ -65,6 +65,16 @@ class FakeBridge:
                 pass
             listener.close()
         self.drop_client()
+
+    def chatter(self, seconds: float, every: float = 0.05) -> threading.Thread:
+        """Send a byte of line noise every ``every`` s for ``seconds`` s (a line that never goes quiet)."""
+        def noise() -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                self._deliver(b'~')
+                time.sleep(every)
+        self._spawn(noise)
+        return self._threads[-1]
 
     def drop_client(self) -> None:
         """Close the open connection (a peer close)."""

@@ -377,3 +377,29 @@ def test_line_noise_is_a_failure_the_agents_catch_not_a_crash(clock_box):
     # SOCS: UnicodeDecodeError, a ValueError that no Prologix agent catches
     assert isinstance(exc, socket.timeout) and 'not text' in str(exc)
     assert freq == 122880000.0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_line_that_never_goes_quiet_after_an_unanswered_request_fails_within_the_bound(on_transports):  # noqa: F811
+    supply = FakeBridge(DIRECT_PSU.get)
+    try:
+        def body():
+            from socs.agents.scpi_psu.drivers import ScpiPsuInterface
+            psu = ScpiPsuInterface('127.0.0.1', port=supply.port)
+            supply.silent = True
+            _, timed_out = outcome(lambda: psu.get_volt(1))
+            supply.silent = False
+            noise = supply.chatter(TIMEOUT * 3)
+            started = time.monotonic()
+            _, noisy = outcome(lambda: psu.get_volt(1))
+            took = time.monotonic() - started
+            noise.join(TIMEOUT * 4)
+            return timed_out, noisy, took, psu.get_volt(1)
+        timed_out, noisy, took, volt = yield in_worker(body)
+    finally:
+        supply.close()
+    assert isinstance(timed_out, socket.timeout)
+    # the next request is not sent into the noise: it fails as the agents expect, bounded
+    assert isinstance(noisy, socket.timeout) and 'did not stay quiet' in str(noisy), noisy
+    assert took < TIMEOUT + MARGIN
+    assert volt == 12.5
