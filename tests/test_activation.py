@@ -174,15 +174,6 @@ def test_an_agent_started_by_coverage_runs_on_socs_tcp_and_says_so_once(tmp_path
     assert (tmp_path / '.coverage').exists()     # coverage really ran the agent
 
 
-def test_without_the_variable_the_same_agent_stays_on_socs(tmp_path):
-    pytest.importorskip('pfeiffer_vacuum_protocol')
-    (tmp_path / 'agent.py').write_text(AGENT)
-    done = python('', args=('-u', 'agent.py'), cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    bases = json.loads(next(x for x in done.stdout.splitlines() if x.startswith('BASES '))[6:])
-    assert not [b for b in bases if b.startswith('socs_tcp')] and 'SOCS_TCP' not in done.stdout
-
-
 def test_a_wheel_ships_the_pth_file_at_its_root(tmp_path):
     done = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation',
                            '-w', str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=120)
