@@ -184,6 +184,12 @@ def test_a_wheel_ships_the_pth_file_at_its_root(tmp_path):
         assert 'socs_tcp/_socs/_activation.py' in archive.namelist()
 
 
+def test_the_docker_images_build_context_has_what_ships_the_pth_file():
+    from tests.test_docker_config import build_context_files
+    files = {p.relative_to(ROOT).as_posix() for p in build_context_files()}
+    assert {'setup.py', PTH, 'MANIFEST.in'} <= files     # MANIFEST.in: an sdist has it too
+
+
 @pytest.fixture
 def fresh_socs():
     forget_socs_modules()
