@@ -248,3 +248,17 @@ def test_a_pyserial_without_a_handler_list_is_refused(fresh_socs, monkeypatch):
     monkeypatch.setattr(serial, 'protocol_handler_packages', ('serial.urlhandler',))
     with pytest.raises(compat.CompatError, match='protocol_handler_packages is not a list'):
         _activation.activate(['serial'])
+
+
+def test_a_twisted_program_that_is_no_socs_agent_gets_no_line():
+    done = python('''
+        import sys
+        from twisted.internet import reactor
+        from twisted.logger import globalLogBeginner, textFileLogObserver
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+        reactor.callLater(0.1, reactor.stop)
+        reactor.run()
+        print('ran')
+    ''', env={'SOCS_TCP': '1'})
+    assert done.returncode == 0 and 'ran' in done.stdout, done.stderr
+    assert 'SOCS_TCP' not in done.stdout
