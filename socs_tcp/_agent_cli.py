@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import sys
 
-from socs_tcp import compat, set_reactor_owner
+from socs_tcp import _site_checks, compat, set_reactor_owner
 from socs_tcp._socs import _activation
 from socs_tcp._socs._registry import ENV, SelectionError, parse_selection
 
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             compat.install()   # at once, so that a refusal is reported before the agent starts
     except (SelectionError, compat.CompatError) as exc:
         sys.stderr.write(f'socs-tcp agent: {exc}\n')
+        return 2
+    if _site_checks.refuse(argv):   # one line naming what to fix, not OCS's AssertionError
         return 2
 
     from ocs import agent_cli  # after install(): it imports the agent's module

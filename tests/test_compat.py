@@ -195,9 +195,16 @@ def main(args=None):
 def launch(launcher: list[str], tmp_path: Path, *args: str, env: dict | None = None):
     agent = tmp_path / 'probe_agent.py'
     agent.write_text(PROBE_AGENT)
+    # socs-tcp agent checks the site config before it hands over, as OCS would need it.
+    (tmp_path / 'default.yaml').write_text(
+        'hub: {wamp_server: "ws://127.0.0.1:1/ws", wamp_http: "http://127.0.0.1:1/call", '
+        'wamp_realm: test_realm, address_root: observatory}\n'
+        'hosts: {localhost: {agent-instances: [{agent-class: Probe, instance-id: probe-1}, '
+        '{agent-class: Probe, instance-id: p}]}}\n')
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ('INSTANCE_ID', 'SITE_HUB', 'SITE_HTTP', 'SITE_HOST',
                              'CROSSBAR_TIMEOUT', compat.FORCE_ENV, 'SOCS_TCP')}
+    full_env.update({'OCS_CONFIG_DIR': str(tmp_path), 'SITE_HOST': 'localhost'})
     full_env.update(env or {})
     return subprocess.run([*launcher, '--agent', str(agent), '--entrypoint', 'main', *args],
                           capture_output=True, text=True, timeout=60, env=full_env,
