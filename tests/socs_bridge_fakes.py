@@ -201,3 +201,51 @@ class FakeBridge:
                 client.sendall(reply)
             except OSError:
                 self.held += reply
+
+
+class PIDController(Instrument):
+    """Omega PID controller (HWP): ``*X01``-style commands ending in ``\\r\\n``; replies end in ``\\r``."""
+
+    def __init__(self, freq: float = 1.5, target: float = 2.0) -> None:
+        super().__init__()
+        self.freq, self.target = freq, target
+
+    def split(self) -> list[bytes]:
+        *lines, self._input = self._input.split(b'\n')
+        return [line.strip(b'\r') for line in lines if line.strip(b'\r')]
+
+    def answer(self, request: bytes) -> bytes | None:
+        cmd = request.decode()
+        if cmd == '*X01':
+            return f'X01{self.freq:.3f}\r'.encode()
+        if cmd == '*R01':
+            return f'R0140{int(self.target * 1000):04X}\r'.encode()
+        if cmd == '*R02':
+            return b'R02400000\r'
+        if cmd.startswith('*W') or cmd.startswith('*Z'):
+            return f'{cmd[1]}{cmd[2:4]}\r'.encode()
+        return b'?43\r'
+
+
+class Gripper(Instrument):
+    """HWP gripper server: each command (one write, no terminator) is answered by a pickle.
+
+    ``{'result': <command>, 'log': [...]}``; ``GET_STATE`` gets a reply longer
+    than 4096 bytes, sent in two parts ``split_gap`` seconds apart.
+    """
+
+    split_gap = 0.1
+
+    def feed(self, data: bytes) -> list[tuple[float, bytes]]:
+        import pickle
+        command = data.decode()
+        self.requests.append(data)
+        delay = self.delays.pop(0) if self.delays else self.default_delay
+        if delay is None:
+            return []
+        if command == 'GET_STATE':
+            reply = pickle.dumps({'result': {'actuators': [{'axis': i, 'pos': 0.5 * i} for i in (1, 2, 3)]},
+                                  'log': [f'line {i}: ' + 'x' * 60 for i in range(80)]})
+            half = len(reply) // 2
+            return [(delay, reply[:half]), (delay + self.split_gap, reply[half:])]
+        return [(delay, pickle.dumps({'result': command, 'log': []}))]

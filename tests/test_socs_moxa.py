@@ -22,8 +22,9 @@ import pytest
 import pytest_twisted
 
 from socs_bridge_fakes import DWL, PMX, FakeBridge, free_port
-from socs_tcp.compat import CompatError
 from socs_tcp._socs import moxa
+from socs_tcp._socs._line import LinkTimeout
+from socs_tcp.compat import CompatError
 from tests.conftest import in_worker
 
 TILT_CAUGHT = (ValueError, RuntimeError, TypeError)   # the tilt sensor agent's except clause
@@ -222,7 +223,7 @@ def test_encoded_false_always_yields_bytes(installed, bridges):
         port = moxa.SerialTCPServer(('127.0.0.1', bridge.port), 0.2, encoded=False)
         port.write(b'\x06\x24' + b'\x00' * 10)       # no reply
         assert port.readexactly(12) == b''            # socs: '' (str)
-        with pytest.raises(moxa.SerialTimeout):        # socs: '' + b'' -> TypeError
+        with pytest.raises(LinkTimeout):        # socs: '' + b'' -> TypeError
             port.read(12)
         port.write(b'\x06\x01\x02\xaa' + b'\x00' * 8)
         reply = port.read(5)

@@ -30,6 +30,19 @@ from socs_tcp import NotConnected, TCPInterface
 
 log = Logger(namespace='socs_tcp._socs.line')
 
+class LinkError(ConnectionError, RuntimeError):
+    """The device could not be reached, or the connection was lost.
+
+    A ``ConnectionError`` (an ``OSError``) and a ``RuntimeError``: SOCS's
+    drivers raised ``RuntimeError`` when they could not connect, and raw
+    sockets raise ``OSError``; the agents catch one or the other.
+    """
+
+
+class LinkTimeout(LinkError, TimeoutError):
+    """The device did not answer within the timeout (also ``socket.timeout``)."""
+
+
 #: Quiet time asked of a fresh connection before its first request: a bridge
 #: hands what it held to a new client at once, so a short settle is enough.
 FRESH_SETTLE = 0.1
@@ -45,15 +58,18 @@ class BridgeLine:
     port : int
         Its TCP port.
     timeout : float
-        Seconds a read waits for its reply; also the quiet time asked after
-        an unanswered request.
+        Seconds a read waits for its reply.
+    quiet : float, optional
+        Seconds the line must have been quiet before a request that follows
+        an unanswered one (default: ``timeout``).
     """
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, quiet: float | None = None) -> None:
         #: A request went unanswered (or half answered): its reply may still come.
         self.owed = False
         self._fresh = True
         self.rx = bytearray()
+        self._quiet = quiet
         ref = weakref.ref(self)
 
         def on_connect(_interface: TCPInterface) -> None:
@@ -86,7 +102,8 @@ class BridgeLine:
         if not interface.connected:
             interface.send(b'')  # connect now, so that what the bridge held is drained below
         if self.owed:
-            self.drain(self.timeout, why='an earlier request went unanswered')
+            quiet = self.timeout if self._quiet is None else min(self._quiet, self.timeout)
+            self.drain(quiet, why='an earlier request went unanswered')
         elif self._fresh:
             self.drain(min(FRESH_SETTLE, self.timeout), why='new connection')
         self._fresh = False

@@ -21,7 +21,7 @@ keeps ``Serial_TCPServer``'s whole API and changes what goes wrong:
   bridge that is down (the tilt sensor rebuilds its driver unguarded). A write
   that cannot be delivered is logged and makes the next read fail at once
   (the DWL constructor writes, unguarded, too). ``read`` that gets nothing
-  raises :class:`SerialTimeout` / :class:`SerialLinkError`, both
+  raises :class:`LinkTimeout` / :class:`LinkError`, both
   ``RuntimeError`` (caught by the tilt sensor) and ``ConnectionError``; the
   line reads used by the PMX return ``''``/``False`` as SOCS's did, which the
   PMX turns into its ``-999`` readings.
@@ -41,9 +41,9 @@ import weakref
 
 from twisted.logger import Logger
 
-from socs_tcp._socs._line import BridgeLine
+from socs_tcp._socs._line import BridgeLine, LinkError, LinkTimeout
 
-__all__ = ['SerialLinkError', 'SerialTCPServer', 'SerialTimeout', 'install', 'uninstall']
+__all__ = ['SerialTCPServer', 'install', 'uninstall']
 
 log = Logger(namespace='socs_tcp._socs.moxa')
 
@@ -57,14 +57,6 @@ _REPLY_HEADERS = {
     b'\x06\x01\x02\xaa': b'\x61\x22',   # two-axis angle
     b'\x06\x01\x01\xaa': b'\x61\x11',   # single-axis angle
 }
-
-
-class SerialLinkError(ConnectionError, RuntimeError):
-    """The Moxa port could not be reached, or the connection was lost."""
-
-
-class SerialTimeout(SerialLinkError, TimeoutError):
-    """Nothing came from the instrument within the timeout."""
 
 
 # One live server per (host, port): a Moxa port takes one client.
@@ -166,7 +158,7 @@ class SerialTCPServer:
         n = _count(n)
         try:
             return self._out(self._fixed(n))
-        except SerialLinkError as exc:
+        except LinkError as exc:
             log.warn('{address}: readexactly({n}): {error}', address=self._line.address,
                      n=n, error=str(exc))
             return self._out(b'')
@@ -176,9 +168,9 @@ class SerialTCPServer:
 
         Raises
         ------
-        SerialTimeout
+        LinkTimeout
             Nothing came within the timeout.
-        SerialLinkError
+        LinkError
             The Moxa port could not be reached (nothing was buffered).
         """
         return self._out(self._fixed(_count(n), partial=True))
@@ -224,9 +216,9 @@ class SerialTCPServer:
 
         Raises
         ------
-        SerialTimeout
+        LinkTimeout
             No reply (with ``partial``: nothing at all) within the timeout.
-        SerialLinkError
+        LinkError
             The port is unreachable and nothing usable is buffered.
         """
         line, header = self._line, self._expect
@@ -255,8 +247,8 @@ class SerialTCPServer:
         if partial and line.rx and not careful:
             return self._pop(min(n, len(line.rx)))
         if lost is not None:
-            raise SerialLinkError(f'{line.address}: {lost}') from None
-        raise SerialTimeout(f'{line.address}: no {n}-byte reply within {self._timeout} s '
+            raise LinkError(f'{line.address}: {lost}') from None
+        raise LinkTimeout(f'{line.address}: no {n}-byte reply within {self._timeout} s '
                             f'({len(line.rx)} bytes came)')
 
     def _line_until(self, term: bytes) -> bytes | None:
@@ -267,7 +259,7 @@ class SerialTCPServer:
             careful = line.owed
             line.collect(time.monotonic() + self._timeout,
                          None if careful else (lambda rx: term in rx))
-        except SerialLinkError as exc:
+        except LinkError as exc:
             log.warn('{address}: {error}', address=line.address, error=str(exc))
             return None
         except ConnectionError as exc:
@@ -290,7 +282,7 @@ class SerialTCPServer:
     def _check_write(self) -> None:
         error, self._write_error = self._write_error, None
         if error is not None:
-            raise SerialLinkError(f'{self._line.address}: the request was not sent: {error}')
+            raise LinkError(f'{self._line.address}: the request was not sent: {error}')
 
     def _pop(self, k: int) -> bytes:
         data = bytes(self._line.rx[:k])
