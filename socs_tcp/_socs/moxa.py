@@ -41,7 +41,7 @@ import weakref
 
 from twisted.logger import Logger
 
-from socs_tcp._socs._line import BridgeLine, LinkError, LinkTimeout
+from socs_tcp._socs._byte_link import ByteLink, LinkError, LinkTimeout
 
 __all__ = ['SerialTCPServer', 'install', 'uninstall']
 
@@ -96,7 +96,7 @@ class SerialTCPServer:
         self._expect: bytes | None = None   # the reply header the last request asks for
         key = (port[0], int(port[1]))
         owed = _retire(key)
-        self._line = BridgeLine(port[0], port[1], self._timeout)
+        self._line = ByteLink(port[0], port[1], self._timeout)
         self._line.owed = owed   # the old connection's unanswered reply may reach this one
         self.sock = _Sock(self._line)
         with _live_lock:
@@ -304,7 +304,7 @@ class SerialTCPServer:
 class _Sock:
     """What ``Serial_TCPServer.sock`` is: drivers call ``sock.close()`` in ``__del__``."""
 
-    def __init__(self, line: BridgeLine) -> None:
+    def __init__(self, line: ByteLink) -> None:
         self._line = weakref.ref(line)
 
     def close(self) -> None:
