@@ -296,6 +296,11 @@ class SerialTCPServer:
         line = getattr(self, '_line', None)
         if line is not None:
             line.close()
+        key = getattr(self, '_key', None)
+        with _live_lock:
+            ref = _live.get(key)
+            if ref is not None and ref() in (None, self):
+                del _live[key]
 
     def __repr__(self) -> str:
         return f'<SerialTCPServer {self._line.address} encoded={self.encoded}>'
@@ -311,11 +316,6 @@ class _Sock:
         line = self._line()
         if line is not None:
             line.close()
-
-    def settimeout(self, timeout: float) -> None:
-        line = self._line()
-        if line is not None:
-            line.timeout = _positive(timeout)
 
 
 def _retire(key: tuple[str, int]) -> bool:
