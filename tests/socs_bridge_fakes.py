@@ -74,6 +74,24 @@ class DWL(Instrument):
         return None
 
 
+class Sherborne(Instrument):
+    """Sherborne tilt sensor: ``!148:SYS?\\r`` (X) and ``!149:SYS?\\r`` (Y); 16-byte replies."""
+
+    def __init__(self, x: float = 0.0, y: float = 0.0) -> None:
+        super().__init__()
+        self.x, self.y = x, y
+
+    def split(self) -> list[bytes]:
+        *requests, self._input = self._input.split(b'\r')
+        return [r for r in requests if r]
+
+    def answer(self, request: bytes) -> bytes | None:
+        axes = {b'!148:SYS?': self.x, b'!149:SYS?': self.y}
+        if request in axes:
+            return f'{axes[request]:+015.4f}\r'.encode()
+        return None
+
+
 class PMX(Instrument):
     """Kikusui PMX: SCPI lines ending in ``\\n\\r``; answers ``value\\n``."""
 

@@ -21,7 +21,7 @@ import time
 import pytest
 import pytest_twisted
 
-from socs_bridge_fakes import DWL, PMX, FakeBridge, free_port
+from socs_bridge_fakes import DWL, PMX, FakeBridge, Sherborne, free_port
 from socs_tcp._socs import moxa
 from socs_tcp._socs._byte_link import LinkTimeout
 from socs_tcp.compat import CompatError
@@ -303,3 +303,25 @@ def test_tilt_sensor_acq_rides_out_faults_with_right_values(installed, bridges):
     for stamp, x, y in published:   # never an angle older than the reading's start
         assert (x, y) in expected, (stamp, x, y)
         assert expected.index((x, y)) >= sum(stamp > t for t in changes), (stamp, x, y, changes)
+
+
+@pytest_twisted.inlineCallbacks
+def test_sherborne_late_x_never_answers_a_later_request(installed, bridges):
+    from socs.agents.wiregrid_tiltsensor.drivers import connect
+    instrument = Sherborne(x=1.5, y=-0.25)
+    bridge = bridges(instrument)
+
+    def scenario():
+        sensor = connect('127.0.0.1', bridge.port, 'sherborne')
+        assert sensor.get_angle()[1] == ('+000000001.5000', '-000000000.2500')
+        instrument.delays = [0.7]           # X answered after the timeout: Y is never asked
+        with pytest.raises(TILT_CAUGHT):
+            sensor.get_angle()
+        instrument.x, instrument.y = 2.0, 3.0
+        old, sensor = sensor, connect('127.0.0.1', bridge.port, 'sherborne')
+        angles = sensor.get_angle()[1]      # X and Y asked back to back
+        del old
+        assert angles == ('+000000002.0000', '+000000003.0000'), f'a late reply was returned: {angles}'
+
+    yield in_worker(scenario)
+    assert bridge.rejected == 0
