@@ -165,10 +165,11 @@ class FakeBridge:
                 due = self._pending[0][0] - now if self._pending else 0.02
                 rlist = [listener] + ([client] if client is not None else [])
                 readable, _, _ = select.select(rlist, [], [], max(0.0, min(due, 0.02)))
-                if listener in readable:
-                    self._accept(listener)
+                # In the order the bytes came: a client's close before a new client.
                 if client is not None and client in readable:
                     self._receive(client)
+                if listener in readable:
+                    self._accept(listener)
                 self._emit()
         finally:
             listener.close()
