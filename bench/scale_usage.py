@@ -15,7 +15,8 @@ it, checks one reply on each, and prints one JSON line:
   seconds with every interface connected and nobody calling;
 - ``cpu_down_first_pct``: the same over the first ``window`` seconds after the
   device went down (every connection lost at once: the reconnect storm), with
-  ``first_connect_failures`` and ``cpu_per_failed_connect_first_us`` (socs_tcp);
+  ``first_connect_failures`` and ``cpu_per_failed_connect_first_us`` (socs_tcp;
+  the CPU of handling the lost connections is in it too);
 - ``cpu_down_steady_pct``: the same once the reconnect backoff has reached its
   cap (``settle_s`` after the device went down), over at least one capped
   delay: what a site with dead devices pays all day; with
@@ -68,12 +69,20 @@ def cpu_percent_over(proc: psutil.Process, seconds: float) -> tuple[float, float
             100.0 * (after['system_s'] - before['system_s']) / elapsed)
 
 
-def backoff_settle_time(b) -> float:
-    """Seconds until the reconnect delay of Backoff ``b`` reaches its cap."""
-    delay, total = b.initial, 0.0
+def backoff_settle_time(b, count: int = 1, rate: float | None = None) -> float:
+    """Seconds until the reconnect delay of Backoff ``b`` reaches its cap on each of ``count`` links.
+
+    ``rate``: the library's cap on background attempts per second, if any.
+    Over that rate attempts wait their turn, so the delays of many links reach
+    their cap later than one link's would.
+    """
+    delay, total, attempts = b.initial, 0.0, 0
     while delay < b.max_delay:
         total += delay
         delay *= b.factor
+        attempts += 1
+    if rate is not None:
+        total = max(total, (attempts + 1) * count / rate)
     # From here on every interface's next attempt is a capped one: a window of
     # one capped delay holds one attempt each, once the jitter that piled up
     # over the growing delays (a few standard deviations) has passed.
@@ -194,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         backoff = Backoff() if args.backoff_max is None else Backoff(max_delay=args.backoff_max)
         options['backoff'] = backoff
         if args.steady:
-            settle = backoff_settle_time(backoff)
+            from socs_tcp._retry import DEFAULT_RATE
+            settle = backoff_settle_time(backoff, args.count, DEFAULT_RATE)
     period = options['backoff'].max_delay if 'backoff' in options else 0.0
     out = measure(args.kind, args.count, args.window, settle, options, period)
     if args.kind == 'socs_tcp':
@@ -213,7 +223,7 @@ def summary(out: dict) -> str:
         f"{out['count']} {out['kind']} links, device down (CPU time of this process, % of one core):",
         f"  first {out['window_s']:g} s:   {figure('cpu_down_first_pct', '.2f')} %  "
         f"({figure('first_connect_failures', 'd')} failed attempts, "
-        f"{figure('cpu_per_failed_connect_first_us', '.0f')} us CPU each)",
+        f"{figure('cpu_per_failed_connect_first_us', '.0f')} us CPU each, the lost connections included)",
         f"  steady state: {figure('cpu_down_steady_pct', '.2f')} %  "
         f"({figure('steady_connect_failures', 'd')} failed attempts in {figure('steady_window_s', 'g')} s, "
         f"{figure('cpu_per_failed_connect_us', '.0f')} us CPU each)",

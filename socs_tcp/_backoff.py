@@ -19,9 +19,11 @@ class Backoff:
     blinked is back at once), and the cap keeps a dead device from being
     forgotten for long (``ReconnectingClientFactory``'s own cap is an hour)
     while a site with many dead devices does not spend its CPU on them (each
-    failed attempt costs a few hundred microseconds). Background retries only
-    matter for links nobody is using: a call that finds no connection
-    connects at once, whatever the backoff says. The delay goes back to
+    failed attempt costs about a hundred microseconds; the retries of all
+    links share one timer and a cap on attempts per second, see
+    `socs_tcp._retry`). Background retries only matter for links nobody is
+    using: a call that finds no connection connects at once, whatever the
+    backoff says. The delay goes back to
     ``initial`` after every successful connection.
 
     Parameters
@@ -38,7 +40,8 @@ class Backoff:
         failed together do not retry in lockstep. The first retry after a
         lost connection is spread wider, over ``initial * (1 +- FIRST_SPREAD)``
         (or the jitter if larger): every link to a device that went down
-        loses its connection at the same instant.
+        loses its connection at the same instant. Each wait is then rounded
+        up to the shared retry timer's grid (at most an eighth of it more).
     """
 
     initial: float = 0.25

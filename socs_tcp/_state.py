@@ -19,13 +19,16 @@ release
 close
     End the link for good: no connection and no attempt ever again.
 
+(Bytes, not connections, are *dropped*: stale input, unsent output.)
+
 ``DeviceClientFactory.handle(event, detail)`` looks up
 ``TRANSITIONS[state.name, event]``: the name of the next state and the action,
 a function here that does everything the transition does and returns the
 next state. An action first builds the next state and hands it to the link
 (``link.enter``), then does its other effects: callbacks it fires see the
-link in its new state. A pair missing from the table means the event
-changes nothing in that state.
+link in its new state; an event they send is applied once the action is
+done. A pair missing from the table means the event changes nothing in that
+state.
 
 Each state holds what exists only in it: the protocol of the connection
 (``Connected``), the scheduled retry (``Waiting``), the Deferreds waiting for
@@ -203,7 +206,7 @@ def connection_lost(link: DeviceClientFactory, state: State, reason: object) -> 
 
 
 def abort_to_reconnect(link: DeviceClientFactory, state: State, why: object) -> State:
-    """Reconnect: abort the connection (callers see it gone at once); a new one once it is lost."""
+    """Reconnect: abort the connection (callers see it end at once); a new one once it is lost."""
     assert isinstance(state, Connected)
     new = link.enter(Reconnecting())
     abort_connection(link, state.protocol, str(why))
@@ -211,7 +214,7 @@ def abort_to_reconnect(link: DeviceClientFactory, state: State, why: object) -> 
 
 
 def abort_to_release(link: DeviceClientFactory, state: State, why: object) -> State:
-    """Release: abort the connection (callers see it gone at once); idle once it is lost."""
+    """Release: abort the connection (callers see it end at once); idle once it is lost."""
     assert isinstance(state, Connected)
     new = link.enter(Releasing())
     abort_connection(link, state.protocol, str(why))
