@@ -111,7 +111,7 @@ def cpu_down_steady(proc: psutil.Process, ifaces: list, window: float,
 
 def connect_failures(ifaces: list) -> int:
     """Failed connection attempts so far over all ``ifaces`` (socs_tcp interfaces count them)."""
-    return sum(c.iface.stats['connect_failures'] for c in ifaces if hasattr(c, 'iface'))
+    return sum(c.iface.stats['connect_failures'] for c in ifaces if c.kind == 'socs_tcp')
 
 
 def measure(kind: str, count: int, window: float, settle: float | None,
@@ -164,9 +164,10 @@ def measure(kind: str, count: int, window: float, settle: float | None,
         device.control(0).stop()
         out['cpu_down_first_pct'], out['cpu_down_first_system_pct'] = \
             cpu_percent_over(proc, window)
-        failures = out['first_connect_failures'] = connect_failures(ifaces) - failures
-        out['cpu_per_failed_connect_first_us'] = (
-            1e6 * (usage(proc)['cpu_s'] - cpu_before) / failures if failures else None)
+        if kind == 'socs_tcp':  # the only kind that counts its failed attempts
+            failures = out['first_connect_failures'] = connect_failures(ifaces) - failures
+            out['cpu_per_failed_connect_first_us'] = (
+                1e6 * (usage(proc)['cpu_s'] - cpu_before) / failures if failures else None)
         if settle is not None:
             time.sleep(max(0.0, t_down + settle - time.monotonic()))
             out.update(settle_s=settle, **cpu_down_steady(proc, ifaces, window, steady_period))
