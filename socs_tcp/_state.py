@@ -40,11 +40,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import NotConnectingError
-from twisted.python.failure import Failure
 
 from socs_tcp._errors import DeviceDisconnected, NotConnected
 from socs_tcp._protocol import DeviceProtocol
@@ -134,28 +133,27 @@ class Closed:
 
 
 State = Idle | Connecting | Connected | Waiting | Reconnecting | Releasing | Closing | Closed
-Action = Callable[['DeviceClientFactory', State, object], State]
+Action = Callable[['DeviceClientFactory', State, Any], State]  # (link, state, the event's detail)
 
 
 # -- the actions ---------------------------------------------------------------
 
-def dial(link: DeviceClientFactory, state: State, _: object) -> State:
+def dial(link: DeviceClientFactory, state: State, _: Any) -> State:
     """Start a connection attempt."""
     new = link.enter(Connecting())
     link.dial()
     return new
 
 
-def dial_now(link: DeviceClientFactory, state: State, _: object) -> State:
+def dial_now(link: DeviceClientFactory, state: State, _: Any) -> State:
     """Start an attempt now, cancelling the scheduled retry (if it has not run)."""
     assert isinstance(state, Waiting)
     state.retry.cancel()
     return dial(link, state, None)
 
 
-def adopt(link: DeviceClientFactory, state: State, protocol: object) -> State:
+def adopt(link: DeviceClientFactory, state: State, protocol: Any) -> State:
     """The attempt succeeded: the connection carries the link; callers waiting for one get it."""
-    assert isinstance(protocol, DeviceProtocol)
     new = link.enter(Connected(protocol))
     link.resetDelay()
     link.generation += 1
@@ -171,9 +169,8 @@ def adopt(link: DeviceClientFactory, state: State, protocol: object) -> State:
     return new
 
 
-def attempt_failed(link: DeviceClientFactory, state: State, reason: object) -> State:
+def attempt_failed(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """Count and report the failure, fail the callers that wait for no more, retry later."""
-    assert isinstance(reason, Failure)
     new = link.enter(Waiting(link.retry()))
     cause = reason.getErrorMessage()
     link.stats.connect_failures += 1
@@ -188,14 +185,14 @@ def attempt_failed(link: DeviceClientFactory, state: State, reason: object) -> S
     return new
 
 
-def setup_failed(link: DeviceClientFactory, state: State, reason: object) -> State:
+def setup_failed(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """A connection lost before it was made (its setup failed): retry later."""
     return link.enter(Waiting(link.retry()))
 
 
-def connection_lost(link: DeviceClientFactory, state: State, reason: object) -> State:
+def connection_lost(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """The device or the network ended the connection: say why; retry soon, spread over links."""
-    assert isinstance(state, Connected) and isinstance(reason, Failure)
+    assert isinstance(state, Connected)
     new = link.enter(Waiting(link.retry(after_loss=True)))
     cause = reason.getErrorMessage()
     count_lost(link, cause)
@@ -205,7 +202,7 @@ def connection_lost(link: DeviceClientFactory, state: State, reason: object) -> 
     return new
 
 
-def abort_to_reconnect(link: DeviceClientFactory, state: State, why: object) -> State:
+def abort_to_reconnect(link: DeviceClientFactory, state: State, why: Any) -> State:
     """Reconnect: abort the connection (callers see it end at once); a new one once it is lost."""
     assert isinstance(state, Connected)
     new = link.enter(Reconnecting())
@@ -213,7 +210,7 @@ def abort_to_reconnect(link: DeviceClientFactory, state: State, why: object) -> 
     return new
 
 
-def abort_to_release(link: DeviceClientFactory, state: State, why: object) -> State:
+def abort_to_release(link: DeviceClientFactory, state: State, why: Any) -> State:
     """Release: abort the connection (callers see it end at once); idle once it is lost."""
     assert isinstance(state, Connected)
     new = link.enter(Releasing())
@@ -221,48 +218,45 @@ def abort_to_release(link: DeviceClientFactory, state: State, why: object) -> St
     return new
 
 
-def reconnect_instead(link: DeviceClientFactory, state: State, _: object) -> State:
+def reconnect_instead(link: DeviceClientFactory, state: State, _: Any) -> State:
     """Someone needs the device while it is being released: connect once the connection is lost."""
     return link.enter(Reconnecting())
 
 
-def release_instead(link: DeviceClientFactory, state: State, _: object) -> State:
+def release_instead(link: DeviceClientFactory, state: State, _: Any) -> State:
     """Released while reconnecting: idle once the connection is lost."""
     return link.enter(Releasing())
 
 
-def lost_to_reconnect(link: DeviceClientFactory, state: State, reason: object) -> State:
+def lost_to_reconnect(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """The connection we aborted is lost: make the new one."""
-    assert isinstance(reason, Failure)
     count_lost(link, reason.getErrorMessage())
     return dial(link, state, None)
 
 
-def lost_to_idle(link: DeviceClientFactory, state: State, reason: object) -> State:
+def lost_to_idle(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """The connection we aborted is lost: stay idle until a call needs the device."""
-    assert isinstance(reason, Failure)
     new = link.enter(Idle())
     count_lost(link, reason.getErrorMessage())
     return new
 
 
-def stop_attempt(link: DeviceClientFactory, state: State, _: object) -> State:
+def stop_attempt(link: DeviceClientFactory, state: State, _: Any) -> State:
     """Release while connecting: stop the attempt (its failure then changes nothing)."""
     new = link.enter(Idle())
     stop_connecting(link)
     return new
 
 
-def cancel_retry(link: DeviceClientFactory, state: State, _: object) -> State:
+def cancel_retry(link: DeviceClientFactory, state: State, _: Any) -> State:
     """Release while waiting: no retry."""
     assert isinstance(state, Waiting)
     state.retry.cancel()
     return link.enter(Idle())
 
 
-def close(link: DeviceClientFactory, state: State, request: object) -> State:
+def close(link: DeviceClientFactory, state: State, request: Any) -> State:
     """Close: stop whatever is under way, abort the connection, fail every caller."""
-    assert isinstance(request, CloseRequest)
     has_connection = isinstance(state, (Connected, Reconnecting, Releasing))
     new = link.enter(Closing([request.done]) if has_connection else Closed())
     if isinstance(state, Connected):
@@ -277,23 +271,22 @@ def close(link: DeviceClientFactory, state: State, request: object) -> State:
     return new
 
 
-def wait_closing(link: DeviceClientFactory, state: State, request: object) -> State:
+def wait_closing(link: DeviceClientFactory, state: State, request: Any) -> State:
     """Closed already, the last connection not lost yet: this caller waits for it too."""
-    assert isinstance(state, Closing) and isinstance(request, CloseRequest)
+    assert isinstance(state, Closing)
     state.done.append(request.done)
     return state
 
 
-def already_closed(link: DeviceClientFactory, state: State, request: object) -> State:
+def already_closed(link: DeviceClientFactory, state: State, request: Any) -> State:
     """Closed, no connection left: nothing to wait for."""
-    assert isinstance(request, CloseRequest)
     request.done.callback(None)
     return state
 
 
-def closed_and_lost(link: DeviceClientFactory, state: State, reason: object) -> State:
+def closed_and_lost(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """The last connection of a closed link is lost: whoever waited for that hears it."""
-    assert isinstance(state, Closing) and isinstance(reason, Failure)
+    assert isinstance(state, Closing)
     new = link.enter(Closed())
     count_lost(link, reason.getErrorMessage())
     for d in state.done:
@@ -301,9 +294,8 @@ def closed_and_lost(link: DeviceClientFactory, state: State, reason: object) -> 
     return new
 
 
-def abort_late(link: DeviceClientFactory, state: State, protocol: object) -> State:
+def abort_late(link: DeviceClientFactory, state: State, protocol: Any) -> State:
     """A connection made after the link was released or closed (too late to stop): not kept."""
-    assert isinstance(protocol, DeviceProtocol)
     protocol.abort()
     return state
 
