@@ -17,7 +17,7 @@ from socs_tcp._bridge import Bridge, Generation
 from socs_tcp._errors import DeviceTimeout, NotConnected
 from socs_tcp._framing import Frame, reply_frame
 from socs_tcp._protocol import DeviceProtocol
-from socs_tcp._retry import Retry, retry_timer
+from socs_tcp._retry import Retry, RetryTimer, retry_timer
 from socs_tcp._state import TRANSITIONS, CloseRequest, Connected, Idle, LinkEvent, LinkState, State
 from socs_tcp._stats import LinkStats
 
@@ -73,15 +73,13 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.connect_timeout = connect_timeout
         self.reactor = reactor
         self.clock = reactor
-        self.retry_timer = retry_timer(reactor)
         self.backoff = backoff or Backoff()
         self.backoff.apply_to(self)
         self.trace = False
         self.stats = LinkStats()
         self.bridge = Bridge(reactor, self.resume_reading, input_limit)
         self._state: State = Idle()
-        self._events: list[tuple[LinkEvent, object]] = []  # arrived while an action ran
-        self._handling = False
+        self._queue: list[tuple[LinkEvent, object]] | None = None  # while an action runs: events to apply next
         self.generation: Generation = 0   # connections made so far; the current one's number
         self.outage_logged = False
         self.waiters: list[tuple[Deferred, int | None]] = []  # whenConnected: (Deferred, fail at failures)
@@ -91,6 +89,11 @@ class DeviceClientFactory(ReconnectingClientFactory):
     @property
     def address(self) -> str:
         return f'{self.host}:{self.port}'
+
+    @property
+    def retry_timer(self) -> RetryTimer:
+        """The reactor's one timer for the retries of all its links."""
+        return retry_timer(self.reactor)
 
     @property
     def state(self) -> LinkState:
@@ -112,13 +115,13 @@ class DeviceClientFactory(ReconnectingClientFactory):
         back) is applied once that action is done, so every action starts
         from the state the table names.
         """
-        self._events.append((event, detail))
-        if self._handling:
+        if self._queue is not None:
+            self._queue.append((event, detail))
             return
-        self._handling = True
+        self._queue = queue = [(event, detail)]
         try:
-            while self._events:
-                event, detail = self._events.pop(0)
+            while queue:
+                event, detail = queue.pop(0)
                 change = TRANSITIONS.get((self._state.name, event))
                 if change is None:
                     continue  # nothing to do in this state
@@ -126,7 +129,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
                 self.enter(action(self, self._state, detail))
                 assert self._state.name is name, (event, name, self._state)
         finally:
-            self._handling = False
+            self._queue = None
 
     def enter(self, state: State) -> State:
         """Make ``state`` the link's state (actions call this before their other effects)."""

@@ -79,7 +79,7 @@ class LinkEvent(enum.Enum):
     CLOSE = 'close'          # close (a CloseRequest)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CloseRequest:
     """Why the link closes, and the Deferred to fire once its last connection is lost."""
 
@@ -89,45 +89,45 @@ class CloseRequest:
 
 # -- the states ----------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Idle:
     name: ClassVar[LinkState] = LinkState.IDLE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Connecting:
     name: ClassVar[LinkState] = LinkState.CONNECTING
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Connected:
     name: ClassVar[LinkState] = LinkState.CONNECTED
     protocol: DeviceProtocol
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Waiting:
     name: ClassVar[LinkState] = LinkState.WAITING
     retry: Retry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reconnecting:
     name: ClassVar[LinkState] = LinkState.RECONNECTING
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Releasing:
     name: ClassVar[LinkState] = LinkState.RELEASING
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Closing:
     name: ClassVar[LinkState] = LinkState.CLOSING
     done: list[Deferred] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Closed:
     name: ClassVar[LinkState] = LinkState.CLOSED
 
