@@ -376,6 +376,19 @@ def test_background_attempts_are_capped_per_second():
     assert len(clock.getDelayedCalls()) == 0
 
 
+def test_a_late_wake_up_does_not_lower_the_rate():
+    """A busy reactor runs the timer late: the attempts of that time still run, in the next batch."""
+    clock = Clock()
+    rate = 40
+    timer = RetryTimer(clock, rate=rate)
+    ran = []
+    for _ in range(400):
+        timer.schedule(1.0, lambda: ran.append(clock.seconds()))
+    while clock.seconds() < 11.0:
+        clock.advance(0.3)                         # every wake-up late (batches are 0.25 s apart)
+    assert len(ran) == 400
+
+
 def test_a_call_that_needs_the_device_is_never_capped(reactor):
     links = down_links(reactor, 300, initial=1, jitter=0)
     reactor.advance(max(link._state.retry.due for link in links) - reactor.seconds())
