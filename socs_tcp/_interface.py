@@ -528,7 +528,7 @@ class TCPInterface:
         factory.stats.record_error(why)
         error = DeviceDisconnected(f'connection to {factory.address} dropped: {why}')
         factory.stats.record_dropped(self._bridge.discard(generation, error))
-        self._bridge.post(factory.drop, generation, why)
+        self._bridge.post(factory.reconnect, generation, why)
 
     def _reset(self, generation: Generation, why: str) -> None:
         """Drop connection ``generation`` (0: none) and reconnect in the background."""
@@ -544,7 +544,7 @@ class TCPInterface:
         if generation:
             self._bridge.discard(generation, DeviceDisconnected(
                 f'connection to {self._factory.address} closed: {why}'))
-        self._bridge.post(self._factory.rest, why)
+        self._bridge.post(self._factory.release, why)
 
     def _encode(self, msg: bytes | str, name: str) -> bytes:
         return arguments.as_bytes(msg, name, encoding=self.encoding)
