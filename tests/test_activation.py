@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -175,11 +176,18 @@ def test_an_agent_started_by_coverage_runs_on_socs_tcp_and_says_so_once(tmp_path
 
 
 def test_a_wheel_ships_the_pth_file_at_its_root(tmp_path):
-    from tests.test_docker_config import _has_build_backend
+    from tests.test_docker_config import _has_build_backend, build_context_files
+    # Built from a copy: pip builds a local directory in place, and its egg-info
+    # (without git, version 0.0.0) would shadow the installed version's metadata.
+    source = tmp_path / 'source'
+    for path in build_context_files():
+        dest = source / path.relative_to(ROOT)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest)
     # offline with this environment's setuptools when it can; else pip fetches the backend
     isolation = ['--no-build-isolation'] if _has_build_backend() else []
     done = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', *isolation,
-                           '-w', str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=180)
+                           '-w', str(tmp_path), str(source)], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     wheel = next(tmp_path.glob('socs_tcp-*.whl'))
     with zipfile.ZipFile(wheel) as archive:
