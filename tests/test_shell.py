@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
+import threading
 
 import pytest
 
@@ -20,7 +22,7 @@ from socs_tcp._shell import (
     show_bytes,
     unescape,
 )
-from tests._tools_support import SOCS_TCP, simulator
+from tests._tools_support import SOCS_TCP, simulator, wait_until
 
 # -- parsing ------------------------------------------------------------------------
 
@@ -168,3 +170,29 @@ def test_moxa_flushes_what_the_bridge_kept(tmp_path):
                         '--read-termination', 'cr', '--write-termination', 'cr')
     assert '[flushed 9 stale bytes the bridge kept]' in out
     assert '2.0  [' in out and 'LATE' not in out.replace('flushed', '')
+
+
+def test_ctrl_c_during_a_query_keeps_its_late_reply_from_answering_the_next_one():
+    # Ctrl-C while a reply is late; the next query must get its own reply, not the late one.
+    with simulator('psu') as psu:
+        psu.control.send('delay 1.0')
+        env = {k: v for k, v in os.environ.items() if k != record.RECORD_ENV}
+        proc = subprocess.Popen([*SOCS_TCP, 'shell', f'127.0.0.1:{psu.port}', '--history', '',
+                                 '--timeout', '5'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        watchdog = threading.Timer(60, proc.kill)
+        watchdog.start()
+        try:
+            proc.stdin.write('*IDN?\n')
+            proc.stdin.flush()
+            wait_until(lambda: psu.control.status()['requests'] == '1', 10, 'the query to arrive')
+            proc.send_signal(signal.SIGINT)
+            while '^C' not in (line := proc.stdout.readline()):
+                assert line, proc.stderr.read()
+            out, err = proc.communicate('VOLT?\n', timeout=30)
+        finally:
+            watchdog.cancel()
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert 'SOCS-TCP,SIM-PSU' not in out, out        # the late *IDN? reply, shown for VOLT?
+    assert any(line.startswith('+0.000000E+00  [') for line in out.splitlines()), out
