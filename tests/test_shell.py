@@ -91,10 +91,19 @@ def test_addresses():
 def test_command_line_errors_name_the_option(capsys):
     for argv, word in ((['h:1', '--gpib', '31'], '--gpib'),
                        (['h:1', '--timeout', '0'], '--timeout'),
-                       (['h:1', '--read-termination', r'\x'], '--read-termination')):
+                       (['h:1', '--read-termination', r'\x'], '--read-termination'),
+                       (['h:1', '--encoding', 'bogus'], '--encoding')):
         with pytest.raises(SystemExit):
             make_parser().parse_args(argv)
         assert word in capsys.readouterr().err
+
+
+def test_a_transcript_that_cannot_be_opened_is_a_usage_error(tmp_path):
+    out = subprocess.run([*SOCS_TCP, 'shell', '127.0.0.1:1', '--history', '',
+                          '--transcript', str(tmp_path / 'no' / 'such' / 'dir.txt')],
+                         input='', capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert 'argument --transcript: cannot open' in out.stderr and 'Traceback' not in out.stderr
 
 
 def test_reply_views():
