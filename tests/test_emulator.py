@@ -7,12 +7,15 @@ own reactor thread whatever the test's reactor does.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
 from socs_tcp.testing.emulator import DeviceEmulator, create_device_emulator
 from tests._tools_support import wait_until
+from tests.docs_examples import DOCS, rst_blocks
 
 emulator = create_device_emulator({'*IDN?': 'ACME,1', 'READ?': ['1.0', '2.0']},
                                   relay_type='tcp', port=0)
@@ -177,3 +180,16 @@ def test_inject_says_what_is_wrong(emulator):
     emulator.shutdown()
     with pytest.raises(RuntimeError, match='not running'):
         emulator.inject('stop')
+
+
+# -- the User Guide's example -----------------------------------------------------------
+
+def test_the_user_guides_emulator_test_file_runs_as_a_users_own(tmp_path):
+    pytest.importorskip('socs.agents.hwp_pid.drivers.pid_controller', reason='socs is not installed')
+    [(name, code)] = [(b.file_name, b.code) for b in rst_blocks(DOCS / 'user' / 'tools.rst')
+                      if (b.file_name or '').startswith('test_')]
+    (tmp_path / name).write_text(code)
+    done = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert '2 passed' in done.stdout, done.stdout
