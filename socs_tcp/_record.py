@@ -30,6 +30,7 @@ request; times only need to grow.
 from __future__ import annotations
 
 import ast
+import errno
 import os
 import threading
 import time
@@ -139,11 +140,21 @@ class Recorder:
             raise ValueError(f'{RECORD_ENV} must name a file or a directory, got an empty value')
         self.path = Path(text)
         self.per_link = text.endswith(os.sep) or self.path.is_dir()
-        if self.per_link:
-            self.path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._files: dict[str, TextIO] = {}
         self._start = time.monotonic()
+        # A place that cannot be written is an error now, not a recording lost
+        # without a word (a tap that raises is only logged, and removed).
+        try:
+            if self.per_link:
+                self.path.mkdir(parents=True, exist_ok=True)
+                if not os.access(self.path, os.W_OK | os.X_OK):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            else:
+                self._file('')
+        except OSError as exc:
+            raise ValueError(f'{RECORD_ENV}={text!r}: cannot record there: '
+                             f'{exc.strerror or exc}') from None
 
     def _file(self, link: str):
         key = link if self.per_link else ''

@@ -90,6 +90,18 @@ def test_recording_is_off_unless_the_variable_is_set():
     assert out.stdout.strip() == '1', out.stderr
 
 
+def test_a_recording_that_cannot_be_written_is_an_error_at_once(tmp_path):
+    # Not a silent loss of the whole recording, found in a log at the end.
+    env = {k: v for k, v in os.environ.items() if k != record.RECORD_ENV}
+    for target in (tmp_path / 'no' / 'such' / 'dir' / 'site.rec', tmp_path / 'a_file'):
+        (tmp_path / 'a_file').write_text('')
+        env[record.RECORD_ENV] = str(target) + (os.sep if target.name == 'a_file' else '')
+        out = subprocess.run([sys.executable, '-c', 'import socs_tcp'], capture_output=True,
+                             text=True, env=env, timeout=60)
+        assert out.returncode != 0, target
+        assert f'{record.RECORD_ENV}=' in out.stderr and 'cannot record there' in out.stderr, out.stderr
+
+
 # -- matching requests to replies -----------------------------------------------------
 
 def _events(lines: str) -> list[record.Event]:
