@@ -161,11 +161,13 @@ def test_inject_stop_and_start(emulator):
 
 
 def test_inject_hold_delivers_a_late_reply_to_the_next_connection_as_a_bridge_does(reconnecting):
-    reconnecting.inject('hold', 0.3)
+    reconnecting.inject('hold', 0.5)
     with connect(reconnecting) as sock:
         sock.sendall(b'PING')
         assert silent_for(sock, 0.1)              # the client gives up and reconnects
-    time.sleep(0.4)                               # the instrument answers meanwhile
+    # The instrument answers while no client is connected: the bridge keeps the reply.
+    wait_until(lambda: reconnecting.server.connection_count == 0, 2, 'the client to be gone')
+    wait_until(lambda: reconnecting.server._held, 5, 'the late reply to be held')
     with connect(reconnecting) as sock:
         sock.settimeout(2)
         assert sock.recv(100) == b'PONG'          # the stale reply, before any request
