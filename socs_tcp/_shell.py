@@ -434,7 +434,7 @@ class Shell:
         try:
             while True:
                 try:
-                    self._at_prompt = True
+                    self._at_prompt = interactive  # a pipe gets plain lines, no redrawn prompt
                     line = input(self.prompt) if interactive else stdin.readline()
                     if not interactive and not line:
                         break

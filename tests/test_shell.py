@@ -205,3 +205,31 @@ def test_ctrl_c_during_a_query_keeps_its_late_reply_from_answering_the_next_one(
     assert proc.returncode == 0, err
     assert 'SOCS-TCP,SIM-PSU' not in out, out        # the late *IDN? reply, shown for VOLT?
     assert any(line.startswith('+0.000000E+00  [') for line in out.splitlines()), out
+
+
+def test_connection_news_on_a_pipe_is_a_plain_line_without_terminal_codes():
+    with simulator('psu') as psu:
+        env = {k: v for k, v in os.environ.items() if k != record.RECORD_ENV}
+        proc = subprocess.Popen([*SOCS_TCP, 'shell', f'127.0.0.1:{psu.port}', '--history', ''],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        watchdog = threading.Timer(60, proc.kill)
+        watchdog.start()
+        try:
+            proc.stdin.write('*IDN?\n')
+            proc.stdin.flush()
+            lines = []
+            while 'SOCS-TCP' not in (line := proc.stdout.readline()):
+                assert line, proc.stderr.read()
+            psu.control.send('stop')       # news from the reactor thread while the shell reads stdin
+            while 'lost' not in (line := proc.stdout.readline()):
+                assert line, proc.stderr.read()
+                lines.append(line)
+            lines.append(line)
+            out, err = proc.communicate('exit\n', timeout=30)
+        finally:
+            watchdog.cancel()
+            proc.kill()
+    shown = ''.join(lines) + out
+    assert '\x1b' not in shown and '\r' not in shown, repr(shown)
+    assert f'127.0.0.1:{psu.port}>' not in shown, repr(shown)   # no prompt on a pipe
