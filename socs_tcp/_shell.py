@@ -512,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shell.connect()
         return shell.loop()
+    except KeyboardInterrupt:  # Ctrl-C while connecting (a host that does not answer)
+        shell.out.write('\n')
+        return 130
     finally:
         shell.close()
 

@@ -233,3 +233,20 @@ def test_connection_news_on_a_pipe_is_a_plain_line_without_terminal_codes():
     shown = ''.join(lines) + out
     assert '\x1b' not in shown and '\r' not in shown, repr(shown)
     assert f'127.0.0.1:{psu.port}>' not in shown, repr(shown)   # no prompt on a pipe
+
+
+def test_ctrl_c_while_connecting_to_a_device_that_does_not_answer_leaves_without_a_traceback():
+    with simulator('psu') as psu:
+        psu.control.send('blackhole on')          # connections hang: the shell waits its timeout
+        env = {k: v for k, v in os.environ.items() if k != record.RECORD_ENV}
+        proc = subprocess.Popen([*SOCS_TCP, 'shell', f'127.0.0.1:{psu.port}', '--history', '',
+                                 '--timeout', '20'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert proc.stdout.readline().startswith('socs-tcp shell:')   # then it connects
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=15)
+        finally:
+            proc.kill()
+    assert 'Traceback' not in err, err
+    assert proc.returncode == 130, (proc.returncode, err)
