@@ -118,7 +118,14 @@ def parse(text: str, source: str = 'recording') -> list[Event]:
 def read(path: str | os.PathLike) -> list[Event]:
     """`parse` the recording in file ``path``."""
     path = Path(path)
-    return parse(path.read_text(encoding='utf-8'), str(path))
+    if path.is_dir():
+        raise ValueError(f'{path}: a directory: replay one of its files (one per device)')
+    try:
+        text = path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as exc:
+        raise ValueError(f'{path}: not a recording (not UTF-8 text: {exc.reason} '
+                         f'at byte {exc.start})') from None
+    return parse(text, str(path))
 
 
 class Recorder:

@@ -204,3 +204,13 @@ def test_simulate_replay_says_what_is_wrong_with_its_arguments(tmp_path):
     assert out.returncode == 2 and 'nope.rec' in out.stderr
     out = subprocess.run([*SOCS_TCP, 'simulate', 'psu', 'file.rec'], capture_output=True, text=True)
     assert out.returncode == 2 and 'for replay only' in out.stderr
+    # A folder (SOCS_TCP_RECORD=DIR/ made it), a file that is not text, an empty one: each named.
+    (tmp_path / 'site').mkdir()
+    (tmp_path / 'binary.rec').write_bytes(b'\xff\xfe\x00')
+    (tmp_path / 'empty.rec').write_text('# socs_tcp recording 1\n')
+    for name, message in (('site', 'a directory: replay one of its files'),
+                          ('binary.rec', 'not a recording (not UTF-8 text'),
+                          ('empty.rec', 'holds no connection: nothing to replay')):
+        out = subprocess.run([*SOCS_TCP, 'simulate', 'replay', str(tmp_path / name)],
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and f'{tmp_path / name}: {message}' in out.stderr, out.stderr

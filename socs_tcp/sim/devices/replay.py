@@ -147,6 +147,8 @@ class ReplaySimulator(DeviceServer):
             raise ValueError('replay needs a recording: socs-tcp simulate replay FILE')
         events = record.read(recording)
         links = _links(events)
+        if not links:
+            raise ValueError(f'{recording}: holds no connection: nothing to replay')
         if link is None:
             if len(links) != 1:
                 raise ValueError(f'{recording}: holds {len(links)} devices {links}; '
