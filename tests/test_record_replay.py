@@ -126,6 +126,35 @@ def test_exchanges_split_writes_from_the_query_a_reply_answers():
     assert found[1].latency == pytest.approx(0.01)
 
 
+def test_a_request_cut_off_by_the_connection_end_does_not_take_a_turn():
+    # The library sent VOLT? again on a new connection (the first never left, or the device
+    # hung up on it): replaying the cut one as "no reply" would time the driver out.
+    for cut in ("> 'VOLT?\\n'\n        close 'lost'", "close 'lost'\n        > 'VOLT?\\n'"):
+        found, _, _ = exchanges(_events(f"""
+            open
+            > '*IDN?\\n'
+            < 'ACME\\n'
+            {cut}
+            open
+            > 'VOLT?\\n'
+            < '1.5\\n'
+            > 'OUTP 0\\n'
+            close 'done'
+            """))
+        assert [(x.request, x.reply) for x in found] == [
+            (b'*IDN?', b'ACME\n'), (b'VOLT?', b'1.5\n'), (b'OUTP 0', None)], cut
+    # Not sent again: a request the device hung up on stays unanswered, as recorded.
+    found, _, _ = exchanges(_events("""
+        open
+        > 'VOLT?\\n'
+        close 'lost'
+        open
+        > 'CURR?\\n'
+        < '0.1\\n'
+        """))
+    assert [(x.request, x.reply) for x in found] == [(b'VOLT?', None), (b'CURR?', b'0.1\n')]
+
+
 def test_requests_without_a_common_terminator_are_one_read_each():
     found, term, _ = exchanges(_events("""
         open
