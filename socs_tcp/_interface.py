@@ -295,6 +295,10 @@ class TCPInterface:
                 self._factory.stats.timeouts += 1
                 self._drop(generation, 'no reply within the timeout')
                 raise DeviceTimeout(f'no reply from {self._factory.address} to {data!r}: {exc}') from None
+            except KeyboardInterrupt:
+                # Ctrl-C while waiting: the reply may still come, as after a timeout.
+                self._drop(generation, 'interrupted while waiting for the reply')
+                raise
         finally:
             self._io_lock.release()
         self._factory.stats.queries += 1
@@ -444,7 +448,7 @@ class TCPInterface:
         generation = self._bridge.generation
         try:
             data = self._bridge.take(frame, deadline, pump)
-        except DeviceTimeout:
+        except (DeviceTimeout, KeyboardInterrupt):  # Ctrl-C too: what it waited for may still come
             self._overdue_on = generation
             raise
         self._overdue_on = 0

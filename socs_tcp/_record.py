@@ -30,6 +30,7 @@ request; times only need to grow.
 from __future__ import annotations
 
 import ast
+import errno
 import os
 import threading
 import time
@@ -117,7 +118,14 @@ def parse(text: str, source: str = 'recording') -> list[Event]:
 def read(path: str | os.PathLike) -> list[Event]:
     """`parse` the recording in file ``path``."""
     path = Path(path)
-    return parse(path.read_text(encoding='utf-8'), str(path))
+    if path.is_dir():
+        raise ValueError(f'{path}: a directory: replay one of its files (one per device)')
+    try:
+        text = path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as exc:
+        raise ValueError(f'{path}: not a recording (not UTF-8 text: {exc.reason} '
+                         f'at byte {exc.start})') from None
+    return parse(text, str(path))
 
 
 class Recorder:
@@ -139,11 +147,21 @@ class Recorder:
             raise ValueError(f'{RECORD_ENV} must name a file or a directory, got an empty value')
         self.path = Path(text)
         self.per_link = text.endswith(os.sep) or self.path.is_dir()
-        if self.per_link:
-            self.path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._files: dict[str, TextIO] = {}
         self._start = time.monotonic()
+        # A place that cannot be written is an error now, not a recording lost
+        # without a word (a tap that raises is only logged, and removed).
+        try:
+            if self.per_link:
+                self.path.mkdir(parents=True, exist_ok=True)
+                if not os.access(self.path, os.W_OK | os.X_OK):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            else:
+                self._file('')
+        except OSError as exc:
+            raise ValueError(f'{RECORD_ENV}={text!r}: cannot record there: '
+                             f'{exc.strerror or exc}') from None
 
     def _file(self, link: str):
         key = link if self.per_link else ''

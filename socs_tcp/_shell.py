@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import codecs
 import os
 import sys
 import threading
@@ -96,6 +97,14 @@ def parse_termination(text: str) -> bytes:
         return unescape(text)
     except ShellError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_encoding(text: str) -> str:
+    """An encoding Python knows (checked now: else the first reply would end the shell)."""
+    try:
+        return codecs.lookup(text).name
+    except LookupError:
+        raise argparse.ArgumentTypeError(f'unknown encoding {text!r} (e.g. utf-8, latin-1, ascii)') from None
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -207,7 +216,8 @@ def make_parser() -> argparse.ArgumentParser:
                                              "(whatever arrives first), or escapes such as '\\r\\n'")
     parser.add_argument('--write-termination', type=parse_termination, default=b'\n',
                         metavar='TERM', help='appended to what you send: lf (default), cr, crlf, none')
-    parser.add_argument('--encoding', default='utf-8', help='how replies are shown (default utf-8)')
+    parser.add_argument('--encoding', type=parse_encoding, default='utf-8',
+                        help='how replies are shown (default utf-8)')
     parser.add_argument('--binary', action='store_true', help='show replies as a hex dump')
     parser.add_argument('--bare', choices=('auto', 'query', 'write'), default='auto',
                         help="a line without a verb: auto (default: query if it ends with '?', "
@@ -424,7 +434,7 @@ class Shell:
         try:
             while True:
                 try:
-                    self._at_prompt = True
+                    self._at_prompt = interactive  # a pipe gets plain lines, no redrawn prompt
                     line = input(self.prompt) if interactive else stdin.readline()
                     if not interactive and not line:
                         break
@@ -493,11 +503,18 @@ def _save_history(history: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    shell = Shell(args)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        shell = Shell(args)
+    except OSError as exc:  # the transcript file
+        parser.error(f'argument --transcript: cannot open {args.transcript!r}: {exc.strerror}')
     try:
         shell.connect()
         return shell.loop()
+    except KeyboardInterrupt:  # Ctrl-C while connecting (a host that does not answer)
+        shell.out.write('\n')
+        return 130
     finally:
         shell.close()
 

@@ -7,12 +7,15 @@ own reactor thread whatever the test's reactor does.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
 from socs_tcp.testing.emulator import DeviceEmulator, create_device_emulator
 from tests._tools_support import wait_until
+from tests.docs_examples import DOCS, rst_blocks
 
 emulator = create_device_emulator({'*IDN?': 'ACME,1', 'READ?': ['1.0', '2.0']},
                                   relay_type='tcp', port=0)
@@ -158,11 +161,13 @@ def test_inject_stop_and_start(emulator):
 
 
 def test_inject_hold_delivers_a_late_reply_to_the_next_connection_as_a_bridge_does(reconnecting):
-    reconnecting.inject('hold', 0.3)
+    reconnecting.inject('hold', 0.5)
     with connect(reconnecting) as sock:
         sock.sendall(b'PING')
         assert silent_for(sock, 0.1)              # the client gives up and reconnects
-    time.sleep(0.4)                               # the instrument answers meanwhile
+    # The instrument answers while no client is connected: the bridge keeps the reply.
+    wait_until(lambda: reconnecting.server.connection_count == 0, 2, 'the client to be gone')
+    wait_until(lambda: reconnecting.server._held, 5, 'the late reply to be held')
     with connect(reconnecting) as sock:
         sock.settimeout(2)
         assert sock.recv(100) == b'PONG'          # the stale reply, before any request
@@ -177,3 +182,16 @@ def test_inject_says_what_is_wrong(emulator):
     emulator.shutdown()
     with pytest.raises(RuntimeError, match='not running'):
         emulator.inject('stop')
+
+
+# -- the User Guide's example -----------------------------------------------------------
+
+def test_the_user_guides_emulator_test_file_runs_as_a_users_own(tmp_path):
+    pytest.importorskip('socs.agents.hwp_pid.drivers.pid_controller', reason='socs is not installed')
+    [(name, code)] = [(b.file_name, b.code) for b in rst_blocks(DOCS / 'user' / 'tools.rst')
+                      if (b.file_name or '').startswith('test_')]
+    (tmp_path / name).write_text(code)
+    done = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert '2 passed' in done.stdout, done.stdout

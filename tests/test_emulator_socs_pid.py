@@ -24,9 +24,11 @@ pid_emu = create_device_emulator({'*R02': 'R02400000\r'}, relay_type='tcp', port
 def test_get_direction_again_after_the_controller_restarted(pid_emu):
     pid = pid_controller.PID('127.0.0.1', pid_emu.socket_port)
     assert pid.get_direction().msg_type == 'read'
+    first = pid.conn
     pid_emu.inject('restart', 0.5)
     start = time.monotonic()
     decoded = pid.get_direction()
     assert decoded.msg_type == 'read', decoded
     assert time.monotonic() - start < 10
+    assert pid.conn is not first      # the restart did cut the driver off: it connected again
     assert pid_emu.server.request_count >= 2

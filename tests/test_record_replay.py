@@ -90,6 +90,18 @@ def test_recording_is_off_unless_the_variable_is_set():
     assert out.stdout.strip() == '1', out.stderr
 
 
+def test_a_recording_that_cannot_be_written_is_an_error_at_once(tmp_path):
+    # Not a silent loss of the whole recording, found in a log at the end.
+    env = {k: v for k, v in os.environ.items() if k != record.RECORD_ENV}
+    for target in (tmp_path / 'no' / 'such' / 'dir' / 'site.rec', tmp_path / 'a_file'):
+        (tmp_path / 'a_file').write_text('')
+        env[record.RECORD_ENV] = str(target) + (os.sep if target.name == 'a_file' else '')
+        out = subprocess.run([sys.executable, '-c', 'import socs_tcp'], capture_output=True,
+                             text=True, env=env, timeout=60)
+        assert out.returncode != 0, target
+        assert f'{record.RECORD_ENV}=' in out.stderr and 'cannot record there' in out.stderr, out.stderr
+
+
 # -- matching requests to replies -----------------------------------------------------
 
 def _events(lines: str) -> list[record.Event]:
@@ -112,6 +124,35 @@ def test_exchanges_split_writes_from_the_query_a_reply_answers():
     assert [(x.request, x.reply) for x in found] == [
         (b'OUT 1', None), (b'VOLT?', b'1.5\r\n'), (b'VOLT?', b'1.6\r\n')]
     assert found[1].latency == pytest.approx(0.01)
+
+
+def test_a_request_cut_off_by_the_connection_end_does_not_take_a_turn():
+    # The library sent VOLT? again on a new connection (the first never left, or the device
+    # hung up on it): replaying the cut one as "no reply" would time the driver out.
+    for cut in ("> 'VOLT?\\n'\n        close 'lost'", "close 'lost'\n        > 'VOLT?\\n'"):
+        found, _, _ = exchanges(_events(f"""
+            open
+            > '*IDN?\\n'
+            < 'ACME\\n'
+            {cut}
+            open
+            > 'VOLT?\\n'
+            < '1.5\\n'
+            > 'OUTP 0\\n'
+            close 'done'
+            """))
+        assert [(x.request, x.reply) for x in found] == [
+            (b'*IDN?', b'ACME\n'), (b'VOLT?', b'1.5\n'), (b'OUTP 0', None)], cut
+    # Not sent again: a request the device hung up on stays unanswered, as recorded.
+    found, _, _ = exchanges(_events("""
+        open
+        > 'VOLT?\\n'
+        close 'lost'
+        open
+        > 'CURR?\\n'
+        < '0.1\\n'
+        """))
+    assert [(x.request, x.reply) for x in found] == [(b'VOLT?', None), (b'CURR?', b'0.1\n')]
 
 
 def test_requests_without_a_common_terminator_are_one_read_each():
@@ -192,3 +233,13 @@ def test_simulate_replay_says_what_is_wrong_with_its_arguments(tmp_path):
     assert out.returncode == 2 and 'nope.rec' in out.stderr
     out = subprocess.run([*SOCS_TCP, 'simulate', 'psu', 'file.rec'], capture_output=True, text=True)
     assert out.returncode == 2 and 'for replay only' in out.stderr
+    # A folder (SOCS_TCP_RECORD=DIR/ made it), a file that is not text, an empty one: each named.
+    (tmp_path / 'site').mkdir()
+    (tmp_path / 'binary.rec').write_bytes(b'\xff\xfe\x00')
+    (tmp_path / 'empty.rec').write_text('# socs_tcp recording 1\n')
+    for name, message in (('site', 'a directory: replay one of its files'),
+                          ('binary.rec', 'not a recording (not UTF-8 text'),
+                          ('empty.rec', 'holds no connection: nothing to replay')):
+        out = subprocess.run([*SOCS_TCP, 'simulate', 'replay', str(tmp_path / name)],
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and f'{tmp_path / name}: {message}' in out.stderr, out.stderr

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
+import threading
 
 import pytest
 
@@ -20,7 +22,7 @@ from socs_tcp._shell import (
     show_bytes,
     unescape,
 )
-from tests._tools_support import SOCS_TCP, simulator
+from tests._tools_support import SOCS_TCP, simulator, wait_until
 
 # -- parsing ------------------------------------------------------------------------
 
@@ -89,10 +91,19 @@ def test_addresses():
 def test_command_line_errors_name_the_option(capsys):
     for argv, word in ((['h:1', '--gpib', '31'], '--gpib'),
                        (['h:1', '--timeout', '0'], '--timeout'),
-                       (['h:1', '--read-termination', r'\x'], '--read-termination')):
+                       (['h:1', '--read-termination', r'\x'], '--read-termination'),
+                       (['h:1', '--encoding', 'bogus'], '--encoding')):
         with pytest.raises(SystemExit):
             make_parser().parse_args(argv)
         assert word in capsys.readouterr().err
+
+
+def test_a_transcript_that_cannot_be_opened_is_a_usage_error(tmp_path):
+    out = subprocess.run([*SOCS_TCP, 'shell', '127.0.0.1:1', '--history', '',
+                          '--transcript', str(tmp_path / 'no' / 'such' / 'dir.txt')],
+                         input='', capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert 'argument --transcript: cannot open' in out.stderr and 'Traceback' not in out.stderr
 
 
 def test_reply_views():
@@ -168,3 +179,74 @@ def test_moxa_flushes_what_the_bridge_kept(tmp_path):
                         '--read-termination', 'cr', '--write-termination', 'cr')
     assert '[flushed 9 stale bytes the bridge kept]' in out
     assert '2.0  [' in out and 'LATE' not in out.replace('flushed', '')
+
+
+def test_ctrl_c_during_a_query_keeps_its_late_reply_from_answering_the_next_one():
+    # Ctrl-C while a reply is late; the next query must get its own reply, not the late one.
+    with simulator('psu') as psu:
+        psu.control.send('delay 1.0')
+        env = {k: v for k, v in os.environ.items() if k != record.RECORD_ENV}
+        proc = subprocess.Popen([*SOCS_TCP, 'shell', f'127.0.0.1:{psu.port}', '--history', '',
+                                 '--timeout', '5'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        watchdog = threading.Timer(60, proc.kill)
+        watchdog.start()
+        try:
+            proc.stdin.write('*IDN?\n')
+            proc.stdin.flush()
+            wait_until(lambda: psu.control.status()['requests'] == '1', 10, 'the query to arrive')
+            proc.send_signal(signal.SIGINT)
+            while '^C' not in (line := proc.stdout.readline()):
+                assert line, proc.stderr.read()
+            out, err = proc.communicate('VOLT?\n', timeout=30)
+        finally:
+            watchdog.cancel()
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert 'SOCS-TCP,SIM-PSU' not in out, out        # the late *IDN? reply, shown for VOLT?
+    assert any(line.startswith('+0.000000E+00  [') for line in out.splitlines()), out
+
+
+def test_connection_news_on_a_pipe_is_a_plain_line_without_terminal_codes():
+    with simulator('psu') as psu:
+        env = {k: v for k, v in os.environ.items() if k != record.RECORD_ENV}
+        proc = subprocess.Popen([*SOCS_TCP, 'shell', f'127.0.0.1:{psu.port}', '--history', ''],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        watchdog = threading.Timer(60, proc.kill)
+        watchdog.start()
+        try:
+            proc.stdin.write('*IDN?\n')
+            proc.stdin.flush()
+            lines = []
+            while 'SOCS-TCP' not in (line := proc.stdout.readline()):
+                assert line, proc.stderr.read()
+            psu.control.send('stop')       # news from the reactor thread while the shell reads stdin
+            while 'lost' not in (line := proc.stdout.readline()):
+                assert line, proc.stderr.read()
+                lines.append(line)
+            lines.append(line)
+            out, err = proc.communicate('exit\n', timeout=30)
+        finally:
+            watchdog.cancel()
+            proc.kill()
+    shown = ''.join(lines) + out
+    assert '\x1b' not in shown and '\r' not in shown, repr(shown)
+    assert f'127.0.0.1:{psu.port}>' not in shown, repr(shown)   # no prompt on a pipe
+
+
+def test_ctrl_c_while_connecting_to_a_device_that_does_not_answer_leaves_without_a_traceback():
+    with simulator('psu') as psu:
+        psu.control.send('blackhole on')          # connections hang: the shell waits its timeout
+        env = {k: v for k, v in os.environ.items() if k != record.RECORD_ENV}
+        proc = subprocess.Popen([*SOCS_TCP, 'shell', f'127.0.0.1:{psu.port}', '--history', '',
+                                 '--timeout', '20'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert proc.stdout.readline().startswith('socs-tcp shell:')   # then it connects
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=15)
+        finally:
+            proc.kill()
+    assert 'Traceback' not in err, err
+    assert proc.returncode == 130, (proc.returncode, err)

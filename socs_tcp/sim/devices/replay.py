@@ -17,6 +17,10 @@ How requests are matched:
   turn (a polled reading changes as it did), starting over after the last.
 - A request never recorded gets no reply (logged), as from a device that
   ignores what it does not know.
+- A request left unanswered when its connection ended, and sent again first
+  thing on the next connection, takes no turn (it was cut off and sent
+  again, as socs_tcp does when a connection was gone); the faults make a
+  device that hangs up.
 - Bytes the device sent on connecting, before any request, are its greeting.
 
 With ``recorded_timing`` each reply leaves as long after its request as it
@@ -74,8 +78,8 @@ def exchanges(events: list[record.Event]) -> tuple[list[Exchange], bytes | None,
     runs: list[list] = []
     greeting = b''
     for e in events:
-        if e.kind == record.OPEN:
-            runs.append(['open', e.time, e.time, b''])
+        if e.kind in (record.OPEN, record.CLOSE):
+            runs.append([e.kind, e.time, e.time, b''])
         elif e.kind in (record.SENT, record.RECEIVED):
             if runs and runs[-1][0] == e.kind:
                 runs[-1][2] = e.time
@@ -92,6 +96,7 @@ def exchanges(events: list[record.Event]) -> tuple[list[Exchange], bytes | None,
     sent = [run[3] for run in runs if run[0] == record.SENT]
     term = _terminator(sent)
     result: list[Exchange] = []
+    cut: set[int] = set()   # requests the connection's end cut off (indices in result)
     for i, run in enumerate(runs):
         if run[0] != record.SENT:
             continue
@@ -104,7 +109,14 @@ def exchanges(events: list[record.Event]) -> tuple[list[Exchange], bytes | None,
         for request in requests[:-1]:
             result.append(Exchange(request, None, 0.0))
         if requests:
+            if reply is None:
+                cut.add(len(result))
             result.append(Exchange(requests[-1], reply, latency))
+    # A request left unanswered when its connection ended, and sent again first thing on
+    # the next one, was cut off (socs_tcp writes again on a new connection when the old
+    # one was gone): it takes no turn, else the replay would leave it unanswered once.
+    result = [x for n, x in enumerate(result)
+              if not (n in cut and n + 1 < len(result) and result[n + 1].request == x.request)]
     return result, term, greeting
 
 
@@ -147,6 +159,8 @@ class ReplaySimulator(DeviceServer):
             raise ValueError('replay needs a recording: socs-tcp simulate replay FILE')
         events = record.read(recording)
         links = _links(events)
+        if not links:
+            raise ValueError(f'{recording}: holds no connection: nothing to replay')
         if link is None:
             if len(links) != 1:
                 raise ValueError(f'{recording}: holds {len(links)} devices {links}; '
