@@ -16,8 +16,19 @@ from socs_tcp._record import install_from_environment as _record_from_environmen
 from socs_tcp._version import __version__
 
 # SOCS_TCP_RECORD=FILE records every link of this process (see socs_tcp._record);
-# unset, this is one environment lookup.
-_record_from_environment()
+# unset, this is one environment lookup. A place it cannot record to stops the
+# process with one line, as a bad SOCS_TCP does: this import may run at
+# interpreter start (SOCS_TCP's .pth line), where an exception would only be
+# printed and the agent would then run on plain socs, unrecorded.
+try:
+    _record_from_environment()
+except ValueError as _exc:
+    import os as _os
+    import sys as _sys
+
+    _sys.stderr.write(f'socs_tcp: {_exc}\n')
+    _sys.stderr.flush()
+    _os._exit(2)
 
 __all__ = [
     'Backoff',

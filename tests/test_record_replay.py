@@ -98,8 +98,16 @@ def test_a_recording_that_cannot_be_written_is_an_error_at_once(tmp_path):
         env[record.RECORD_ENV] = str(target) + (os.sep if target.name == 'a_file' else '')
         out = subprocess.run([sys.executable, '-c', 'import socs_tcp'], capture_output=True,
                              text=True, env=env, timeout=60)
-        assert out.returncode != 0, target
+        assert out.returncode == 2, target
         assert f'{record.RECORD_ENV}=' in out.stderr and 'cannot record there' in out.stderr, out.stderr
+        assert 'Traceback' not in out.stderr, out.stderr
+    # Switched on by SOCS_TCP's .pth line at interpreter start, it stops the process too
+    # instead of letting the agent run on plain socs, unrecorded.
+    env['SOCS_TCP'] = '1'
+    out = subprocess.run([sys.executable, '-c', 'print("ran")'], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.returncode == 2 and 'ran' not in out.stdout, out.stdout + out.stderr
+    assert 'cannot record there' in out.stderr and 'Traceback' not in out.stderr, out.stderr
 
 
 # -- matching requests to replies -----------------------------------------------------
