@@ -14,8 +14,10 @@ only. Before the agent's module is imported it
 3. arranges one log line, through the agent's own log (``twisted.logger``, so it
    is in the OCS log file too), saying which TCP base is in use;
 
-then hands over to ``ocs.agent_cli.main``. Exit status 2, with the reason on
-stderr, when the switch is refused (socs missing or unknown).
+then checks the launch (:mod:`socs_tcp._site_checks`: config dir, site file,
+host block, instance id, plugin, flags) and hands over to ``ocs.agent_cli.main``.
+Exit status 2, with the reason in one line on stderr, when the switch is
+refused (socs missing or unknown) or a check fails.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 
 from twisted.logger import Logger
 
-from socs_tcp import compat, set_reactor_owner
+from socs_tcp import _site_checks, compat, set_reactor_owner
 
 log = Logger(namespace='socs_tcp._agent_cli')
 
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         compat.install()
     except compat.CompatError as exc:
         sys.stderr.write(f'socs-tcp agent: {exc}\n')
+        return 2
+    # After install(): the checks import the agent's module to read its flags.
+    if _site_checks.refuse(argv):
         return 2
 
     from ocs import agent_cli  # after install(): it imports the agent's module
