@@ -10,6 +10,7 @@ until Ctrl-C (or SIGTERM), when it stops everything it started.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import signal
 import sys
@@ -32,6 +33,36 @@ def _instance(text: str) -> tuple[str, str, list[str]]:
     if len(parts) < 2:
         raise argparse.ArgumentTypeError(f'{text!r}: give "INSTANCE_ID AGENT_CLASS [ARGUMENT ...]"')
     return parts[0], parts[1], parts[2:]
+
+
+#: ``{KIND}`` in an ``--instance`` argument: the device port of ``--simulate KIND``.
+_PORT_OF = re.compile(r'\{([A-Za-z0-9_-]+)\}')
+
+
+def _check_ports(instances: Sequence[tuple[str, str, list[str]]], kinds: Sequence[str]) -> None:
+    """Refuse a ``{KIND}`` no ``--simulate KIND`` will fill, before anything is started."""
+    for instance_id, _, arguments in instances:
+        for argument in arguments:
+            for name in _PORT_OF.findall(argument):
+                if name not in kinds:
+                    given = ', '.join(sorted(set(kinds))) or 'none'
+                    raise ValueError(f'--instance {instance_id}: {{{name}}} stands for the port of '
+                                     f'--simulate {name}, which is not given (--simulate: {given})')
+
+
+def _fill_ports(arguments: Sequence[str], ports: dict[str, int]) -> list[str]:
+    """``arguments`` with each ``{KIND}`` replaced by that simulator's device port."""
+    return [_PORT_OF.sub(lambda m: str(ports[m.group(1)]), argument) for argument in arguments]
+
+
+def _numbered(kinds: Sequence[str]) -> list[tuple[int, str]]:
+    """``(n, kind)``: n counts the kind's occurrences so far (1 for its first)."""
+    seen: dict[str, int] = {}
+    numbered = []
+    for kind in kinds:
+        seen[kind] = seen.get(kind, 0) + 1
+        numbered.append((seen[kind], kind))
+    return numbered
 
 
 def load_site_file(path: str) -> SiteConfig:
@@ -93,8 +124,9 @@ def make_parser() -> argparse.ArgumentParser:
                              'its hub is replaced by the local crossbar')
     parser.add_argument('--instance', type=_instance, action='append', default=[],
                         metavar='"ID CLASS [ARG ...]"',
-                        help='add an agent instance to the site config (repeatable), e.g. '
-                             '"psu-1 PowerSupplyAgent --ip-address 127.0.0.1 --port 5025"')
+                        help='add an agent instance to the site config (repeatable); {KIND} in '
+                             'its arguments is the device port of --simulate KIND, e.g. '
+                             '"psu-1 PowerSupplyAgent --ip-address 127.0.0.1 --port {psu}"')
     parser.add_argument('--simulate', action='append', default=[], metavar='KIND',
                         help='also start a simulated device (repeatable; kinds: socs-tcp simulate --help)')
     return parser
@@ -134,8 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the stack until Ctrl-C; 0 after a clean stop, 1 if crossbar died, 2 on bad input."""
     args = make_parser().parse_args(argv)
     try:
+        _check_ports(args.instance, args.simulate)
         workdir = usable_workdir(args.workdir)
-    except WorkdirError as exc:
+    except (ValueError, WorkdirError) as exc:
         print(f'{PROG}: {exc}', file=sys.stderr)
         return 2
     stack = OcsStack(workdir)
@@ -146,10 +179,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.site_file:
             stack.site = load_site_file(args.site_file)
-        for instance_id, agent_class, arguments in args.instance:
-            stack.add_agent(instance_id, agent_class, arguments)
         stack.start_crossbar(args.port or None, wait=False)
-        simulators = [stack.start_simulator(kind) for kind in args.simulate]
+        # The same kind twice is two devices: psu-sim, psu-sim-2, ...
+        simulators = [stack.start_simulator(kind, f'{kind}-sim-{n}' if n > 1 else None)
+                      for n, kind in _numbered(args.simulate)]
+        ports: dict[str, int] = {}
+        for sim in simulators:
+            ports.setdefault(sim.kind, sim.port)     # {KIND}: the first --simulate KIND
+        for instance_id, agent_class, arguments in args.instance:
+            stack.add_agent(instance_id, agent_class, _fill_ports(arguments, ports))
         stack.crossbar.wait_ready()
         print(_instructions(stack, simulators), flush=True)
         while stack.crossbar.process.running:

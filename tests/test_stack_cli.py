@@ -112,3 +112,45 @@ def test_a_site_file_is_run_as_it_is_with_the_local_hub(tmp_path):
         load_site_file(str(tmp_path / 'bad.yaml'))
     with pytest.raises(ValueError, match='--site-file .*missing.yaml'):
         load_site_file(str(tmp_path / 'missing.yaml'))
+
+
+def test_an_unknown_port_placeholder_is_one_line_before_anything_starts(tmp_path):
+    done = subprocess.run([BIN / 'socs-tcp', 'stack', '--workdir', str(tmp_path / 'stack'), '--simulate', 'psu',
+                           '--instance', 'c-1 CompressorAgent --ip-address 127.0.0.1 --port {compressor}'],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == ('socs-tcp stack: --instance c-1: {compressor} stands for the port of '
+                           '--simulate compressor, which is not given (--simulate: psu)\n'), done.stderr
+    assert not (tmp_path / 'stack' / 'crossbar').exists()
+
+
+@pytest.mark.timeout(90)
+def test_instance_arguments_name_the_simulators_ports(tmp_path):
+    # The page's example: the agent's --port is wherever the simulator went, not a fixed 5025;
+    # the same kind twice is two simulators, {psu} the first.
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, SOCS_TCP_STACK_CLI_TEST=marker, PYTHONUNBUFFERED='1')
+    stack = subprocess.Popen(
+        [BIN / 'socs-tcp', 'stack', '--workdir', str(tmp_path / 'stack'), '--simulate', 'psu',
+         '--simulate', 'psu', '--instance', 'psu-1 PowerSupplyAgent --ip-address 127.0.0.1 --port {psu} --mode acq'],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = []
+        for line in stack.stdout:
+            printed.append(line)
+            if line.startswith('Ctrl-C stops'):
+                break
+        ports = [int(li.split('127.0.0.1:')[1].split()[0]) for li in printed if li.startswith('simulator  psu')]
+        assert len(ports) == 2, ''.join(printed)
+        import yaml
+        site = yaml.safe_load((tmp_path / 'stack' / 'config' / 'default.yaml').read_text())
+        (instance,) = site['hosts']['localhost']['agent-instances']
+        assert instance['arguments'] == ['--ip-address', '127.0.0.1', '--port', str(ports[0]), '--mode', 'acq']
+        stack.send_signal(signal.SIGINT)
+        rest = stack.communicate(timeout=40)[0]
+        assert stack.returncode == 0 and 'psu-sim-2' in rest, rest
+        assert processes_with_env('SOCS_TCP_STACK_CLI_TEST', marker) == []
+    finally:
+        if stack.poll() is None:
+            stack.kill()
+            stack.wait(10)
