@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 from socs_tcp._workdir import WorkdirError, usable_workdir
+from socs_tcp.sim.cli import DEVICES
 from socs_tcp.testing import CrossbarError, OcsStack, SiteConfig, StackError
 from socs_tcp.testing._site import AgentInstance
 
@@ -127,8 +128,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help='add an agent instance to the site config (repeatable); {KIND} in '
                              'its arguments is the device port of --simulate KIND, e.g. '
                              '"psu-1 PowerSupplyAgent --ip-address 127.0.0.1 --port {psu}"')
-    parser.add_argument('--simulate', action='append', default=[], metavar='KIND',
-                        help='also start a simulated device (repeatable; kinds: socs-tcp simulate --help)')
+    # Checked here, before crossbar starts; replay needs a recording, which --simulate cannot pass.
+    kinds = sorted(kind for kind in DEVICES if kind != 'replay')
+    parser.add_argument('--simulate', action='append', default=[], metavar='KIND', choices=kinds,
+                        help=f'also start a simulated device (repeatable): {", ".join(kinds)} '
+                             '(their commands: socs-tcp simulate --help)')
     return parser
 
 

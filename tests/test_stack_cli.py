@@ -154,3 +154,13 @@ def test_instance_arguments_name_the_simulators_ports(tmp_path):
         if stack.poll() is None:
             stack.kill()
             stack.wait(10)
+
+
+def test_an_unknown_simulator_kind_is_refused_before_anything_starts(tmp_path):
+    # It started crossbar, then failed with "bogus-sim exited with status 2 before announcing".
+    done = subprocess.run([BIN / 'socs-tcp', 'stack', '--workdir', str(tmp_path / 'stack'), '--simulate', 'bogus'],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "argument --simulate: invalid choice: 'bogus'" in done.stderr, done.stderr
+    assert 'psu' in done.stderr and 'replay' not in done.stderr.split('invalid choice')[1], done.stderr
+    assert not (tmp_path / 'stack' / 'crossbar').exists()
