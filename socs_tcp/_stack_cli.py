@@ -152,8 +152,8 @@ def _instructions(stack: OcsStack, simulators) -> str:
     lines += ['', f'agent instances: {ids}', '',
               'Launch an agent into this stack, in another terminal:',
               f'  export OCS_CONFIG_DIR={config}',
-              '  socs-tcp agent --instance-id INSTANCE_ID      # SOCS agents, on socs_tcp',
-              '  ocs-agent-cli --instance-id INSTANCE_ID       # or as OCS launches them',
+              '  socs-tcp agent --instance-id INSTANCE_ID      # a SOCS agent, on socs_tcp (needs socs)',
+              '  ocs-agent-cli --instance-id INSTANCE_ID       # any other (the sample agents, yours)',
               'and talk to it:',
               '  python -c "from ocs.ocs_client import OCSClient; '
               "print(OCSClient('INSTANCE_ID').acq.status())\"",

@@ -142,6 +142,9 @@ def test_instance_arguments_name_the_simulators_ports(tmp_path):
                 break
         ports = [int(li.split('127.0.0.1:')[1].split()[0]) for li in printed if li.startswith('simulator  psu')]
         assert len(ports) == 2, ''.join(printed)
+        # The sample agent of --instance is launched with ocs-agent-cli (socs-tcp agent needs socs).
+        launch = {li.split()[0]: li for li in printed if li.strip().endswith(')') and 'INSTANCE_ID  ' in li}
+        assert 'sample agents' in launch['ocs-agent-cli'] and 'needs socs' in launch['socs-tcp'], printed
         import yaml
         site = yaml.safe_load((tmp_path / 'stack' / 'config' / 'default.yaml').read_text())
         (instance,) = site['hosts']['localhost']['agent-instances']
