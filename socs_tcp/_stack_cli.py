@@ -202,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, _Stop):
         pass
     except (CrossbarError, StackError, FileNotFoundError, OSError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f'{PROG}: {first} (logs in {stack.log_dir})', file=sys.stderr)
+        # The first line only (a log's tail may follow it); point at the logs unless it names one.
+        first = str(exc).splitlines()[0].rstrip(' :') if str(exc) else type(exc).__name__
+        where = '' if str(stack.log_dir) in first else f' (logs in {stack.log_dir})'
+        print(f'{PROG}: {first}{where}', file=sys.stderr)
         status = 1 if isinstance(exc, CrossbarError | StackError) else 2
     finally:
         # A second SIGTERM must not cut the stop short (the children have process groups of

@@ -167,3 +167,20 @@ def test_an_unknown_simulator_kind_is_refused_before_anything_starts(tmp_path):
     assert "argument --simulate: invalid choice: 'bogus'" in done.stderr, done.stderr
     assert 'psu' in done.stderr and 'replay' not in done.stderr.split('invalid choice')[1], done.stderr
     assert not (tmp_path / 'stack' / 'crossbar').exists()
+
+
+@pytest.mark.timeout(90)
+def test_a_busy_port_is_one_line_naming_crossbars_log(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([BIN / 'socs-tcp', 'stack', '--port', str(port), '--workdir', str(tmp_path)],
+                              capture_output=True, text=True, timeout=80)
+    assert done.returncode == 1
+    log = tmp_path / 'logs' / 'crossbar.log'
+    # It ended "log .../crossbar.log: (logs in .../logs)": a colon announcing nothing, the logs twice.
+    assert done.stderr.startswith('socs-tcp stack: crossbar ') and done.stderr.count('\n') == 1, done.stderr
+    assert done.stderr.endswith(f'{log}\n') and '(logs in' not in done.stderr, done.stderr
