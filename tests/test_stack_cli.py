@@ -114,10 +114,26 @@ def test_a_site_file_is_run_as_it_is_with_the_local_hub(tmp_path):
         load_site_file(str(tmp_path / 'missing.yaml'))
 
 
+def refused(*args: str) -> subprocess.CompletedProcess:
+    """``socs-tcp stack ARGS`` expected to refuse at once; whatever it started anyway is stopped."""
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, SOCS_TCP_STACK_CLI_TEST=marker)
+    stack = subprocess.Popen([BIN / 'socs-tcp', 'stack', *args], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = stack.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        stack.send_signal(signal.SIGINT)          # it ran: stop it and its children
+        out, err = stack.communicate(timeout=40)
+    finally:
+        for proc in processes_with_env('SOCS_TCP_STACK_CLI_TEST', marker):
+            proc.kill()
+    return subprocess.CompletedProcess(stack.args, stack.returncode, out, err)
+
+
 def test_an_unknown_port_placeholder_is_one_line_before_anything_starts(tmp_path):
-    done = subprocess.run([BIN / 'socs-tcp', 'stack', '--workdir', str(tmp_path / 'stack'), '--simulate', 'psu',
-                           '--instance', 'c-1 CompressorAgent --ip-address 127.0.0.1 --port {compressor}'],
-                          capture_output=True, text=True, timeout=60)
+    done = refused('--workdir', str(tmp_path / 'stack'), '--simulate', 'psu',
+                   '--instance', 'c-1 CompressorAgent --ip-address 127.0.0.1 --port {compressor}')
     assert done.returncode == 2
     assert done.stderr == ('socs-tcp stack: --instance c-1: {compressor} stands for the port of '
                            '--simulate compressor, which is not given (--simulate: psu)\n'), done.stderr
@@ -161,8 +177,7 @@ def test_instance_arguments_name_the_simulators_ports(tmp_path):
 
 def test_an_unknown_simulator_kind_is_refused_before_anything_starts(tmp_path):
     # It started crossbar, then failed with "bogus-sim exited with status 2 before announcing".
-    done = subprocess.run([BIN / 'socs-tcp', 'stack', '--workdir', str(tmp_path / 'stack'), '--simulate', 'bogus'],
-                          capture_output=True, text=True, timeout=60)
+    done = refused('--workdir', str(tmp_path / 'stack'), '--simulate', 'bogus')
     assert done.returncode == 2
     assert "argument --simulate: invalid choice: 'bogus'" in done.stderr, done.stderr
     assert 'psu' in done.stderr and 'replay' not in done.stderr.split('invalid choice')[1], done.stderr
