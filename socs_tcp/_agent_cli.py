@@ -18,8 +18,10 @@ unless ``SOCS_TCP`` says otherwise. Before the agent's module is imported it
 3. arranges one log line, through the agent's own log (``twisted.logger``, so it
    is in the OCS log file too), saying which transports are on socs_tcp;
 
-then hands over to ``ocs.agent_cli.main``. Exit status 2, with the reason on
-stderr, when the switch is refused (socs missing or unknown, a bad ``SOCS_TCP``).
+then checks the launch (:mod:`socs_tcp._site_checks`: config dir, site file,
+host block, instance id, plugin, flags) and hands over to ``ocs.agent_cli.main``.
+Exit status 2, with the reason in one line on stderr, when the switch is
+refused (socs missing or unknown, a bad ``SOCS_TCP``) or a check fails.
 """
 
 from __future__ import annotations

@@ -177,28 +177,30 @@ def check_agent_args(argv: Sequence[str], environ: Mapping[str, str] | None = No
     -----
     To know the agent's own flags this imports the agent's module (and calls
     its ``make_parser()``, the OCS convention), as ``ocs-agent-cli`` is about
-    to do anyway: call it after ``socs.tcp`` has been switched. An agent
-    started with ``--agent FILE`` is not imported; its flags are not checked.
+    to do anyway: call it after ``socs.tcp`` has been switched. For an agent
+    started with ``--agent FILE`` only ``--entrypoint`` is checked:
+    ``ocs-agent-cli`` reads no site config for it, and the file is not imported.
     """
     argv = list(argv)
     environ = os.environ if environ is None else environ
+    if _option(argv, '--agent') is not None:
+        # ocs-agent-cli reads no site config for an agent file: it calls the entry point with
+        # the arguments, and what the agent does with them (a site config or none) is its own.
+        if _option(argv, '--entrypoint') is None:
+            raise SiteCheckError('--agent FILE needs --entrypoint NAME (the function that starts the agent)')
+        return
     path = _site_file(argv, environ)
     agent_module = None
     if path is not None:
         entry = _instance(argv, environ, path, _load_site(path))
         agent_class = entry.get('agent-class')
-        if _option(argv, '--agent') is None:
-            agents = _plugin_agents()
-            if agent_class not in agents:
-                raise SiteCheckError(f'agent class {agent_class!r} of instance {entry["instance-id"]!r} '
-                                     f'is not provided by any installed OCS plugin (installed: '
-                                     f'{", ".join(sorted(agents)) or "none"}); install its package, '
-                                     f'or pass --agent FILE --entrypoint NAME')
-            agent_module = agents[agent_class]['module']
-    if _option(argv, '--agent') is not None:
-        if _option(argv, '--entrypoint') is None:
-            raise SiteCheckError('--agent FILE needs --entrypoint NAME (the function that starts the agent)')
-        return
+        agents = _plugin_agents()
+        if agent_class not in agents:
+            raise SiteCheckError(f'agent class {agent_class!r} of instance {entry["instance-id"]!r} '
+                                 f'is not provided by any installed OCS plugin (installed: '
+                                 f'{", ".join(sorted(agents)) or "none"}); install its package, '
+                                 f'or pass --agent FILE --entrypoint NAME')
+        agent_module = agents[agent_class]['module']
     unknown = _unknown_flags(argv, _known_flags(agent_module))
     if unknown:
         whose = 'the agent\'s, ' if agent_module else ''

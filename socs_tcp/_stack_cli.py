@@ -10,6 +10,7 @@ until Ctrl-C (or SIGTERM), when it stops everything it started.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import signal
 import sys
@@ -17,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 from socs_tcp._workdir import WorkdirError, usable_workdir
+from socs_tcp.sim.cli import DEVICES
 from socs_tcp.testing import CrossbarError, OcsStack, SiteConfig, StackError
 from socs_tcp.testing._site import AgentInstance
 
@@ -32,6 +34,36 @@ def _instance(text: str) -> tuple[str, str, list[str]]:
     if len(parts) < 2:
         raise argparse.ArgumentTypeError(f'{text!r}: give "INSTANCE_ID AGENT_CLASS [ARGUMENT ...]"')
     return parts[0], parts[1], parts[2:]
+
+
+#: ``{KIND}`` in an ``--instance`` argument: the device port of ``--simulate KIND``.
+_PORT_OF = re.compile(r'\{([A-Za-z0-9_-]+)\}')
+
+
+def _check_ports(instances: Sequence[tuple[str, str, list[str]]], kinds: Sequence[str]) -> None:
+    """Refuse a ``{KIND}`` no ``--simulate KIND`` will fill, before anything is started."""
+    for instance_id, _, arguments in instances:
+        for argument in arguments:
+            for name in _PORT_OF.findall(argument):
+                if name not in kinds:
+                    given = ', '.join(sorted(set(kinds))) or 'none'
+                    raise ValueError(f'--instance {instance_id}: {{{name}}} stands for the port of '
+                                     f'--simulate {name}, which is not given (--simulate: {given})')
+
+
+def _fill_ports(arguments: Sequence[str], ports: dict[str, int]) -> list[str]:
+    """``arguments`` with each ``{KIND}`` replaced by that simulator's device port."""
+    return [_PORT_OF.sub(lambda m: str(ports[m.group(1)]), argument) for argument in arguments]
+
+
+def _numbered(kinds: Sequence[str]) -> list[tuple[int, str]]:
+    """``(n, kind)``: n counts the kind's occurrences so far (1 for its first)."""
+    seen: dict[str, int] = {}
+    numbered = []
+    for kind in kinds:
+        seen[kind] = seen.get(kind, 0) + 1
+        numbered.append((seen[kind], kind))
+    return numbered
 
 
 def load_site_file(path: str) -> SiteConfig:
@@ -93,10 +125,14 @@ def make_parser() -> argparse.ArgumentParser:
                              'its hub is replaced by the local crossbar')
     parser.add_argument('--instance', type=_instance, action='append', default=[],
                         metavar='"ID CLASS [ARG ...]"',
-                        help='add an agent instance to the site config (repeatable), e.g. '
-                             '"psu-1 PowerSupplyAgent --ip-address 127.0.0.1 --port 5025"')
-    parser.add_argument('--simulate', action='append', default=[], metavar='KIND',
-                        help='also start a simulated device (repeatable; kinds: socs-tcp simulate --help)')
+                        help='add an agent instance to the site config (repeatable); {KIND} in '
+                             'its arguments is the device port of --simulate KIND, e.g. '
+                             '"psu-1 PowerSupplyAgent --ip-address 127.0.0.1 --port {psu}"')
+    # Checked here, before crossbar starts; replay needs a recording, which --simulate cannot pass.
+    kinds = sorted(kind for kind in DEVICES if kind != 'replay')
+    parser.add_argument('--simulate', action='append', default=[], metavar='KIND', choices=kinds,
+                        help=f'also start a simulated device (repeatable): {", ".join(kinds)} '
+                             '(their commands: socs-tcp simulate --help)')
     return parser
 
 
@@ -116,8 +152,8 @@ def _instructions(stack: OcsStack, simulators) -> str:
     lines += ['', f'agent instances: {ids}', '',
               'Launch an agent into this stack, in another terminal:',
               f'  export OCS_CONFIG_DIR={config}',
-              '  socs-tcp agent --instance-id INSTANCE_ID      # SOCS agents, on socs_tcp',
-              '  ocs-agent-cli --instance-id INSTANCE_ID       # or as OCS launches them',
+              '  socs-tcp agent --instance-id INSTANCE_ID      # a SOCS agent, on socs_tcp (needs socs)',
+              '  ocs-agent-cli --instance-id INSTANCE_ID       # any other (the sample agents, yours)',
               'and talk to it:',
               '  python -c "from ocs.ocs_client import OCSClient; '
               "print(OCSClient('INSTANCE_ID').acq.status())\"",
@@ -134,8 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the stack until Ctrl-C; 0 after a clean stop, 1 if crossbar died, 2 on bad input."""
     args = make_parser().parse_args(argv)
     try:
+        _check_ports(args.instance, args.simulate)
         workdir = usable_workdir(args.workdir)
-    except WorkdirError as exc:
+    except (ValueError, WorkdirError) as exc:
         print(f'{PROG}: {exc}', file=sys.stderr)
         return 2
     stack = OcsStack(workdir)
@@ -146,10 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.site_file:
             stack.site = load_site_file(args.site_file)
-        for instance_id, agent_class, arguments in args.instance:
-            stack.add_agent(instance_id, agent_class, arguments)
         stack.start_crossbar(args.port or None, wait=False)
-        simulators = [stack.start_simulator(kind) for kind in args.simulate]
+        # The same kind twice is two devices: psu-sim, psu-sim-2, ...
+        simulators = [stack.start_simulator(kind, f'{kind}-sim-{n}' if n > 1 else None)
+                      for n, kind in _numbered(args.simulate)]
+        ports: dict[str, int] = {}
+        for sim in simulators:
+            ports.setdefault(sim.kind, sim.port)     # {KIND}: the first --simulate KIND
+        for instance_id, agent_class, arguments in args.instance:
+            stack.add_agent(instance_id, agent_class, _fill_ports(arguments, ports))
         stack.crossbar.wait_ready()
         print(_instructions(stack, simulators), flush=True)
         while stack.crossbar.process.running:
@@ -160,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, _Stop):
         pass
     except (CrossbarError, StackError, FileNotFoundError, OSError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f'{PROG}: {first} (logs in {stack.log_dir})', file=sys.stderr)
+        # The first line only (a log's tail may follow it); point at the logs unless it names one.
+        first = str(exc).splitlines()[0].rstrip(' :') if str(exc) else type(exc).__name__
+        where = '' if str(stack.log_dir) in first else f' (logs in {stack.log_dir})'
+        print(f'{PROG}: {first}{where}', file=sys.stderr)
         status = 1 if isinstance(exc, CrossbarError | StackError) else 2
     finally:
         # A second SIGTERM must not cut the stop short (the children have process groups of

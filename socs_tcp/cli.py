@@ -18,12 +18,21 @@ SUBCOMMANDS = {
 }
 
 
+# What `socs-tcp --help` says: written for its user (the module docstring is for its maintainers).
+DESCRIPTION = ('Reactor-owned TCP connections to lab devices for OCS agents:\n'
+               'run SOCS agents on socs_tcp, simulated devices, a local OCS stack, the demo.')
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The top-level parser: ``--version`` and the subcommand (its arguments are its own)."""
-    parser = argparse.ArgumentParser(prog='socs-tcp', description=__doc__)
+    width = max(map(len, SUBCOMMANDS))
+    commands = '\n'.join(f'  {k:<{width}}  {v[1]}' for k, v in sorted(SUBCOMMANDS.items()))
+    parser = argparse.ArgumentParser(
+        prog='socs-tcp', description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f'commands:\n{commands}\n\n`socs-tcp COMMAND --help` lists the arguments of one.')
     parser.add_argument('--version', action='version', version=f'socs-tcp {__version__}')
-    parser.add_argument('command', choices=sorted(SUBCOMMANDS),
-                        help='; '.join(f'{k}: {v[1]}' for k, v in sorted(SUBCOMMANDS.items())))
+    parser.add_argument('command', metavar='COMMAND', choices=sorted(SUBCOMMANDS),
+                        help='one of: ' + ', '.join(sorted(SUBCOMMANDS)))
     return parser
 
 

@@ -112,6 +112,7 @@ def run_blocks(blocks: list[Block], workdir: Path, timeout: float = 120) -> list
         if name is None:
             inline.append((str(block.source), block.line, block.code))
         else:
+            (workdir / name).parent.mkdir(parents=True, exist_ok=True)   # e.g. my_agents/plugin.py
             (workdir / name).write_text(block.code)
     if inline:
         (workdir / '_runner.py').write_text(_RUNNER)

@@ -46,3 +46,12 @@ def test_licence_file_matches_the_declared_licence():
     text = (ROOT / 'LICENSE').read_text()
     assert 'BSD 2-Clause License' in text and 'the socs_tcp authors' in text
     assert 'version' not in cfg['metadata'], 'the version comes from git (setuptools-scm), not setup.cfg'
+
+
+def test_socs_tcp_help_lists_each_command_for_its_user(capsys):
+    # It printed the module docstring: reST markup and a note for maintainers.
+    assert main(['--help']) == 0
+    out = capsys.readouterr().out
+    assert '``' not in out and 'module that owns it' not in out, out
+    for command in ('agent', 'demo', 'shell', 'simulate', 'stack'):
+        assert re.search(rf'^  {command} +\S', out, re.MULTILINE), out

@@ -150,3 +150,8 @@ def test_through_a_process_one_line_and_no_traceback(tmp_path, launcher, case):
     assert 'Traceback' not in done.stderr + done.stdout
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('socs-tcp agent: '), done.stderr
+
+
+def test_an_agent_file_needs_no_site_config():
+    # ocs-agent-cli reads no site config for --agent FILE: the checks must not demand one.
+    check_agent_args(['--agent', 'my_agent.py', '--entrypoint', 'main', '--anything'], {})

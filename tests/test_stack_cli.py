@@ -112,3 +112,90 @@ def test_a_site_file_is_run_as_it_is_with_the_local_hub(tmp_path):
         load_site_file(str(tmp_path / 'bad.yaml'))
     with pytest.raises(ValueError, match='--site-file .*missing.yaml'):
         load_site_file(str(tmp_path / 'missing.yaml'))
+
+
+def refused(*args: str) -> subprocess.CompletedProcess:
+    """``socs-tcp stack ARGS`` expected to refuse at once; whatever it started anyway is stopped."""
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, SOCS_TCP_STACK_CLI_TEST=marker)
+    stack = subprocess.Popen([BIN / 'socs-tcp', 'stack', *args], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = stack.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        stack.send_signal(signal.SIGINT)          # it ran: stop it and its children
+        out, err = stack.communicate(timeout=40)
+    finally:
+        for proc in processes_with_env('SOCS_TCP_STACK_CLI_TEST', marker):
+            proc.kill()
+    return subprocess.CompletedProcess(stack.args, stack.returncode, out, err)
+
+
+def test_an_unknown_port_placeholder_is_one_line_before_anything_starts(tmp_path):
+    done = refused('--workdir', str(tmp_path / 'stack'), '--simulate', 'psu',
+                   '--instance', 'c-1 CompressorAgent --ip-address 127.0.0.1 --port {compressor}')
+    assert done.returncode == 2
+    assert done.stderr == ('socs-tcp stack: --instance c-1: {compressor} stands for the port of '
+                           '--simulate compressor, which is not given (--simulate: psu)\n'), done.stderr
+    assert not (tmp_path / 'stack' / 'crossbar').exists()
+
+
+@pytest.mark.timeout(90)
+def test_instance_arguments_name_the_simulators_ports(tmp_path):
+    # The page's example: the agent's --port is wherever the simulator went, not a fixed 5025;
+    # the same kind twice is two simulators, {psu} the first.
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, SOCS_TCP_STACK_CLI_TEST=marker, PYTHONUNBUFFERED='1')
+    stack = subprocess.Popen(
+        [BIN / 'socs-tcp', 'stack', '--workdir', str(tmp_path / 'stack'), '--simulate', 'psu',
+         '--simulate', 'psu', '--instance', 'psu-1 PowerSupplyAgent --ip-address 127.0.0.1 --port {psu} --mode acq'],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = []
+        for line in stack.stdout:
+            printed.append(line)
+            if line.startswith('Ctrl-C stops'):
+                break
+        ports = [int(li.split('127.0.0.1:')[1].split()[0]) for li in printed if li.startswith('simulator  psu')]
+        assert len(ports) == 2, ''.join(printed)
+        # The sample agent of --instance is launched with ocs-agent-cli (socs-tcp agent needs socs).
+        launch = {li.split()[0]: li for li in printed if li.strip().endswith(')') and 'INSTANCE_ID  ' in li}
+        assert 'sample agents' in launch['ocs-agent-cli'] and 'needs socs' in launch['socs-tcp'], printed
+        import yaml
+        site = yaml.safe_load((tmp_path / 'stack' / 'config' / 'default.yaml').read_text())
+        (instance,) = site['hosts']['localhost']['agent-instances']
+        assert instance['arguments'] == ['--ip-address', '127.0.0.1', '--port', str(ports[0]), '--mode', 'acq']
+        stack.send_signal(signal.SIGINT)
+        rest = stack.communicate(timeout=40)[0]
+        assert stack.returncode == 0 and 'psu-sim-2' in rest, rest
+        assert processes_with_env('SOCS_TCP_STACK_CLI_TEST', marker) == []
+    finally:
+        if stack.poll() is None:
+            stack.kill()
+            stack.wait(10)
+
+
+def test_an_unknown_simulator_kind_is_refused_before_anything_starts(tmp_path):
+    # It started crossbar, then failed with "bogus-sim exited with status 2 before announcing".
+    done = refused('--workdir', str(tmp_path / 'stack'), '--simulate', 'bogus')
+    assert done.returncode == 2
+    assert "argument --simulate: invalid choice: 'bogus'" in done.stderr, done.stderr
+    assert 'psu' in done.stderr and 'replay' not in done.stderr.split('invalid choice')[1], done.stderr
+    assert not (tmp_path / 'stack' / 'crossbar').exists()
+
+
+@pytest.mark.timeout(90)
+def test_a_busy_port_is_one_line_naming_crossbars_log(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([BIN / 'socs-tcp', 'stack', '--port', str(port), '--workdir', str(tmp_path)],
+                              capture_output=True, text=True, timeout=80)
+    assert done.returncode == 1
+    log = tmp_path / 'logs' / 'crossbar.log'
+    # It ended "log .../crossbar.log: (logs in .../logs)": a colon announcing nothing, the logs twice.
+    assert done.stderr.startswith('socs-tcp stack: crossbar ') and done.stderr.count('\n') == 1, done.stderr
+    assert done.stderr.endswith(f'{log}\n') and '(logs in' not in done.stderr, done.stderr
