@@ -132,7 +132,8 @@ class RetryTimer:
             # A backlog: a reactor that woke us late must not lower the rate.
             capacity += max(0.0, now - self._batch_at) * self._rate
             self._batch_at = None
-        self._tokens = min(capacity, self._tokens + (now - self._refilled) * self._rate)
+        # max(0, ...): reactor time is wall-clock time; a clock stepped back is no debt of attempts.
+        self._tokens = min(capacity, self._tokens + max(0.0, now - self._refilled) * self._rate)
         self._refilled = now
         # (self._heap, not a local name: a retry's action may cancel others, which can rebuild it)
         while self._heap and self._heap[0].due <= now:

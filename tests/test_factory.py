@@ -411,3 +411,18 @@ def test_the_first_retries_after_a_device_goes_down_are_spread(reactor):
     waits = [scheduled_wait(link, reactor) for link in links]
     assert min(waits) < 0.65 and max(waits) > 1.35  # over +-50 %, not the +-10 % of later retries
     assert len({round(w, 6) for w in waits}) >= 7
+
+
+def test_a_clock_stepped_back_does_not_hold_later_retries_back():
+    """Reactor time is wall-clock time: a retry scheduled after the clock was set back an hour comes on time."""
+    clock = Clock()
+    clock.advance(10_000)
+    timer = RetryTimer(clock)
+    ran = []
+    timer.schedule(1.0, lambda: ran.append('before'))
+    clock.advance(1.0)
+    assert ran == ['before']
+    clock.rightNow -= 3600                         # the system clock is stepped back
+    timer.schedule(1.0, lambda: ran.append('after'))
+    clock.advance(1.0 + grid_step(1.0))
+    assert ran == ['before', 'after']
