@@ -160,7 +160,15 @@ class RetryTimer:
 
     def _cancelled_one(self) -> None:
         self._cancelled += 1
-        if self._cancelled > 64 and self._cancelled > len(self._heap) // 2:
+        if self._cancelled == len(self._heap):
+            # Nothing left to run: no reactor timer either (trial counts one as a dirty reactor).
+            self._heap.clear()
+            self._cancelled = 0
+            self._batch_at = None
+            if self._call is not None:
+                self._call.cancel()
+                self._call = None
+        elif self._cancelled > 64 and self._cancelled > len(self._heap) // 2:
             self._heap = [r for r in self._heap if r.pending]
             heapq.heapify(self._heap)
             self._cancelled = 0

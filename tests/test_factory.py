@@ -426,3 +426,15 @@ def test_a_clock_stepped_back_does_not_hold_later_retries_back():
     timer.schedule(1.0, lambda: ran.append('after'))
     clock.advance(1.0 + grid_step(1.0))
     assert ran == ['before', 'after']
+
+
+def test_no_reactor_timer_is_left_once_no_link_waits(reactor):
+    """As with a reactor timer per link: links closed or connecting leave the reactor no wake-up to run."""
+    links = down_links(reactor, 200, initial=1, jitter=0.5)
+    reactor.advance(1.5)                           # some retried (a backlog of the rest, held by the cap)
+    for link in links[::2]:
+        link.close()
+    for link in links[1::2]:
+        link.connect_now()
+    assert len(retry_timer(reactor)) == 0
+    assert reactor.getDelayedCalls() == []
