@@ -85,7 +85,7 @@ class RetryTimer:
     Parameters
     ----------
     clock : IReactorTime
-        The reactor (or a ``Clock`` in tests).
+        The reactor (or a ``Clock`` in tests); not kept alive by its timer.
     rate : float
         Background attempts per second, at most.
     """
@@ -93,7 +93,9 @@ class RetryTimer:
     def __init__(self, clock: Any, rate: float = DEFAULT_RATE) -> None:
         if not rate > 0:
             raise ValueError(f'rate must be > 0 attempts per second, got {rate!r}')
-        self._clock = clock
+        # A proxy: the registry below holds each timer, and a timer holding its
+        # reactor would keep that reactor (and every link on it) alive for good.
+        self._clock = weakref.proxy(clock)
         self._rate = float(rate)
         self._capacity = max(1.0, self._rate * BATCH)
         self._tokens = self._capacity

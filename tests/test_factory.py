@@ -4,6 +4,8 @@ Real TCP is exercised in test_interface.py; here the clock is ours, so the
 backoff can be checked without sleeping.
 """
 
+import gc
+import weakref
 from unittest import mock
 
 import pytest
@@ -438,3 +440,14 @@ def test_no_reactor_timer_is_left_once_no_link_waits(reactor):
         link.connect_now()
     assert len(retry_timer(reactor)) == 0
     assert reactor.getDelayedCalls() == []
+
+
+def test_a_reactor_is_not_kept_alive_by_its_retry_timer():
+    """Tests make a reactor each: the registry of retry timers must not keep them all (and their links)."""
+    clock = Clock()
+    retry_timer(clock).schedule(1.0, lambda: None)
+    clock.advance(2.0)
+    dead = weakref.ref(clock)
+    del clock
+    gc.collect()
+    assert dead() is None
