@@ -25,6 +25,8 @@ from socs_tcp._stats import LinkStats
 #: Default for ``input_limit``: far above any reply of a lab device, small
 #: enough that a thousand links that nobody reads stay within a few hundred MB.
 DEFAULT_INPUT_LIMIT = 256 * 1024
+#: Seconds a stopping reactor waits for a link's aborted connection to be lost.
+SHUTDOWN_WAIT = 1.0
 
 
 class DeviceClientFactory(ReconnectingClientFactory):
@@ -231,6 +233,9 @@ class DeviceClientFactory(ReconnectingClientFactory):
         """The link is closed: every wait, in any thread, ends with ``error``."""
         self.bridge.close(error)
         self.fail_waiters(error, everyone=True)
+
+    def unwatch_shutdown(self) -> None:
+        """Closed, no connection left: the reactor's shutdown has nothing to wait for here."""
         if self._shutdown_trigger is not None:
             self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
             self._shutdown_trigger = None
@@ -352,7 +357,15 @@ class DeviceClientFactory(ReconnectingClientFactory):
         except OSError:
             return self.host
 
-    def _reactor_stopping(self) -> None:
-        """Release every caller: nothing will be answered once the reactor stops."""
+    def _reactor_stopping(self) -> Deferred:
+        """Close, releasing every caller: nothing will be answered once the reactor stops.
+
+        The shutdown waits for the returned Deferred (a ``before`` trigger
+        may return one), at most ``SHUTDOWN_WAIT`` seconds: an aborted
+        connection is lost, and its socket closed, only on the reactor's next
+        iteration, which would never come.
+        """
         self._shutdown_trigger = None
-        self.handle(LinkEvent.CLOSE, CloseRequest('ended: the reactor is stopping', Deferred()))
+        done: Deferred = Deferred()
+        self.handle(LinkEvent.CLOSE, CloseRequest('ended: the reactor is stopping', done))
+        return done.addTimeout(SHUTDOWN_WAIT, self.reactor).addErrback(lambda _: None)

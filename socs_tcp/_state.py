@@ -267,7 +267,7 @@ def close(link: DeviceClientFactory, state: State, request: Any) -> State:
         stop_connecting(link)
     link.release_everyone(NotConnected(f'connection to {link.address} {request.why}'))
     if isinstance(new, Closed):
-        request.done.callback(None)
+        closed_for_good(link, [request.done])
     return new
 
 
@@ -289,8 +289,7 @@ def closed_and_lost(link: DeviceClientFactory, state: State, reason: Any) -> Sta
     assert isinstance(state, Closing)
     new = link.enter(Closed())
     count_lost(link, reason.getErrorMessage())
-    for d in state.done:
-        d.callback(None)
+    closed_for_good(link, state.done)
     return new
 
 
@@ -312,6 +311,13 @@ def abort_connection(link: DeviceClientFactory, protocol: DeviceProtocol, why: s
 def count_lost(link: DeviceClientFactory, cause: str) -> None:
     link.stats.disconnects += 1
     link.stats.record_error(f'connection lost: {cause}')
+
+
+def closed_for_good(link: DeviceClientFactory, done: list[Deferred]) -> None:
+    """No connection left: the reactor need not wait for this link to stop; tell whoever waits."""
+    link.unwatch_shutdown()
+    for d in done:
+        d.callback(None)
 
 
 def stop_connecting(link: DeviceClientFactory) -> None:

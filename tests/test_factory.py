@@ -5,12 +5,14 @@ backoff can be checked without sleeping.
 """
 
 import gc
+import socket
 import weakref
 from unittest import mock
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -451,3 +453,41 @@ def test_a_reactor_is_not_kept_alive_by_its_retry_timer():
     del clock
     gc.collect()
     assert dead() is None
+
+
+@pytest.mark.parametrize('close_first', [False, True], ids=['stopped', 'closed-then-stopped'])
+def test_a_stopping_reactor_closes_the_connection_before_it_stops(close_first):
+    """On a real reactor (its own, run here): the device sees the connection end, the link ends closed.
+
+    The abort's ``connectionLost`` runs on the reactor's next iteration; a
+    reactor stopped in this one must wait for it, or the socket stays open
+    (a one-client device stays taken) and the link stays closing.
+    """
+    with socket.socket() as server:
+        server.bind(('127.0.0.1', 0))
+        server.listen(1)
+        reactor = SelectReactor()
+        link = DeviceClientFactory('127.0.0.1', server.getsockname()[1], reactor=reactor)
+        closed = []
+
+        def stop():                                # in a timed call, as a reactor-side script does
+            if close_first:
+                link.close().addCallback(closed.append)
+            reactor.stop()
+        reactor.callWhenRunning(link.start)
+        reactor.callWhenRunning(lambda: link.whenConnected().addCallback(lambda _: reactor.callLater(0, stop)))
+        bound = reactor.callLater(5, reactor.stop)
+        try:
+            reactor.run(installSignalHandlers=False)
+        finally:
+            reactor.waker.connectionLost(None)
+        assert bound.active()                      # stopped by the test, not by the bound
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(2)
+            try:
+                assert conn.recv(10) == b''
+            except ConnectionResetError:
+                pass                               # aborted: a reset ends it too
+        assert link.state is LinkState.CLOSED
+        assert closed == ([None] if close_first else [])
