@@ -227,7 +227,8 @@ class DeviceClientFactory(ReconnectingClientFactory):
                 keep.append((d, fail_at))
         self.waiters = keep
         for d in fail:
-            d.errback(error)
+            if not d.called:  # cancelled by the callback of one failed before it
+                d.errback(error)
 
     def release_everyone(self, error: NotConnected) -> None:
         """The link is closed: every wait, in any thread, ends with ``error``."""

@@ -165,7 +165,8 @@ def adopt(link: DeviceClientFactory, state: State, protocol: Any) -> State:
     link.outage_logged = False
     waiters, link.waiters = link.waiters, []
     for d, _ in waiters:
-        d.callback(protocol)
+        if not d.called:  # cancelled by the callback of one fired before it
+            d.callback(protocol)
     return new
 
 

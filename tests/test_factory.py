@@ -10,7 +10,7 @@ import weakref
 from unittest import mock
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock
@@ -491,3 +491,34 @@ def test_a_stopping_reactor_closes_the_connection_before_it_stops(close_first):
                 pass                               # aborted: a reset ends it too
         assert link.state is LinkState.CLOSED
         assert closed == ([None] if close_first else [])
+
+
+def test_a_waiter_that_cancels_another_does_not_cost_the_connection(reactor):
+    """Waiters fired together: one whose callback cancels another (a race of two) must not end the rest.
+
+    The cancelled one was fired again: AlreadyCalledError out of
+    connectionMade, so Twisted dropped the new connection, and the waiters
+    after it were never answered.
+    """
+    factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+    first, second, third = factory.whenConnected(), factory.whenConnected(), factory.whenConnected()
+    first.addCallback(lambda _: second.cancel())
+    second.addErrback(lambda f: f.trap(CancelledError))
+    got = []
+    third.addCallback(got.append)
+    proto, transport = connect(factory)
+    assert factory.state is LinkState.CONNECTED and not transport.disconnecting
+    assert got == [proto]
+
+
+def test_a_failed_waiter_that_cancels_another_does_not_stop_close(reactor):
+    factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+    factory.start()
+    first, second, third = factory.whenConnected(), factory.whenConnected(), factory.whenConnected()
+    first.addErrback(lambda _: second.cancel())
+    second.addErrback(lambda f: f.trap(CancelledError))
+    errors, done = [], []
+    third.addErrback(errors.append)
+    factory.close().addCallback(done.append)
+    assert factory.state is LinkState.CLOSED and done == [None]
+    assert errors and errors[0].check(NotConnected)
