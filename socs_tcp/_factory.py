@@ -75,7 +75,6 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.port = port
         self.connect_timeout = connect_timeout
         self.reactor = reactor
-        self.clock = reactor
         self.backoff = backoff or Backoff()
         self.backoff.apply_to(self)
         self.trace = False
