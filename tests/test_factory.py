@@ -159,7 +159,7 @@ def test_callbacks_fired_by_a_transition_see_the_new_state(reactor):
     factory.whenConnected().addCallback(lambda proto: factory.whenConnected().addCallback(again.append))
     proto, _ = connect(factory)
     assert again == [proto]
-    assert factory.waiters == []
+    assert factory._waiters == []
 
 
 def test_an_event_sent_by_a_callback_is_applied_after_the_action(reactor):
