@@ -131,8 +131,9 @@ class RetryTimer:
         now = self._clock.seconds()
         capacity = self._capacity
         if self._batch_at is not None:
-            # A backlog: a reactor that woke us late must not lower the rate.
-            capacity += max(0.0, now - self._batch_at) * self._rate
+            # A backlog: a reactor that woke us late must not lower the rate. Up
+            # to a batch late: a clock stepped forward is no reason for a burst.
+            capacity += min(BATCH, max(0.0, now - self._batch_at)) * self._rate
             self._batch_at = None
         # max(0, ...): reactor time is wall-clock time; a clock stepped back is no debt of attempts.
         self._tokens = min(capacity, self._tokens + max(0.0, now - self._refilled) * self._rate)

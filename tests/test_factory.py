@@ -522,3 +522,20 @@ def test_a_failed_waiter_that_cancels_another_does_not_stop_close(reactor):
     factory.close().addCallback(done.append)
     assert factory.state is LinkState.CLOSED and done == [None]
     assert errors and errors[0].check(NotConnected)
+
+
+def test_a_clock_stepped_forward_during_a_backlog_does_not_run_it_all_at_once():
+    """The next batch of a backlog makes up for a late wake-up, not for an hour the clock jumped."""
+    clock = Clock()
+    rate = 100
+    timer = RetryTimer(clock, rate=rate)
+    ran = []
+    for _ in range(2000):
+        timer.schedule(1.0, lambda: ran.append(clock.seconds()))
+    clock.advance(1.0)
+    assert len(ran) == rate * BATCH                # one batch, the rest held back
+    clock.advance(3600)                            # the system clock is stepped forward
+    assert len(ran) <= 3 * rate * BATCH            # one wake-up: a few batches at most, not 2000 attempts
+    while len(ran) < 2000 and clock.seconds() < 3700:
+        clock.advance(0.05)
+    assert len(ran) == 2000                        # the backlog still drains at the rate
