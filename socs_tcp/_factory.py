@@ -281,7 +281,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
             return defer.succeed(self._state.protocol)
         if self.state in (LinkState.CLOSING, LinkState.CLOSED):
             return defer.fail(NotConnected(f'connection to {self.address} closed'))
-        if self.state is LinkState.IDLE:
+        if self.state in (LinkState.IDLE, LinkState.RELEASING):  # nothing would connect otherwise
             self.connect_now()
 
         def cancel(d: Deferred) -> None:

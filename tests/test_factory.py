@@ -539,3 +539,17 @@ def test_a_clock_stepped_forward_during_a_backlog_does_not_run_it_all_at_once():
     while len(ran) < 2000 and clock.seconds() < 3700:
         clock.advance(0.05)
     assert len(ran) == 2000                        # the backlog still drains at the rate
+
+
+def test_when_connected_while_the_connection_is_being_released_connects_again(reactor):
+    """A wait for a connection counts as needing the device, as in idle: not left waiting in idle for good."""
+    factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+    factory.start()
+    connect(factory)
+    factory.release('comm.close() called')
+    got = []
+    factory.whenConnected().addCallback(got.append)
+    lost(factory, reactor)                         # the released connection is gone: connect again
+    assert factory.state is LinkState.CONNECTING
+    proto, _ = connect(factory)
+    assert got == [proto]
