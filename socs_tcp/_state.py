@@ -244,18 +244,21 @@ def lost_to_idle(link: DeviceClientFactory, state: State, reason: Any) -> State:
     return new
 
 
-def stop_attempt(link: DeviceClientFactory, state: State, _: Any) -> State:
+def stop_attempt(link: DeviceClientFactory, state: State, why: Any) -> State:
     """Release while connecting: stop the attempt (its failure then changes nothing)."""
     new = link._enter(Idle())
     stop_connecting(link)
+    end_waits(link, why)
     return new
 
 
-def cancel_retry(link: DeviceClientFactory, state: State, _: Any) -> State:
+def cancel_retry(link: DeviceClientFactory, state: State, why: Any) -> State:
     """Release while waiting: no retry."""
     assert isinstance(state, Waiting)
+    new = link._enter(Idle())
     state.retry.cancel()
-    return link._enter(Idle())
+    end_waits(link, why)
+    return new
 
 
 def close(link: DeviceClientFactory, state: State, request: Any) -> State:
@@ -321,6 +324,11 @@ def closed_for_good(link: DeviceClientFactory, done: list[Deferred]) -> None:
     link._unwatch_shutdown()
     for d in done:
         d.callback(None)
+
+
+def end_waits(link: DeviceClientFactory, why: str) -> None:
+    """Released before a connection came: nothing connects in idle, so ``whenConnected`` waits end."""
+    link._fail_waiters(NotConnected(f'connection to {link.address} released: {why}'), everyone=True)
 
 
 def stop_connecting(link: DeviceClientFactory) -> None:

@@ -553,3 +553,15 @@ def test_when_connected_while_the_connection_is_being_released_connects_again(re
     assert factory.state is LinkState.CONNECTING
     proto, _ = connect(factory)
     assert got == [proto]
+
+
+@pytest.mark.parametrize('state', [LinkState.CONNECTING, LinkState.WAITING])
+def test_a_release_before_the_connection_came_ends_the_wait_for_it(state, reactor):
+    """Released while connecting or waiting: the link idles, so a wait for a connection must end, not hang."""
+    factory = factory_in(state, reactor)
+    errors = []
+    factory.whenConnected().addErrback(errors.append)
+    factory.release('comm.close() called')
+    assert factory.state is LinkState.IDLE
+    assert errors and errors[0].check(NotConnected) and 'comm.close() called' in str(errors[0].value)
+    assert factory._waiters == []
