@@ -25,6 +25,8 @@ from socs_tcp._stats import LinkStats
 #: Default for ``input_limit``: far above any reply of a lab device, small
 #: enough that a thousand links that nobody reads stay within a few hundred MB.
 DEFAULT_INPUT_LIMIT = 256 * 1024
+#: Seconds a stopping reactor waits for a link's aborted connection to be lost.
+SHUTDOWN_WAIT = 1.0
 
 
 class DeviceClientFactory(ReconnectingClientFactory):
@@ -73,7 +75,6 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.port = port
         self.connect_timeout = connect_timeout
         self.reactor = reactor
-        self.clock = reactor
         self.backoff = backoff or Backoff()
         self.backoff.apply_to(self)
         self.trace = False
@@ -82,8 +83,8 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self._state: State = Idle()
         self._queue: list[tuple[LinkEvent, object]] | None = None  # while an action runs: events to apply next
         self.generation: Generation = 0   # connections made so far; the current one's number
-        self.outage_logged = False
-        self.waiters: list[tuple[Deferred, int | None]] = []  # whenConnected: (Deferred, fail at failures)
+        self._outage_logged = False
+        self._waiters: list[tuple[Deferred, int | None]] = []  # whenConnected: (Deferred, fail at failures)
         self._query_lock = DeferredLock()
         self._shutdown_trigger: Any = None
 
@@ -127,12 +128,12 @@ class DeviceClientFactory(ReconnectingClientFactory):
                 if change is None:
                     continue  # nothing to do in this state
                 name, action = change
-                self.enter(action(self, self._state, detail))
+                self._enter(action(self, self._state, detail))
                 assert self._state.name is name, (event, name, self._state)
         finally:
             self._queue = None
 
-    def enter(self, state: State) -> State:
+    def _enter(self, state: State) -> State:
         """Make ``state`` the link's state (actions call this before their other effects)."""
         if state is not self._state:
             self._state = state
@@ -183,7 +184,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
 
     # -- what the actions use --------------------------------------------------
 
-    def dial(self) -> None:
+    def _dial(self) -> None:
         """Start one connection attempt."""
         if self._shutdown_trigger is None:
             self._shutdown_trigger = self.reactor.addSystemEventTrigger(
@@ -214,23 +215,27 @@ class DeviceClientFactory(ReconnectingClientFactory):
     def _retry_due(self) -> None:
         self.handle(LinkEvent.RETRY)
 
-    def fail_waiters(self, error: ConnectionError, everyone: bool = False) -> None:
+    def _fail_waiters(self, error: ConnectionError, everyone: bool = False) -> None:
         """Fail the ``whenConnected`` callers that wait for no more failures (or ``everyone``)."""
         keep = []
         fail = []
-        for d, fail_at in self.waiters:
+        for d, fail_at in self._waiters:
             if everyone or (fail_at is not None and self.stats.connect_failures >= fail_at):
                 fail.append(d)
             else:
                 keep.append((d, fail_at))
-        self.waiters = keep
+        self._waiters = keep
         for d in fail:
-            d.errback(error)
+            if not d.called:  # cancelled by the callback of one failed before it
+                d.errback(error)
 
-    def release_everyone(self, error: NotConnected) -> None:
+    def _release_everyone(self, error: NotConnected) -> None:
         """The link is closed: every wait, in any thread, ends with ``error``."""
         self.bridge.close(error)
-        self.fail_waiters(error, everyone=True)
+        self._fail_waiters(error, everyone=True)
+
+    def _unwatch_shutdown(self) -> None:
+        """Closed, no connection left: the reactor's shutdown has nothing to wait for here."""
         if self._shutdown_trigger is not None:
             self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
             self._shutdown_trigger = None
@@ -276,14 +281,14 @@ class DeviceClientFactory(ReconnectingClientFactory):
             return defer.succeed(self._state.protocol)
         if self.state in (LinkState.CLOSING, LinkState.CLOSED):
             return defer.fail(NotConnected(f'connection to {self.address} closed'))
-        if self.state is LinkState.IDLE:
+        if self.state in (LinkState.IDLE, LinkState.RELEASING):  # nothing would connect otherwise
             self.connect_now()
 
         def cancel(d: Deferred) -> None:
-            self.waiters[:] = [(w, n) for w, n in self.waiters if w is not d]
+            self._waiters[:] = [(w, n) for w, n in self._waiters if w is not d]
         d: Deferred = Deferred(cancel)
         fail_at = None if failAfterFailures is None else self.stats.connect_failures + failAfterFailures
-        self.waiters.append((d, fail_at))
+        self._waiters.append((d, fail_at))
         if timeout is not None:
             d.addTimeout(timeout, self.reactor)
             d.addErrback(self._timeout_as, f'no connection to {self.address} within {timeout} s')
@@ -352,7 +357,15 @@ class DeviceClientFactory(ReconnectingClientFactory):
         except OSError:
             return self.host
 
-    def _reactor_stopping(self) -> None:
-        """Release every caller: nothing will be answered once the reactor stops."""
+    def _reactor_stopping(self) -> Deferred:
+        """Close, releasing every caller: nothing will be answered once the reactor stops.
+
+        The shutdown waits for the returned Deferred (a ``before`` trigger
+        may return one), at most ``SHUTDOWN_WAIT`` seconds: an aborted
+        connection is lost, and its socket closed, only on the reactor's next
+        iteration, which would never come.
+        """
         self._shutdown_trigger = None
-        self.handle(LinkEvent.CLOSE, CloseRequest('ended: the reactor is stopping', Deferred()))
+        done: Deferred = Deferred()
+        self.handle(LinkEvent.CLOSE, CloseRequest('ended: the reactor is stopping', done))
+        return done.addTimeout(SHUTDOWN_WAIT, self.reactor).addErrback(lambda _: None)

@@ -85,7 +85,7 @@ class RetryTimer:
     Parameters
     ----------
     clock : IReactorTime
-        The reactor (or a ``Clock`` in tests).
+        The reactor (or a ``Clock`` in tests); not kept alive by its timer.
     rate : float
         Background attempts per second, at most.
     """
@@ -93,7 +93,9 @@ class RetryTimer:
     def __init__(self, clock: Any, rate: float = DEFAULT_RATE) -> None:
         if not rate > 0:
             raise ValueError(f'rate must be > 0 attempts per second, got {rate!r}')
-        self._clock = clock
+        # A proxy: the registry below holds each timer, and a timer holding its
+        # reactor would keep that reactor (and every link on it) alive for good.
+        self._clock = weakref.proxy(clock)
         self._rate = float(rate)
         self._capacity = max(1.0, self._rate * BATCH)
         self._tokens = self._capacity
@@ -129,10 +131,12 @@ class RetryTimer:
         now = self._clock.seconds()
         capacity = self._capacity
         if self._batch_at is not None:
-            # A backlog: a reactor that woke us late must not lower the rate.
-            capacity += max(0.0, now - self._batch_at) * self._rate
+            # A backlog: a reactor that woke us late must not lower the rate. Up
+            # to a batch late: a clock stepped forward is no reason for a burst.
+            capacity += min(BATCH, max(0.0, now - self._batch_at)) * self._rate
             self._batch_at = None
-        self._tokens = min(capacity, self._tokens + (now - self._refilled) * self._rate)
+        # max(0, ...): reactor time is wall-clock time; a clock stepped back is no debt of attempts.
+        self._tokens = min(capacity, self._tokens + max(0.0, now - self._refilled) * self._rate)
         self._refilled = now
         # (self._heap, not a local name: a retry's action may cancel others, which can rebuild it)
         while self._heap and self._heap[0].due <= now:
@@ -159,7 +163,15 @@ class RetryTimer:
 
     def _cancelled_one(self) -> None:
         self._cancelled += 1
-        if self._cancelled > 64 and self._cancelled > len(self._heap) // 2:
+        if self._cancelled == len(self._heap):
+            # Nothing left to run: no reactor timer either (trial counts one as a dirty reactor).
+            self._heap.clear()
+            self._cancelled = 0
+            self._batch_at = None
+            if self._call is not None:
+                self._call.cancel()
+                self._call = None
+        elif self._cancelled > 64 and self._cancelled > len(self._heap) // 2:
             self._heap = [r for r in self._heap if r.pending]
             heapq.heapify(self._heap)
             self._cancelled = 0

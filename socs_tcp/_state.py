@@ -25,10 +25,12 @@ close
 ``TRANSITIONS[state.name, event]``: the name of the next state and the action,
 a function here that does everything the transition does and returns the
 next state. An action first builds the next state and hands it to the link
-(``link.enter``), then does its other effects: callbacks it fires see the
+(``link._enter``), then does its other effects: callbacks it fires see the
 link in its new state; an event they send is applied once the action is
 done. A pair missing from the table means the event changes nothing in that
-state.
+state. The actions are the factory's own code, kept here beside the table:
+they use its private members (``_enter``, ``_dial``, ``_waiters``, ...),
+which are no API of the exported factory class.
 
 Each state holds what exists only in it: the protocol of the connection
 (``Connected``), the scheduled retry (``Waiting``), the Deferreds waiting for
@@ -140,8 +142,8 @@ Action = Callable[['DeviceClientFactory', State, Any], State]  # (link, state, t
 
 def dial(link: DeviceClientFactory, state: State, _: Any) -> State:
     """Start a connection attempt."""
-    new = link.enter(Connecting())
-    link.dial()
+    new = link._enter(Connecting())
+    link._dial()
     return new
 
 
@@ -154,7 +156,7 @@ def dial_now(link: DeviceClientFactory, state: State, _: Any) -> State:
 
 def adopt(link: DeviceClientFactory, state: State, protocol: Any) -> State:
     """The attempt succeeded: the connection carries the link; callers waiting for one get it."""
-    new = link.enter(Connected(protocol))
+    new = link._enter(Connected(protocol))
     link.resetDelay()
     link.generation += 1
     protocol.generation = link.generation
@@ -162,38 +164,39 @@ def adopt(link: DeviceClientFactory, state: State, protocol: Any) -> State:
     link.stats.last_connect_time = link.reactor.seconds()
     link.stats.record_dropped(link.bridge.connection_up(link.generation, protocol.socket()))
     link.log.info('{address}: connected', address=link.address)
-    link.outage_logged = False
-    waiters, link.waiters = link.waiters, []
+    link._outage_logged = False
+    waiters, link._waiters = link._waiters, []
     for d, _ in waiters:
-        d.callback(protocol)
+        if not d.called:  # cancelled by the callback of one fired before it
+            d.callback(protocol)
     return new
 
 
 def attempt_failed(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """Count and report the failure, fail the callers that wait for no more, retry later."""
-    new = link.enter(Waiting(link.retry()))
+    new = link._enter(Waiting(link.retry()))
     cause = reason.getErrorMessage()
     link.stats.connect_failures += 1
     link.stats.record_error(f'cannot connect: {cause}')
     error = NotConnected(f'cannot connect to {link.address}: {cause}')
     link.bridge.attempt_failed(error)
-    if not link.outage_logged:
-        link.outage_logged = True  # once per outage: dead devices must not flood the log
+    if not link._outage_logged:
+        link._outage_logged = True  # once per outage: dead devices must not flood the log
         link.log.warn('{address}: cannot connect ({reason}); retrying in the background',
                       address=link.address, reason=cause)
-    link.fail_waiters(error)
+    link._fail_waiters(error)
     return new
 
 
 def setup_failed(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """A connection lost before it was made (its setup failed): retry later."""
-    return link.enter(Waiting(link.retry()))
+    return link._enter(Waiting(link.retry()))
 
 
 def connection_lost(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """The device or the network ended the connection: say why; retry soon, spread over links."""
     assert isinstance(state, Connected)
-    new = link.enter(Waiting(link.retry(after_loss=True)))
+    new = link._enter(Waiting(link.retry(after_loss=True)))
     cause = reason.getErrorMessage()
     count_lost(link, cause)
     link.log.info('{address}: connection lost ({reason})', address=link.address, reason=cause)
@@ -205,7 +208,7 @@ def connection_lost(link: DeviceClientFactory, state: State, reason: Any) -> Sta
 def abort_to_reconnect(link: DeviceClientFactory, state: State, why: Any) -> State:
     """Reconnect: abort the connection (callers see it end at once); a new one once it is lost."""
     assert isinstance(state, Connected)
-    new = link.enter(Reconnecting())
+    new = link._enter(Reconnecting())
     abort_connection(link, state.protocol, str(why))
     return new
 
@@ -213,19 +216,19 @@ def abort_to_reconnect(link: DeviceClientFactory, state: State, why: Any) -> Sta
 def abort_to_release(link: DeviceClientFactory, state: State, why: Any) -> State:
     """Release: abort the connection (callers see it end at once); idle once it is lost."""
     assert isinstance(state, Connected)
-    new = link.enter(Releasing())
+    new = link._enter(Releasing())
     abort_connection(link, state.protocol, str(why))
     return new
 
 
 def reconnect_instead(link: DeviceClientFactory, state: State, _: Any) -> State:
     """Someone needs the device while it is being released: connect once the connection is lost."""
-    return link.enter(Reconnecting())
+    return link._enter(Reconnecting())
 
 
 def release_instead(link: DeviceClientFactory, state: State, _: Any) -> State:
     """Released while reconnecting: idle once the connection is lost."""
-    return link.enter(Releasing())
+    return link._enter(Releasing())
 
 
 def lost_to_reconnect(link: DeviceClientFactory, state: State, reason: Any) -> State:
@@ -236,38 +239,41 @@ def lost_to_reconnect(link: DeviceClientFactory, state: State, reason: Any) -> S
 
 def lost_to_idle(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """The connection we aborted is lost: stay idle until a call needs the device."""
-    new = link.enter(Idle())
+    new = link._enter(Idle())
     count_lost(link, reason.getErrorMessage())
     return new
 
 
-def stop_attempt(link: DeviceClientFactory, state: State, _: Any) -> State:
+def stop_attempt(link: DeviceClientFactory, state: State, why: Any) -> State:
     """Release while connecting: stop the attempt (its failure then changes nothing)."""
-    new = link.enter(Idle())
+    new = link._enter(Idle())
     stop_connecting(link)
+    end_waits(link, why)
     return new
 
 
-def cancel_retry(link: DeviceClientFactory, state: State, _: Any) -> State:
+def cancel_retry(link: DeviceClientFactory, state: State, why: Any) -> State:
     """Release while waiting: no retry."""
     assert isinstance(state, Waiting)
+    new = link._enter(Idle())
     state.retry.cancel()
-    return link.enter(Idle())
+    end_waits(link, why)
+    return new
 
 
 def close(link: DeviceClientFactory, state: State, request: Any) -> State:
     """Close: stop whatever is under way, abort the connection, fail every caller."""
     has_connection = isinstance(state, (Connected, Reconnecting, Releasing))
-    new = link.enter(Closing([request.done]) if has_connection else Closed())
+    new = link._enter(Closing([request.done]) if has_connection else Closed())
     if isinstance(state, Connected):
         abort_connection(link, state.protocol, request.why)
     elif isinstance(state, Waiting):
         state.retry.cancel()
     elif isinstance(state, Connecting):
         stop_connecting(link)
-    link.release_everyone(NotConnected(f'connection to {link.address} {request.why}'))
+    link._release_everyone(NotConnected(f'connection to {link.address} {request.why}'))
     if isinstance(new, Closed):
-        request.done.callback(None)
+        closed_for_good(link, [request.done])
     return new
 
 
@@ -287,10 +293,9 @@ def already_closed(link: DeviceClientFactory, state: State, request: Any) -> Sta
 def closed_and_lost(link: DeviceClientFactory, state: State, reason: Any) -> State:
     """The last connection of a closed link is lost: whoever waited for that hears it."""
     assert isinstance(state, Closing)
-    new = link.enter(Closed())
+    new = link._enter(Closed())
     count_lost(link, reason.getErrorMessage())
-    for d in state.done:
-        d.callback(None)
+    closed_for_good(link, state.done)
     return new
 
 
@@ -312,6 +317,18 @@ def abort_connection(link: DeviceClientFactory, protocol: DeviceProtocol, why: s
 def count_lost(link: DeviceClientFactory, cause: str) -> None:
     link.stats.disconnects += 1
     link.stats.record_error(f'connection lost: {cause}')
+
+
+def closed_for_good(link: DeviceClientFactory, done: list[Deferred]) -> None:
+    """No connection left: the reactor need not wait for this link to stop; tell whoever waits."""
+    link._unwatch_shutdown()
+    for d in done:
+        d.callback(None)
+
+
+def end_waits(link: DeviceClientFactory, why: str) -> None:
+    """Released before a connection came: nothing connects in idle, so ``whenConnected`` waits end."""
+    link._fail_waiters(NotConnected(f'connection to {link.address} released: {why}'), everyone=True)
 
 
 def stop_connecting(link: DeviceClientFactory) -> None:

@@ -4,11 +4,15 @@ Real TCP is exercised in test_interface.py; here the clock is ours, so the
 backoff can be checked without sleeping.
 """
 
+import gc
+import socket
+import weakref
 from unittest import mock
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -155,7 +159,7 @@ def test_callbacks_fired_by_a_transition_see_the_new_state(reactor):
     factory.whenConnected().addCallback(lambda proto: factory.whenConnected().addCallback(again.append))
     proto, _ = connect(factory)
     assert again == [proto]
-    assert factory.waiters == []
+    assert factory._waiters == []
 
 
 def test_an_event_sent_by_a_callback_is_applied_after_the_action(reactor):
@@ -411,3 +415,153 @@ def test_the_first_retries_after_a_device_goes_down_are_spread(reactor):
     waits = [scheduled_wait(link, reactor) for link in links]
     assert min(waits) < 0.65 and max(waits) > 1.35  # over +-50 %, not the +-10 % of later retries
     assert len({round(w, 6) for w in waits}) >= 7
+
+
+def test_a_clock_stepped_back_does_not_hold_later_retries_back():
+    """Reactor time is wall-clock time: a retry scheduled after the clock was set back an hour comes on time."""
+    clock = Clock()
+    clock.advance(10_000)
+    timer = RetryTimer(clock)
+    ran = []
+    timer.schedule(1.0, lambda: ran.append('before'))
+    clock.advance(1.0)
+    assert ran == ['before']
+    clock.rightNow -= 3600                         # the system clock is stepped back
+    timer.schedule(1.0, lambda: ran.append('after'))
+    clock.advance(1.0 + grid_step(1.0))
+    assert ran == ['before', 'after']
+
+
+def test_no_reactor_timer_is_left_once_no_link_waits(reactor):
+    """As with a reactor timer per link: links closed or connecting leave the reactor no wake-up to run."""
+    links = down_links(reactor, 200, initial=1, jitter=0.5)
+    reactor.advance(1.5)                           # some retried (a backlog of the rest, held by the cap)
+    for link in links[::2]:
+        link.close()
+    for link in links[1::2]:
+        link.connect_now()
+    assert len(retry_timer(reactor)) == 0
+    assert reactor.getDelayedCalls() == []
+
+
+def test_a_reactor_is_not_kept_alive_by_its_retry_timer():
+    """Tests make a reactor each: the registry of retry timers must not keep them all (and their links)."""
+    clock = Clock()
+    retry_timer(clock).schedule(1.0, lambda: None)
+    clock.advance(2.0)
+    dead = weakref.ref(clock)
+    del clock
+    gc.collect()
+    assert dead() is None
+
+
+@pytest.mark.parametrize('close_first', [False, True], ids=['stopped', 'closed-then-stopped'])
+def test_a_stopping_reactor_closes_the_connection_before_it_stops(close_first):
+    """On a real reactor (its own, run here): the device sees the connection end, the link ends closed.
+
+    The abort's ``connectionLost`` runs on the reactor's next iteration; a
+    reactor stopped in this one must wait for it, or the socket stays open
+    (a one-client device stays taken) and the link stays closing.
+    """
+    with socket.socket() as server:
+        server.bind(('127.0.0.1', 0))
+        server.listen(1)
+        reactor = SelectReactor()
+        link = DeviceClientFactory('127.0.0.1', server.getsockname()[1], reactor=reactor)
+        closed = []
+
+        def stop():                                # in a timed call, as a reactor-side script does
+            if close_first:
+                link.close().addCallback(closed.append)
+            reactor.stop()
+        reactor.callWhenRunning(link.start)
+        reactor.callWhenRunning(lambda: link.whenConnected().addCallback(lambda _: reactor.callLater(0, stop)))
+        bound = reactor.callLater(5, reactor.stop)
+        try:
+            reactor.run(installSignalHandlers=False)
+        finally:
+            reactor.waker.connectionLost(None)
+        assert bound.active()                      # stopped by the test, not by the bound
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(2)
+            try:
+                assert conn.recv(10) == b''
+            except ConnectionResetError:
+                pass                               # aborted: a reset ends it too
+        assert link.state is LinkState.CLOSED
+        assert closed == ([None] if close_first else [])
+
+
+def test_a_waiter_that_cancels_another_does_not_cost_the_connection(reactor):
+    """Waiters fired together: one whose callback cancels another (a race of two) must not end the rest.
+
+    The cancelled one was fired again: AlreadyCalledError out of
+    connectionMade, so Twisted dropped the new connection, and the waiters
+    after it were never answered.
+    """
+    factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+    first, second, third = factory.whenConnected(), factory.whenConnected(), factory.whenConnected()
+    first.addCallback(lambda _: second.cancel())
+    second.addErrback(lambda f: f.trap(CancelledError))
+    got = []
+    third.addCallback(got.append)
+    proto, transport = connect(factory)
+    assert factory.state is LinkState.CONNECTED and not transport.disconnecting
+    assert got == [proto]
+
+
+def test_a_failed_waiter_that_cancels_another_does_not_stop_close(reactor):
+    factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+    factory.start()
+    first, second, third = factory.whenConnected(), factory.whenConnected(), factory.whenConnected()
+    first.addErrback(lambda _: second.cancel())
+    second.addErrback(lambda f: f.trap(CancelledError))
+    errors, done = [], []
+    third.addErrback(errors.append)
+    factory.close().addCallback(done.append)
+    assert factory.state is LinkState.CLOSED and done == [None]
+    assert errors and errors[0].check(NotConnected)
+
+
+def test_a_clock_stepped_forward_during_a_backlog_does_not_run_it_all_at_once():
+    """The next batch of a backlog makes up for a late wake-up, not for an hour the clock jumped."""
+    clock = Clock()
+    rate = 100
+    timer = RetryTimer(clock, rate=rate)
+    ran = []
+    for _ in range(2000):
+        timer.schedule(1.0, lambda: ran.append(clock.seconds()))
+    clock.advance(1.0)
+    assert len(ran) == rate * BATCH                # one batch, the rest held back
+    clock.advance(3600)                            # the system clock is stepped forward
+    assert len(ran) <= 3 * rate * BATCH            # one wake-up: a few batches at most, not 2000 attempts
+    while len(ran) < 2000 and clock.seconds() < 3700:
+        clock.advance(0.05)
+    assert len(ran) == 2000                        # the backlog still drains at the rate
+
+
+def test_when_connected_while_the_connection_is_being_released_connects_again(reactor):
+    """A wait for a connection counts as needing the device, as in idle: not left waiting in idle for good."""
+    factory = DeviceClientFactory('127.0.0.1', 7, reactor=reactor)
+    factory.start()
+    connect(factory)
+    factory.release('comm.close() called')
+    got = []
+    factory.whenConnected().addCallback(got.append)
+    lost(factory, reactor)                         # the released connection is gone: connect again
+    assert factory.state is LinkState.CONNECTING
+    proto, _ = connect(factory)
+    assert got == [proto]
+
+
+@pytest.mark.parametrize('state', [LinkState.CONNECTING, LinkState.WAITING])
+def test_a_release_before_the_connection_came_ends_the_wait_for_it(state, reactor):
+    """Released while connecting or waiting: the link idles, so a wait for a connection must end, not hang."""
+    factory = factory_in(state, reactor)
+    errors = []
+    factory.whenConnected().addErrback(errors.append)
+    factory.release('comm.close() called')
+    assert factory.state is LinkState.IDLE
+    assert errors and errors[0].check(NotConnected) and 'comm.close() called' in str(errors[0].value)
+    assert factory._waiters == []
