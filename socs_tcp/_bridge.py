@@ -13,6 +13,16 @@ that comes early, late or twice is harmless, and none can be lost. Every
 wait ends by its deadline, and at once when the link closes or the reactor
 stops (``close``).
 
+The link's counters (``stats``) that both threads write are guarded by the
+same lock, and the link's traffic is reported to the taps (`socs_tcp._tap`)
+here, where bytes move.
+
+A frame a reader waits for that grows past its maximum length without
+completing (a device streaming a line that never ends) ends the
+connection: the bridge drops the input, fails the reader with an error that
+names the limit, and asks the reactor to drop the connection (as
+``LineReceiver.lineLengthExceeded`` does), so memory stays bounded.
+
 Writes go straight from the calling thread to the kernel, through a duplicate
 of the connection's socket (this saves one thread hop per request). The
 duplicate is created when the connection comes up and closed when it goes
@@ -29,11 +39,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
+from socs_tcp import _tap as tap
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
-from socs_tcp._framing import Frame
+from socs_tcp._framing import Frame, FrameTooLong
+from socs_tcp._stats import LinkStats
 
 #: Turns the reactor in the calling thread for up to the given seconds: how a
 #: caller waits when it is the thread that will run the reactor, before it runs.
@@ -44,6 +57,20 @@ Generation = int
 
 #: Longest single wait of a writer for a device that stopped reading.
 _WRITE_SLICE = 0.05
+
+
+class Link(Protocol):
+    """What a bridge asks of its link's reactor side (``DeviceClientFactory``), in the reactor thread."""
+
+    @property
+    def address(self) -> str:
+        """``'host:port'``, for messages and taps."""
+
+    def resume_reading(self, generation: Generation) -> None:
+        """Read connection ``generation`` again (callers drained input below half the limit)."""
+
+    def drop(self, generation: Generation, why: str) -> None:
+        """Abort connection ``generation`` and make a new one."""
 
 
 class Bridge:
@@ -57,22 +84,30 @@ class Bridge:
     ----------
     reactor :
         The reactor the link lives in (``post`` hands work to its thread).
-    resume_reading : callable
-        ``resume_reading(generation)``, posted when a caller drained input
-        below half the ``input_limit`` after the reactor paused reading.
+    link : Link
+        The reactor side: ``resume_reading(generation)`` is posted when a
+        caller drained input below half the ``input_limit`` after the
+        reactor paused reading; ``drop(generation, why)`` when a frame went
+        over its maximum length.
     input_limit : int
         Buffered bytes above which the reactor stops reading the connection
         while nobody waits for input (TCP flow control then holds the device
         back). While a caller waits for a frame, reading goes on: the input
-        is that caller's reply, however long.
+        is that caller's reply, up to the frame's maximum length.
+
+    Attributes
+    ----------
+    stats : LinkStats
+        The link's counters, guarded by this bridge's lock.
     """
 
-    def __init__(self, reactor, resume_reading: Callable[[Generation], None], input_limit: int) -> None:
+    def __init__(self, reactor, link: Link, input_limit: int) -> None:
         self._reactor = reactor
-        self._resume_reading = resume_reading
+        self._link = link
         self.input_limit = input_limit
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self.stats = LinkStats(self._lock)
         # The connection whose input is accepted and which may be written to.
         self._generation: Generation = 0
         self._writer: socket.socket | None = None
@@ -82,6 +117,7 @@ class Bridge:
         self._closed = False
         self._failures = 0                      # failed connection attempts so far
         self._state = 'idle'                    # the link's state, as last published
+        self._delay = 0.0                       # the next background retry's delay, as last published
         self._data = bytearray()
         self._paused = False                    # the reactor stopped reading (input_limit)
         self._waiting_frame: Frame | None = None  # a caller's frame, while it waits
@@ -105,10 +141,12 @@ class Bridge:
 
     def snapshot(self) -> dict:
         """The link's state as callers see it: for ``TCPInterface.stats``."""
+        values = self.stats.as_dict()
         with self._lock:
-            return {'state': self._state, 'connected': self._generation != 0,
-                    'buffered': len(self._data), 'reading_paused': self._paused,
-                    'input_limit': self.input_limit}
+            values.update(state=self._state, connected=self._generation != 0,
+                          buffered=len(self._data), reading_paused=self._paused,
+                          input_limit=self.input_limit, reconnect_delay=self._delay)
+        return values
 
     def post(self, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn(*args)`` in the reactor thread, soon (thread-safe; also before the reactor runs)."""
@@ -116,35 +154,31 @@ class Bridge:
 
     # -- reactor side -----------------------------------------------------
 
-    def publish_state(self, state: str) -> None:
-        """Record the link's new state (``LinkState.value``), for callers to read."""
+    def publish_state(self, state: str, delay: float) -> None:
+        """Record the link's state (``LinkState.value``) and retry delay, for callers to read."""
         with self._lock:
             self._state = state
+            self._delay = delay
 
-    def connection_up(self, generation: Generation, sock: socket.socket) -> int:
+    def connection_up(self, generation: Generation, sock: socket.socket) -> None:
         """A new connection, ``generation``, carries the link; ``sock`` is its socket.
 
         Input left from a previous connection answers requests that are gone:
-        it is dropped rather than handed to the next reader.
-
-        Returns
-        -------
-        int
-            The number of bytes dropped.
+        it is dropped (and counted) rather than handed to the next reader.
         """
         writer = sock.dup()  # shares the (non-blocking) open file; ours to close
         with self._lock:
             old, self._writer = self._writer, writer
             self._generation = generation
             self._ever_connected = True
-            dropped = len(self._data)
+            self.stats.stale_bytes_dropped += len(self._data)
             self._data.clear()
             self._paused = False
             self._sync_signal()
             self._changed.notify_all()
         if old is not None:
             old.close()
-        return dropped
+        tap.notify_opened(self._link.address)
 
     def connection_down(self, generation: Generation, error: ConnectionError) -> None:
         """Connection ``generation`` is gone (or discarded): readers get what is buffered, then ``error``.
@@ -158,6 +192,7 @@ class Bridge:
             fire = self._detach_reader()
         if writer is not None:
             writer.close()
+        tap.notify_closed(self._link.address, str(error))
         if fire is not None:
             fire()
 
@@ -172,32 +207,42 @@ class Bridge:
         if fire is not None:
             fire()
 
-    def feed(self, generation: Generation, data: bytes) -> bool | None:
+    def feed(self, generation: Generation, data: bytes) -> bool:
         """Append ``data`` received on connection ``generation``; wake a reader whose frame is complete.
+
+        Input of any other connection (late input of one that was
+        discarded) is refused and counted as dropped.
 
         Returns
         -------
-        bool or None
-            None: refused (not the current connection: late input of one
-            that was discarded). True: accepted, and buffered input is now
-            above ``input_limit``, so the reactor must stop reading. False:
-            accepted.
+        bool
+            Whether buffered input is now above ``input_limit`` while nobody
+            waits for it: the reactor must stop reading.
         """
         with self._lock:
             if generation != self._generation or generation == 0:
-                return None
+                self.stats.stale_bytes_dropped += len(data)
+                return False
+            self.stats.bytes_in += len(data)
             buffered = self._data
             buffered += data
             if self._signal is not None:
                 self._sync_signal()
             frame = self._waiting_frame
-            if frame is not None and frame.ready(buffered):
-                self._changed.notify_all()
-            fire = self._detach_reader() if self._reader is not None else None
+            fire = None
+            if frame is not None:
+                try:
+                    if frame.ready(buffered):
+                        self._changed.notify_all()
+                except FrameTooLong as exc:
+                    fire = self._frame_too_long(exc)
+            if self._reader is not None:
+                fire = self._detach_reader()
             pause = (not self._paused and len(buffered) > self.input_limit
                      and self._waiting_frame is None and self._reader is None)
             if pause:
                 self._paused = True
+        tap.notify_received(self._link.address, data)
         if fire is not None:
             fire()
         return pause
@@ -217,7 +262,7 @@ class Bridge:
             with self._lock:
                 if self._reader is not None and self._reader[1] is d:
                     self._reader = None
-        d = Deferred(cancel)
+        d: Deferred[bytes] = Deferred(cancel)
         with self._lock:
             if self._reader is not None:
                 raise RuntimeError('reactor code is already waiting for a frame on this link')
@@ -290,13 +335,21 @@ class Bridge:
         ------
         DeviceTimeout
             No complete frame by ``deadline`` (the partial input stays buffered).
+        DeviceDisconnected
+            The frame went over its maximum length: the connection was dropped.
         ConnectionError
             The connection is gone (or never was) and no complete frame is buffered.
         """
         with self._lock:
             try:
                 while True:
-                    data = frame.extract(self._data)
+                    try:
+                        data = frame.extract(self._data)
+                    except FrameTooLong as exc:
+                        fire = self._frame_too_long(exc)
+                        if fire is not None:
+                            self.post(fire)  # a Deferred fires in the reactor thread only
+                        raise _fresh(self._error) from None
                     if data is not None:
                         if self._signal is not None:
                             self._sync_signal()
@@ -337,11 +390,16 @@ class Bridge:
                 if generation != self._generation or writer is None:
                     raise DeviceDisconnected(f'connection lost before the write: {self._error}')
                 try:
-                    view = view[writer.send(view):]
+                    sent = writer.send(view)
                 except BlockingIOError:
-                    pass
+                    sent = 0
                 except OSError as exc:
                     raise DeviceDisconnected(f'write failed: {exc}') from exc
+                if sent:
+                    self.stats.bytes_out += sent
+                    if tap.taps:
+                        tap.notify_sent(self._link.address, bytes(view[:sent]))
+                    view = view[sent:]
                 if not view:
                     return len(data)
                 fd = writer.fileno()
@@ -365,38 +423,36 @@ class Bridge:
                 self._changed.wait(remaining)
             return True
 
-    def discard(self, generation: Generation, error: ConnectionError) -> int:
+    def discard(self, generation: Generation, error: ConnectionError) -> None:
         """Stop using connection ``generation`` at once; drop its input; readers get ``error``.
 
         Called by a caller whose request on that connection timed out: a
         late reply must never answer a later request. The caller then asks
         the reactor to drop the connection itself.
 
-        Returns
-        -------
-        int
-            The number of bytes dropped.
+        Its input is dropped and counted.
         """
         with self._lock:
             if generation != self._generation or generation == 0:
-                return 0
-            dropped = len(self._data)
+                return
+            self.stats.stale_bytes_dropped += len(self._data)
             self._data.clear()
             writer = self._go_down(error)
             fire = self._detach_reader()
         if writer is not None:
             writer.close()
+        tap.notify_closed(self._link.address, str(error))
         if fire is not None:
             self.post(fire)  # a Deferred fires in the reactor thread, never in a caller's
-        return dropped
 
     def clear(self) -> int:
-        """Drop all buffered input; return how many bytes were dropped."""
+        """Drop all buffered input (counted as dropped); return how many bytes were dropped."""
         if not self._data and not self._paused:
             return 0  # the common case before a request; input arriving now is no older than it
         with self._lock:
             dropped = len(self._data)
             if dropped:
+                self.stats.stale_bytes_dropped += dropped
                 self._data.clear()
                 self._sync_signal()
             if self._paused:
@@ -451,7 +507,28 @@ class Bridge:
     def _resume(self) -> None:
         """Have the reactor read again (it paused at ``input_limit``)."""
         self._paused = False
-        self.post(self._resume_reading, self._generation)  # callFromThread: safe under our lock
+        self.post(self._link.resume_reading, self._generation)  # callFromThread: safe under our lock
+
+    def _frame_too_long(self, exc: FrameTooLong) -> Callable[[], None] | None:
+        """A frame a reader waits for went over its maximum length: end this connection.
+
+        Its input is dropped, readers get an error naming the limit, and the
+        reactor is asked to abort the connection (``post`` from any thread,
+        so the reactor's read that got here returns first). Returns what
+        fires reactor code's reader, as ``_detach_reader``.
+        """
+        generation = self._generation
+        why = (f'a reply from {self._link.address} went over the maximum frame length '
+               f'(max_frame_length={exc.max_length} bytes)')
+        self.stats.error_held(why)
+        self.stats.stale_bytes_dropped += len(self._data)
+        self._data.clear()
+        writer = self._go_down(DeviceDisconnected(f'{why}: connection dropped'))
+        if writer is not None:
+            writer.close()  # under the lock, where writes use it: none can be under way
+        self.post(self._link.drop, generation, why)
+        tap.notify_closed(self._link.address, why)
+        return self._detach_reader()
 
     def _detach_reader(self) -> Callable[[], None] | None:
         """Detach reactor code's reader if its frame is complete or the connection is gone.
@@ -462,7 +539,13 @@ class Bridge:
         if self._reader is None:
             return None
         frame, d = self._reader
-        data = frame.extract(self._data)
+        try:
+            data = frame.extract(self._data)
+        except FrameTooLong as exc:
+            self._reader = None  # ends below, with the error
+            self._frame_too_long(exc)
+            error = self._error
+            return lambda: d.errback(error)
         if data is None and self._generation != 0 and not self._closed:
             return None
         self._reader = None

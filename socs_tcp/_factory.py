@@ -11,13 +11,13 @@ from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from socs_tcp import _tap as tap
 from socs_tcp._backoff import Backoff
 from socs_tcp._bridge import Bridge, Generation
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
-from socs_tcp._framing import Frame, reply_frame
+from socs_tcp._framing import DEFAULT_MAX_LENGTH, Frame, reply_frame
 from socs_tcp._protocol import DeviceProtocol
 from socs_tcp._state import TRANSITIONS, LinkEvent, LinkState
-from socs_tcp._stats import LinkStats
 
 #: Default for ``input_limit``: far above any reply of a lab device, small
 #: enough that a thousand links that nobody reads stay within a few hundred MB.
@@ -48,6 +48,9 @@ class DeviceClientFactory(ReconnectingClientFactory):
         Retry policy; ``Backoff()`` by default.
     input_limit : int
         Buffered input above which reading pauses (see ``Bridge``).
+    max_frame_length : int
+        Longest reply ``query`` accepts: a longer one drops the connection
+        and fails the query with a ``ConnectionError`` naming the limit.
     reactor : optional
         The reactor to use (default: the global one).
     """
@@ -58,7 +61,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
 
     def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0,
                  backoff: Backoff | None = None, input_limit: int = DEFAULT_INPUT_LIMIT,
-                 reactor=None) -> None:
+                 max_frame_length: int = DEFAULT_MAX_LENGTH, reactor=None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.host = host
@@ -69,8 +72,9 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.backoff = backoff or Backoff()
         self.backoff.apply_to(self)
         self.trace = False
-        self.stats = LinkStats()
-        self.bridge = Bridge(reactor, self.resume_reading, input_limit)
+        self.max_frame_length = max_frame_length
+        self.bridge = Bridge(reactor, self, input_limit)
+        self.stats = self.bridge.stats
         self.state = LinkState.IDLE
         self.current: DeviceProtocol | None = None
         self.generation: Generation = 0   # connections made so far; the current one's number
@@ -97,9 +101,9 @@ class DeviceClientFactory(ReconnectingClientFactory):
         if change is None:
             return  # nothing to do in this state
         self.state, action = change
-        self.bridge.publish_state(self.state.value)
         if action is not None:
             getattr(self, action)(detail)
+        self.bridge.publish_state(self.state.value, self.delay)
 
     def start(self) -> None:
         """Make the first connection attempt (nothing if already started or closed)."""
@@ -183,7 +187,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.current = proto
         self.stats.connects += 1
         self.stats.last_connect_time = self.reactor.seconds()
-        self.stats.record_dropped(self.bridge.connection_up(self.generation, proto.transport.getHandle()))
+        self.bridge.connection_up(self.generation, proto.transport.getHandle())
         self.log.info('{address}: connected', address=self.address)
         self._outage_logged = False
         waiters, self._waiters = self._waiters, []
@@ -206,10 +210,6 @@ class DeviceClientFactory(ReconnectingClientFactory):
 
     def input_received(self, proto: DeviceProtocol, data: bytes) -> None:
         full = self.bridge.feed(proto.generation, data)
-        if full is None:
-            self.stats.record_dropped(len(data))  # late input of a discarded connection
-            return
-        self.stats.record_in(len(data))
         if self.trace:
             self.log.debug('{address} < {data!r}', address=self.address, data=data)
         if full:
@@ -288,7 +288,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         missing connection is made at once. On a timeout the connection is
         dropped, so the late reply is never mistaken for another one.
         """
-        frame = reply_frame(terminator, size)
+        frame = reply_frame(terminator, size, self.max_frame_length)
         d = self._query_lock.run(self._query, bytes(data), frame)
         d.addTimeout(timeout, self.reactor)
         return d.addErrback(self._timeout_as, f'no reply from {self.address} within {timeout} s')
@@ -299,16 +299,17 @@ class DeviceClientFactory(ReconnectingClientFactory):
         return d.addCallback(self._query_on, data, frame)
 
     def _query_on(self, proto: DeviceProtocol, data: bytes, frame: Frame) -> Deferred:
-        self.stats.record_dropped(self.bridge.clear())
+        self.bridge.clear()
         # In the reactor thread the transport buffers what the kernel does not
         # take yet: the message goes out whole (or the connection goes).
         proto.transport.write(data)
         self.stats.record_out(len(data))
+        tap.notify_sent(self.address, data)
         d = self.bridge.when_frame(frame)
 
         def on_cancel(f: Failure) -> Failure:
             f.trap(defer.CancelledError)
-            self.stats.timeouts += 1
+            self.stats.count_timeout()
             self.drop(proto.generation, 'no reply within the timeout')
             return f
         d.addErrback(on_cancel)
@@ -316,7 +317,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         return d
 
     def _count_query(self, reply: bytes) -> bytes:
-        self.stats.queries += 1
+        self.stats.count_query()
         return reply
 
     @staticmethod

@@ -78,10 +78,26 @@ def pair():
     device.close()
 
 
+class FakeLink:
+    """The reactor side a bridge talks to: records what it was asked to do."""
+
+    address = 'device:1'
+
+    def __init__(self) -> None:
+        self.resumed: list = []
+        self.dropped: list = []
+
+    def resume_reading(self, generation) -> None:
+        self.resumed.append(generation)
+
+    def drop(self, generation, why) -> None:
+        self.dropped.append((generation, why))
+
+
 def connected_bridge(posts, sock, input_limit=1 << 20) -> Bridge:
-    resumed = []
-    bridge = Bridge(posts, resumed.append, input_limit)
-    bridge.resumed = resumed
+    link = FakeLink()
+    bridge = Bridge(posts, link, input_limit)
+    bridge.link = link
     bridge.connection_up(1, sock)
     return bridge
 
@@ -112,8 +128,8 @@ def test_take_times_out_and_keeps_partial_input(posts, pair):
 def test_input_from_a_discarded_connection_is_refused(posts, pair):
     bridge = connected_bridge(posts, pair[0])
     bridge.discard(1, DeviceDisconnected('dropped after a timeout'))
-    assert bridge.feed(1, b'late reply\n') is None
-    assert len(bridge) == 0
+    assert bridge.feed(1, b'late reply\n') is False
+    assert len(bridge) == 0 and bridge.stats.stale_bytes_dropped == len(b'late reply\n')
     with pytest.raises(DeviceDisconnected, match='dropped after a timeout'):
         bridge.take(Chunk(10), soon(), None)
 
@@ -131,19 +147,21 @@ def test_a_new_connection_drops_the_old_connections_leftovers(posts, pair):
     bridge = connected_bridge(posts, pair[0])
     bridge.feed(1, b'pre-disconnect reply')
     bridge.connection_down(1, DeviceDisconnected('lost'))
-    assert bridge.connection_up(2, pair[0]) == len(b'pre-disconnect reply')
+    bridge.connection_up(2, pair[0])
+    assert bridge.stats.stale_bytes_dropped == len(b'pre-disconnect reply')
     assert len(bridge) == 0 and bridge.generation == 2
-    assert bridge.feed(1, b'news from the old connection') is None
+    assert bridge.feed(1, b'news from the old connection') is False
+    assert len(bridge) == 0
 
 
 def test_a_bridge_that_never_connected_says_so(posts):
-    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge = Bridge(posts, FakeLink(), 1024)
     with pytest.raises(NotConnected):
         bridge.take(Chunk(1), soon(), None)
 
 
 def test_a_stored_error_raised_again_and_again_does_not_grow(posts):
-    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge = Bridge(posts, FakeLink(), 1024)
     errors = []
     for _ in range(3):
         with pytest.raises(NotConnected) as info:
@@ -186,7 +204,7 @@ def test_above_the_input_limit_the_reactor_is_told_to_pause_and_resume_once_drai
     assert posts.calls == []                       # 12 left: still above half the limit
     assert bridge.take(Exactly(8), soon(), None) == b'xxyyyyyz'
     posts.run()
-    assert bridge.resumed == [1] and not bridge.snapshot()['reading_paused']
+    assert bridge.link.resumed == [1] and not bridge.snapshot()['reading_paused']
 
 
 def test_a_frame_larger_than_the_limit_can_still_complete(posts, pair):
@@ -240,7 +258,7 @@ def test_a_close_racing_a_wait_ends_it_at_once(posts, pair):
 
 
 def test_the_reactor_stopping_during_a_wait_for_a_connection_ends_it(posts):
-    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge = Bridge(posts, FakeLink(), 1024)
     failures = bridge.failures()
     bridge._changed = ScriptedWaits(bridge, lambda: bridge.close(NotConnected('the reactor is stopping')))
     with pytest.raises(NotConnected, match='reactor is stopping'):
@@ -248,7 +266,7 @@ def test_the_reactor_stopping_during_a_wait_for_a_connection_ends_it(posts):
 
 
 def test_a_failed_attempt_ends_a_wait_for_a_connection_only_if_it_came_after_the_request(posts):
-    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge = Bridge(posts, FakeLink(), 1024)
     bridge.attempt_failed(NotConnected('refused, before the request'))
     failures = bridge.failures()
     bridge._changed = ScriptedWaits(bridge, lambda: bridge.attempt_failed(NotConnected('refused')))
@@ -286,7 +304,7 @@ class SlowSocket:
 def test_a_drop_racing_a_write_never_closes_the_socket_under_it_nor_writes_after(posts):
     events: list = []
     sock = SlowSocket(events)
-    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge = Bridge(posts, FakeLink(), 1024)
     bridge.connection_up(1, sock)
     outcome = []
 
@@ -341,4 +359,66 @@ def test_a_caller_that_starts_waiting_resumes_reading_the_limit_paused(posts, pa
     assert bridge.feed(1, b'x' * 11) is True       # nobody reading: pause
     bridge._changed = ScriptedWaits(bridge, posts.run, lambda: bridge.feed(1, b'\n'))
     assert bridge.take(LINE, soon(), None) == b'x' * 11
-    assert bridge.resumed == [1]                   # the reply went on arriving
+    assert bridge.link.resumed == [1]                   # the reply went on arriving
+
+
+# -- frames' maximum length ------------------------------------------------------------
+
+def test_a_reply_that_never_ends_drops_the_connection_naming_the_limit(posts, pair):
+    """A device streams a line with no terminator at a waiting reader: memory stays bounded."""
+    bridge = connected_bridge(posts, pair[0])
+    frame = Terminated(b'\n', max_length=100)
+    errors = []
+
+    def reader():
+        try:
+            bridge.take(frame, soon(), None)
+        except ConnectionError as exc:
+            errors.append(exc)
+    thread = threading.Thread(target=reader)
+    thread.start()
+    deadline = soon()
+    while bridge._waiting_frame is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    fed = 0
+    while bridge.connected and fed < 10_000:
+        bridge.feed(1, b'x' * 30)                   # the endless line, as the reactor reads it
+        fed += 30
+    thread.join(2)
+    assert fed == 120                               # cut off at the first read past 100 bytes
+    assert len(errors) == 1 and isinstance(errors[0], DeviceDisconnected)
+    assert 'max_frame_length=100' in str(errors[0])
+    assert len(bridge) == 0 and not bridge.connected
+    posts.run()
+    assert [g for g, _ in bridge.link.dropped] == [1]   # the reactor is told to abort it
+    assert bridge.feed(1, b'x' * 30) is False and len(bridge) == 0  # the rest is refused
+
+
+def test_input_already_past_the_limit_fails_a_read_at_once(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    bridge.feed(1, b'y' * 200)                      # arrived while nobody read
+    start = time.monotonic()
+    with pytest.raises(DeviceDisconnected, match='max_frame_length=100'):
+        bridge.take(Terminated(b'\n', max_length=100), soon(60), None)
+    assert time.monotonic() - start < 1.0
+    assert not bridge.connected and bridge.stats.stale_bytes_dropped == 200
+
+
+def test_reactor_code_readers_fail_too_when_a_frame_goes_over_its_limit(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    results = []
+    d = bridge.when_frame(Terminated(b'\n', max_length=10))
+    d.addBoth(results.append)
+    bridge.feed(1, b'z' * 11)
+    assert len(results) == 1 and 'max_frame_length=10' in str(results[0].value)
+    assert not bridge.connected
+
+
+def test_counters_written_by_both_threads_are_taken_under_the_bridges_lock(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    assert bridge.stats.lock is bridge._lock
+    bridge.feed(1, b'abc')
+    bridge.write(1, b'12345', soon())
+    assert pair[1].recv(10) == b'12345'
+    stats = bridge.snapshot()
+    assert stats['bytes_in'] == 3 and stats['bytes_out'] == 5 and 'lock' not in stats
