@@ -242,7 +242,8 @@ class Bridge:
                      and self._waiting_frame is None and self._reader is None)
             if pause:
                 self._paused = True
-        tap.notify_received(self._link.address, data)
+        if tap.taps:
+            tap.notify_received(self._link.address, data)
         if fire is not None:
             fire()
         return pause

@@ -46,7 +46,9 @@ class Frame:
 
     Subclasses implement ``_end(buf)``: where the frame at the front of
     ``buf`` ends, or -1 while it is incomplete; and ``_cut``, what of
-    ``buf[:end]`` is returned (all of it, by default).
+    ``buf[:end]`` is returned (all of it, by default). Those on a query's
+    path (`Terminated`, `Chunk`) implement ``ready`` and ``extract`` in one
+    step each: they run for every reply, in two threads.
     """
 
     __slots__ = ('max_length',)
@@ -107,6 +109,16 @@ class Chunk(Frame):
 
     __slots__ = ()
 
+    def ready(self, buf: bytearray) -> bool:
+        return len(buf) > 0
+
+    def extract(self, buf: bytearray) -> bytes | None:
+        if not buf:
+            return None
+        data = bytes(buf[:self.max_length])
+        del buf[:self.max_length]
+        return data
+
     def _end(self, buf: bytearray) -> int:
         return min(len(buf), self.max_length) if buf else -1
 
@@ -163,6 +175,25 @@ class Terminated(Frame):
     @property
     def _missing(self) -> str:  # type: ignore[override]
         return f'the terminator {self.terminator!r}'
+
+    def ready(self, buf: bytearray) -> bool:
+        if self.terminator in buf:
+            return True
+        if len(buf) > self.max_length:
+            raise FrameTooLong(self.max_length, len(buf), self._missing)
+        return False
+
+    def extract(self, buf: bytearray) -> bytes | None:
+        terminator = self.terminator
+        found = buf.find(terminator)
+        if found < 0:
+            if len(buf) > self.max_length:
+                raise FrameTooLong(self.max_length, len(buf), self._missing)
+            return None
+        end = found + len(terminator)
+        data = bytes(buf[:found] if self.strip else buf[:end])
+        del buf[:end]
+        return data
 
     def _end(self, buf: bytearray) -> int:
         found = buf.find(self.terminator)

@@ -117,7 +117,6 @@ class TCPInterface:
         self.port = arguments.port(port)
         self.timeout = timeout
         self.encoding = encoding
-        self.read_termination = self._optional_bytes(read_termination, 'read_termination')
         self.write_termination = self._optional_bytes(write_termination, 'write_termination') or b''
         if on_connect is not None and not callable(on_connect):
             raise TypeError(f'on_connect must be callable, got {on_connect!r}')
@@ -127,6 +126,7 @@ class TCPInterface:
                            else arguments.seconds(connect_timeout, 'connect_timeout'))
         input_limit = arguments.count(input_limit, 'input_limit')
         self._max_frame_length = arguments.count(max_frame_length, 'max_frame_length')
+        self.read_termination = read_termination  # type: ignore[assignment]
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -150,6 +150,16 @@ class TCPInterface:
     @timeout.setter
     def timeout(self, value: float) -> None:
         self._timeout = arguments.seconds(value, 'timeout')
+
+    @property
+    def read_termination(self) -> bytes | None:
+        return self._read_termination
+
+    @read_termination.setter
+    def read_termination(self, value: bytes | str | None) -> None:
+        self._read_termination = self._optional_bytes(value, 'read_termination')
+        # query()'s usual frame, made once: frames are values, shared by every call.
+        self._reply_frame = reply_frame(self._read_termination, None, self._max_frame_length)
 
     @property
     def comm(self) -> Any:
@@ -251,14 +261,17 @@ class TCPInterface:
             the reply went over ``max_frame_length``.
         """
         data = self._encode(msg, 'msg') + self.write_termination
-        if terminator is _DEFAULT:
-            terminator = self.read_termination
-        elif size is not None and terminator is not None:
-            raise ValueError('query() takes terminator or size, not both')
+        if terminator is _DEFAULT and size is None:
+            frame = self._reply_frame
         else:
-            terminator = self._optional_bytes(terminator, 'terminator')
-        size = None if size is None else self._frame_size(size, 'size')
-        frame = reply_frame(terminator, size, self._max_frame_length)  # type: ignore[arg-type]
+            if terminator is _DEFAULT:
+                terminator = self.read_termination
+            elif size is not None and terminator is not None:
+                raise ValueError('query() takes terminator or size, not both')
+            else:
+                terminator = self._optional_bytes(terminator, 'terminator')
+            size = None if size is None else self._frame_size(size, 'size')
+            frame = reply_frame(terminator, size, self._max_frame_length)  # type: ignore[arg-type]
         return self._channel.query(data, frame, self._deadline('query', timeout))
 
     def read_until(self, terminator: bytes | str, timeout: float | None = None) -> bytes:

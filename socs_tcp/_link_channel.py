@@ -21,8 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
-
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -39,16 +37,27 @@ from socs_tcp._framing import Chunk, Frame
 log = Logger(namespace='socs_tcp._link_channel')
 
 
-@dataclass(frozen=True)
 class _Call:
-    """One call's hold on the channel."""
+    """One call's hold on the channel.
 
-    deadline: float
-    pump: Pump | None
-    #: 0: any connection (made if needed); else the only connection the call may use.
-    bound: Generation
-    #: The channel whose lock this call holds (None: it runs inside on_connect, under its caller's).
-    holder: LinkChannel | None
+    Attributes
+    ----------
+    deadline : float
+    pump : callable or None
+        How the call waits (see ``Bridge``).
+    bound : int
+        0: any connection (made if needed); else the only connection the call may use.
+    holds_lock : bool
+        False for a call made inside on_connect (its caller holds the lock).
+    """
+
+    __slots__ = ('deadline', 'pump', 'bound', 'holds_lock')
+
+    def __init__(self, deadline: float, pump: Pump | None, bound: Generation, holds_lock: bool) -> None:
+        self.deadline = deadline
+        self.pump = pump
+        self.bound = bound
+        self.holds_lock = holds_lock
 
 
 #: The on_connect run under way in this thread of control: (channel, its call).
@@ -250,14 +259,14 @@ class LinkChannel:
         hook = _hook_call.get()
         if hook is not None and hook[0] is self:
             outer = hook[1]  # a call made by on_connect: its connection, within its caller's time
-            return _Call(min(deadline, outer.deadline), outer.pump, outer.bound, None)
+            return _Call(min(deadline, outer.deadline), outer.pump, outer.bound, False)
         pump = reactor_owner.prepare_to_block(self._reactor, method, deadline)
         if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise DeviceTimeout(f'{self.address} was busy with another call for the whole timeout')
-        return _Call(deadline, pump, 0, self)
+        return _Call(deadline, pump, 0, True)
 
     def _leave(self, call: _Call) -> None:
-        if call.holder is not None:
+        if call.holds_lock:
             self._lock.release()
 
     def _take(self, frame: Frame, call: _Call) -> bytes:
@@ -333,7 +342,7 @@ class LinkChannel:
         if self._on_connect is None or not generation or self._hooked == generation:
             return
         self._hooked = generation
-        token = _hook_call.set((self, _Call(call.deadline, call.pump, generation, None)))
+        token = _hook_call.set((self, _Call(call.deadline, call.pump, generation, False)))
         try:
             self._on_connect(call.deadline)
         except Exception as exc:
