@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
