@@ -16,6 +16,7 @@ from socs_tcp._backoff import Backoff
 from socs_tcp._bridge import Bridge, Generation
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
 from socs_tcp._framing import DEFAULT_MAX_LENGTH, Frame, reply_frame
+from socs_tcp._owned_transport import connect_tcp
 from socs_tcp._protocol import DeviceProtocol
 from socs_tcp._state import TRANSITIONS, LinkEvent, LinkState
 
@@ -154,7 +155,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
                 'before', 'shutdown', self._reactor_stopping)
         host = self._host_to_connect()
         if self.connector is None:
-            self.connector = self.reactor.connectTCP(host, self.port, self, timeout=self.connect_timeout)
+            self.connector = connect_tcp(self.reactor, host, self.port, self, self.connect_timeout)
         else:
             self.connector.host = host
             self.connector.connect()
@@ -187,7 +188,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.current = proto
         self.stats.connects += 1
         self.stats.last_connect_time = self.reactor.seconds()
-        self.bridge.connection_up(self.generation, proto.transport.getHandle())
+        self.bridge.connection_up(self.generation, proto.transport.getHandle(), proto.transport)
         self.log.info('{address}: connected', address=self.address)
         self._outage_logged = False
         waiters, self._waiters = self._waiters, []

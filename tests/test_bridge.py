@@ -9,6 +9,7 @@ thread switch could put it, and then reports a timeout.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -28,9 +29,18 @@ class Posts:
 
     def __init__(self) -> None:
         self.calls: list = []
+        self.timers: list = []
 
     def callFromThread(self, fn, *args) -> None:
         self.calls.append((fn, args))
+
+    def callLater(self, delay, fn, *args):
+        self.timers.append((delay, fn, args))
+
+    def run_timers(self) -> None:
+        timers, self.timers = self.timers, []
+        for _, fn, args in timers:
+            fn(*args)
 
     def run(self) -> None:
         calls, self.calls = self.calls, []
@@ -274,6 +284,9 @@ def test_a_failed_attempt_ends_a_wait_for_a_connection_only_if_it_came_after_the
         bridge.wait_connected(failures, soon(60), None)
 
 
+_SPARE_FD = os.open(os.devnull, os.O_RDONLY)  # for poll to register; never read
+
+
 class SlowSocket:
     """A socket whose ``send`` takes its time: the reactor acts while a write is under way."""
 
@@ -286,7 +299,7 @@ class SlowSocket:
         return self
 
     def fileno(self) -> int:
-        return -1
+        return _SPARE_FD
 
     def send(self, data) -> int:
         self.events.append('send')
@@ -301,11 +314,28 @@ class SlowSocket:
         self.events.append('closed')
 
 
-def test_a_drop_racing_a_write_never_closes_the_socket_under_it_nor_writes_after(posts):
+class FakeTransport:
+    """What a bridge needs of an ``OwnedClient``: a gate slot, and reading resumed on request."""
+
+    gate = None
+    connected, disconnecting = True, False
+
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resumeProducing(self) -> None:
+        self.resumed += 1
+
+    def startReading(self) -> None:
+        self.resumed += 1
+
+
+def test_a_close_racing_a_write_never_closes_the_socket_under_it_nor_writes_after(posts):
     events: list = []
     sock = SlowSocket(events)
+    transport = FakeTransport()
     bridge = Bridge(posts, FakeLink(), 1024)
-    bridge.connection_up(1, sock)
+    bridge.connection_up(1, sock, transport)
     outcome = []
 
     def write():
@@ -313,10 +343,15 @@ def test_a_drop_racing_a_write_never_closes_the_socket_under_it_nor_writes_after
             bridge.write(1, b'four', soon())
         except ConnectionError as exc:
             outcome.append(exc)
+
+    def close_as_the_transport_does():  # OwnedClient._closeSocket, then the link's news
+        with bridge.socket_closing(transport):
+            sock.close()
+        bridge.connection_down(1, DeviceDisconnected('peer reset'))
     writer = threading.Thread(target=write)
     writer.start()
     assert sock.sending.wait(2)
-    reactor = threading.Thread(target=bridge.connection_down, args=(1, DeviceDisconnected('peer reset')))
+    reactor = threading.Thread(target=close_as_the_transport_does)
     reactor.start()
     reactor.join(0.2)
     assert reactor.is_alive()                     # held off until the send is done
@@ -422,3 +457,177 @@ def test_counters_written_by_both_threads_are_taken_under_the_bridges_lock(posts
     assert pair[1].recv(10) == b'12345'
     stats = bridge.snapshot()
     assert stats['bytes_in'] == 3 and stats['bytes_out'] == 5 and 'lock' not in stats
+
+
+# -- a waiting caller reads its own reply ------------------------------------------------
+
+@pytest.fixture
+def owned(posts, pair):
+    """A bridge whose connection's input callers may own: (bridge, transport, device end)."""
+    transport = FakeTransport()
+    bridge = Bridge(posts, FakeLink(), 1 << 20)
+    bridge.connection_up(1, pair[0], transport)
+    return bridge, transport, pair[1]
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = soon()
+    while not condition():
+        assert time.monotonic() < deadline, f'timed out waiting for {what}'
+        time.sleep(0.001)
+
+
+def take_in_thread(bridge, frame, seconds=5.0):
+    """Start ``bridge.take`` in another thread; return (thread, outcome list)."""
+    outcome: list = []
+
+    def run():
+        try:
+            outcome.append(bridge.take(frame, time.monotonic() + seconds, None))
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_caller_reads_its_reply_from_the_socket_itself(owned):
+    bridge, transport, device = owned
+    device.sendall(b'reply\n')
+    assert bridge.take(LINE, soon(), None) == b'reply'
+    assert bridge.stats.bytes_in == 6 and transport.gate is bridge
+
+
+def test_the_reactors_read_under_way_lands_before_the_callers_own_reads(owned):
+    """The reactor took 'first' off the socket just as a caller wanted the input: 'first' comes first."""
+    bridge, transport, device = owned
+    assert bridge.reactor_may_read(transport)          # the reactor's recv is under way ...
+    thread, got = take_in_thread(bridge, LINE)
+    time.sleep(0.05)
+    assert not bridge._owned and not got               # ... so the caller waits for it
+    device.sendall(b'second\n')                        # behind it in the socket
+    bridge.feed(1, b'first\n')                          # what that recv returned
+    bridge.reactor_read_done()
+    thread.join(2)
+    assert got == [b'first']
+    assert bridge.take(LINE, soon(), None) == b'second'
+
+
+def test_a_reply_split_across_the_hand_over_arrives_whole(owned):
+    bridge, transport, device = owned
+    assert bridge.reactor_may_read(transport)
+    bridge.feed(1, b'hal')                              # read by the reactor between calls
+    bridge.reactor_read_done()
+    thread, got = take_in_thread(bridge, LINE)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    device.sendall(b'f\n')                              # the rest, read by the caller
+    thread.join(2)
+    assert got == [b'half']
+
+
+def test_the_reactor_stops_reading_while_a_caller_owns_the_input_and_takes_it_back_when_idle(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    assert not bridge.reactor_may_read(transport)       # doRead finds the input owned: reading stops
+    assert len(posts.timers) == 1                       # and the take-back is scheduled
+    device.sendall(b'mine\n')
+    thread.join(2)
+    assert got == [b'mine'] and transport.resumed == 0
+    bridge._released_at -= 10                           # the link has been idle long enough
+    posts.run_timers()
+    assert transport.resumed == 1 and not bridge._reactor_stopped
+
+
+def test_a_take_back_waits_while_the_link_is_busy(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    assert not bridge.reactor_may_read(transport)
+    posts.run_timers()                                  # due while the caller still owns it
+    assert transport.resumed == 0 and len(posts.timers) == 1   # re-armed, not taken
+    device.sendall(b'x\n')
+    thread.join(2)
+    posts.run_timers()                                  # just released: not idle yet
+    assert transport.resumed == 0 and len(posts.timers) == 1
+
+
+def test_stale_input_that_nobody_watched_is_dropped_before_a_request(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    assert not bridge.reactor_may_read(transport)       # the reactor no longer watches the socket
+    device.sendall(b'reply\n')
+    thread.join(2)
+    device.sendall(b'unsolicited\n')                    # between calls, in the kernel only
+    wait_for(lambda: select.select([pair_fd(bridge)], [], [], 0)[0], 'the input to arrive')
+    assert bridge.clear() == len(b'unsolicited\n')
+    with pytest.raises(DeviceTimeout):
+        bridge.take(LINE, time.monotonic() + 0.05, None)
+
+
+def pair_fd(bridge) -> int:
+    return bridge._sock.fileno()
+
+
+def test_a_peer_close_during_a_call_fails_it_at_once_and_the_reactor_is_told(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE, seconds=30)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    start = time.monotonic()
+    device.sendall(b'partial')
+    device.close()
+    thread.join(5)
+    assert time.monotonic() - start < 1.0
+    assert isinstance(got[0], DeviceDisconnected) and 'closed' in str(got[0])
+    posts.run()
+    assert transport.resumed == 1                      # the reactor reads again and sees the end itself
+    assert bridge.take(Chunk(100), soon(), None) == b'partial'   # what came before the close
+
+
+def test_the_link_closing_while_a_caller_polls_wakes_it_at_once(owned):
+    """The reactor stopping (or close()) during a call: the caller's poll must not sleep on."""
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE, seconds=30)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    start = time.monotonic()
+    bridge.close(NotConnected('the reactor is stopping'))
+    thread.join(5)
+    assert time.monotonic() - start < 1.0
+    assert isinstance(got[0], NotConnected) and 'stopping' in str(got[0])
+
+
+def test_the_transport_closing_its_socket_wakes_a_polling_caller_and_it_gets_the_links_news(owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE, seconds=30)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    with bridge.socket_closing(transport):             # OwnedClient._closeSocket, abort
+        pass
+    time.sleep(0.05)
+    assert not got                                     # it waits for the reason ...
+    bridge.connection_down(1, DeviceDisconnected('connection lost: reset by peer'))
+    thread.join(5)
+    assert isinstance(got[0], DeviceDisconnected) and 'reset by peer' in str(got[0])  # ... and gets it
+
+
+def test_a_frame_over_its_limit_ends_the_connection_while_the_caller_reads_too(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, Terminated(b'\n', max_length=1000))
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    device.sendall(b'z' * 5000)
+    thread.join(5)
+    assert isinstance(got[0], DeviceDisconnected) and 'max_frame_length=1000' in str(got[0])
+    posts.run()
+    assert [g for g, _ in bridge._link.dropped] == [1]
+
+
+def test_select_on_comm_or_a_reactor_reader_takes_the_input_back_at_once(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    assert not bridge.reactor_may_read(transport)
+    bridge.fileno()                                    # a driver selects on comm meanwhile
+    device.sendall(b'x\n')
+    thread.join(2)
+    posts.run()                                        # released: taken back without waiting idle
+    assert transport.resumed == 1

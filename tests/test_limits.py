@@ -105,7 +105,7 @@ def test_a_writer_to_a_device_that_stopped_reading_waits_without_spinning(listen
         dev = TCPInterface('127.0.0.1', listener.getsockname()[1], timeout)
         peer, _ = listener.accept()                  # accepted, and never read
         try:
-            assert dev._link._bridge._writer.fileno() > 1024  # where select.select() gives up
+            assert dev._link._bridge._sock.fileno() > 1024  # where select.select() gives up
             wall, cpu = time.monotonic(), time.thread_time()
             with pytest.raises(DeviceTimeout):
                 dev.send(b'x' * (32 * 1024 * KIB))   # far more than the kernel buffers hold
