@@ -433,10 +433,10 @@ class Bridge:
         try:
             while True:
                 with lock:
-                    data = self._extract(frame)
-                    if data is not None:
-                        return data
                     if self._generation != generation or self._sock is None:
+                        data = self._extract(frame)
+                        if data is not None:
+                            return data
                         if self._generation == generation:  # the socket is closing: its news follows
                             self._changed.wait(max(0.0, deadline - time.monotonic()))
                             if self._generation == generation:
@@ -464,10 +464,11 @@ class Bridge:
                         continue
                     self.stats.bytes_in += len(chunk)
                     self._data += chunk
-                    if self._signal is not None:
-                        self._sync_signal()
+                    data = self._extract(frame)  # also keeps the select signal in step
                 if tap.taps:
                     tap.notify_received(self._link.address, chunk)
+                if data is not None:
+                    return data
         finally:
             with lock:
                 self._owned = False
@@ -587,6 +588,8 @@ class Bridge:
     def _drain(self) -> int:
         """Read and count what waits in the socket's buffer (lock held; nobody else reads it now)."""
         sock, generation, drained = self._sock, self._generation, 0
+        if self._poller is None or not self._poller.poll(0):
+            return 0  # the usual case, without a failing recv
         while sock is not None:
             try:
                 chunk = sock.recv(_RECV_SIZE)

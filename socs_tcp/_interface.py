@@ -6,7 +6,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -375,7 +375,9 @@ class TCPInterface:
         return n
 
     def _encode(self, msg: bytes | str, name: str) -> bytes:
-        return cast(bytes, arguments.as_bytes(msg, name, encoding=self.encoding))
+        if type(msg) is bytes:  # the usual case, on every call
+            return msg
+        return arguments.as_bytes(msg, name, encoding=self.encoding)  # type: ignore[return-value]
 
     def _optional_bytes(self, value: bytes | str | None, name: str) -> bytes | None:
         return arguments.as_bytes(value, name, encoding=self.encoding, allow_none=True)

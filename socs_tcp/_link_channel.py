@@ -262,7 +262,8 @@ class LinkChannel:
             outer = hook[1]  # a call made by on_connect: its connection, within its caller's time
             return _Call(min(deadline, outer.deadline), outer.pump, outer.bound, False)
         pump = reactor_owner.prepare_to_block(self._reactor, method, deadline)
-        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        if not self._lock.acquire(False) and not self._lock.acquire(
+                timeout=max(0.0, deadline - time.monotonic())):
             raise DeviceTimeout(f'{self.address} was busy with another call for the whole timeout')
         return _Call(deadline, pump, 0, True)
 
@@ -335,12 +336,13 @@ class LinkChannel:
             failures = bridge.failures()  # before asking: a failure after this ends the wait
             bridge.post(self._factory.connect_now)
             generation = bridge.wait_connected(failures, call.deadline, call.pump)
-        self._run_hook(generation, call)
+        if self._hooked != generation:
+            self._run_hook(generation, call)
         return generation
 
     def _run_hook(self, generation: Generation, call: _Call) -> None:
         """Run ``on_connect`` once on connection ``generation`` (0: none yet, nothing to do)."""
-        if self._on_connect is None or not generation or self._hooked == generation:
+        if self._hooked == generation or self._on_connect is None or not generation:
             return
         self._hooked = generation
         token = _hook_call.set((self, _Call(call.deadline, call.pump, generation, False)))
