@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from twisted.internet.protocol import ReconnectingClientFactory
 
+#: Relative spread of the first retry after a lost connection (see ``Backoff``).
+FIRST_SPREAD = 0.5
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -16,9 +19,11 @@ class Backoff:
     blinked is back at once), and the cap keeps a dead device from being
     forgotten for long (``ReconnectingClientFactory``'s own cap is an hour)
     while a site with many dead devices does not spend its CPU on them (each
-    failed attempt costs a few hundred microseconds). Background retries only
-    matter for links nobody is using: a call that finds no connection
-    connects at once, whatever the backoff says. The delay goes back to
+    failed attempt costs about a hundred microseconds; the retries of all
+    links share one timer and a cap on attempts per second, see
+    `socs_tcp._retry`). Background retries only matter for links nobody is
+    using: a call that finds no connection connects at once, whatever the
+    backoff says. The delay goes back to
     ``initial`` after every successful connection.
 
     Parameters
@@ -32,7 +37,11 @@ class Backoff:
     jitter : float
         Relative spread of each delay (0 <= jitter < 1): a wait is drawn
         uniformly within ``delay * (1 +- jitter)``, so that many devices that
-        failed together do not retry in lockstep.
+        failed together do not retry in lockstep. The first retry after a
+        lost connection is spread wider, over ``initial * (1 +- FIRST_SPREAD)``
+        (or the jitter if larger): every link to a device that went down
+        loses its connection at the same instant. Each wait is then rounded
+        up to the shared retry timer's grid (at most an eighth of it more).
     """
 
     initial: float = 0.25
@@ -55,17 +64,21 @@ class Backoff:
             raise ValueError(f'Backoff jitter must be in [0, 1), got {self.jitter!r}')
 
     def apply_to(self, factory: ReconnectingClientFactory) -> None:
-        """Set ``factory``'s retry attributes from this policy and reset its delay.
+        """Set ``factory``'s retry attributes (``initialDelay``, ``factor``, ...) from this policy.
 
-        The factory's own jitter is set to 0: its Gaussian draw can come out
-        negative. The caller spreads each wait with ``spread`` instead.
+        ``factory.jitter`` is the relative spread used by ``wait``, which the
+        factory's ``retry`` calls instead of Twisted's Gaussian draw (that can
+        come out negative).
         """
-        factory.initialDelay = self.initial
+        factory.initialDelay = factory.delay = self.initial
         factory.factor = self.factor
-        factory.maxDelay = self.max_delay
-        factory.jitter = 0
-        factory.delay = self.initial
+        factory.maxDelay = self.max_delay  # type: ignore[assignment]  # Twisted's default is an int
+        factory.jitter = self.jitter
 
-    def spread(self, delay: float, rng: random.Random = random) -> float:
-        """One wait of about ``delay`` seconds: within ``delay * (1 +- jitter)``, always > 0."""
-        return delay * (1.0 + self.jitter * rng.uniform(-1.0, 1.0))
+    @staticmethod
+    def wait(delay: float, jitter: float, rng: random.Random | None = None) -> float:
+        """One wait of about ``delay`` seconds: within ``delay * (1 +- jitter)``, always > 0 for jitter < 1."""
+        return delay * (1.0 + jitter * (rng or _random).uniform(-1.0, 1.0))
+
+
+_random = random.Random()

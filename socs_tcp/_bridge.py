@@ -96,7 +96,7 @@ class Link(Protocol):
     def resume_reading(self, generation: Generation) -> None:
         """Read connection ``generation`` again (callers drained input below half the limit)."""
 
-    def drop(self, generation: Generation, why: str) -> None:
+    def reconnect(self, generation: Generation, why: str) -> None:
         """Abort connection ``generation`` and make a new one."""
 
 
@@ -114,7 +114,7 @@ class Bridge:
     link : Link
         The reactor side: ``resume_reading(generation)`` is posted when a
         caller drained input below half the ``input_limit`` after the
-        reactor paused reading; ``drop(generation, why)`` when a frame went
+        reactor paused reading; ``reconnect(generation, why)`` when a frame went
         over its maximum length.
     input_limit : int
         Buffered bytes above which the reactor stops reading the connection
@@ -775,7 +775,7 @@ class Bridge:
         self.stats.stale_bytes_dropped += len(self._data)
         self._data.clear()
         self._go_down(DeviceDisconnected(f'{why}: connection dropped'))
-        self.post(self._link.drop, generation, why)
+        self.post(self._link.reconnect, generation, why)
         tap.notify_closed(self._link.address, why)
         return self._detach_reader()
 

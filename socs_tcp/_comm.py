@@ -85,7 +85,7 @@ class CommSocket:
         in the background meanwhile (many devices take one client only).
         """
         if self._interface() is not None:
-            self._channel.rest('comm.close() called')
+            self._channel.release('comm.close() called')
 
     def _owner(self) -> _Blocking:
         interface = self._interface()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress
@@ -12,13 +13,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socs_tcp import _tap as tap
-from socs_tcp._backoff import Backoff
+from socs_tcp._backoff import FIRST_SPREAD, Backoff
 from socs_tcp._bridge import Bridge, Generation
-from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
+from socs_tcp._errors import DeviceTimeout, NotConnected
 from socs_tcp._framing import DEFAULT_MAX_LENGTH, Frame, reply_frame
 from socs_tcp._owned_transport import connect_tcp
 from socs_tcp._protocol import DeviceProtocol
-from socs_tcp._state import TRANSITIONS, LinkEvent, LinkState
+from socs_tcp._retry import Retry, RetryTimer, retry_timer
+from socs_tcp._state import TRANSITIONS, CloseRequest, Connected, Idle, LinkEvent, LinkState, State
 
 #: Default for ``input_limit``: far above any reply of a lab device, small
 #: enough that a thousand links that nobody reads stay within a few hundred MB.
@@ -28,12 +30,16 @@ DEFAULT_INPUT_LIMIT = 256 * 1024
 class DeviceClientFactory(ReconnectingClientFactory):
     """Keeps a connection to one device, reconnecting in the background.
 
-    The link's state (``state``; see `socs_tcp._state`) changes only in the
-    reactor thread and only in ``handle``, by the transition table. Retries
-    follow a ``Backoff`` (capped, with jitter, reset on every success); a
-    caller that needs the device now sends ``CONNECT`` (``connect_now``),
-    which skips the pending wait, so recovery takes one connect, not the rest
-    of a backoff. What worker threads may see of the link is in ``bridge``.
+    The link's state changes only in the reactor thread and only in
+    ``handle``, by the transition table of `socs_tcp._state`, whose actions
+    hold every effect of a transition; the Twisted callbacks below only turn
+    what happened into an event. Retries follow a ``Backoff`` (capped, with
+    jitter, reset on every success), set as this factory's own
+    ``initialDelay``/``factor``/``maxDelay``/``jitter``; ``retry`` schedules
+    them on the reactor's one `socs_tcp._retry.RetryTimer`. A caller that
+    needs the device now sends ``CONNECT`` (``connect_now``), which skips the
+    pending wait, so recovery takes one connect, not the rest of a backoff.
+    What worker threads may see of the link is in ``bridge``.
 
     All methods run in the reactor thread; ``TCPInterface`` is the blocking
     adapter for worker threads.
@@ -59,52 +65,83 @@ class DeviceClientFactory(ReconnectingClientFactory):
     protocol = DeviceProtocol
     log = Logger()
     noisy = False
+    connector: Any = None  # the IConnector of every attempt, from the first one on
 
     def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0,
                  backoff: Backoff | None = None, input_limit: int = DEFAULT_INPUT_LIMIT,
-                 max_frame_length: int = DEFAULT_MAX_LENGTH, reactor=None) -> None:
+                 max_frame_length: int = DEFAULT_MAX_LENGTH, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
         self.reactor = reactor
-        self.clock = reactor  # ReconnectingClientFactory schedules retries on it
+        self.clock = reactor
         self.backoff = backoff or Backoff()
         self.backoff.apply_to(self)
         self.trace = False
         self.max_frame_length = max_frame_length
         self.bridge = Bridge(reactor, self, input_limit)
-        self.stats = self.bridge.stats
-        self.state = LinkState.IDLE
-        self.current: DeviceProtocol | None = None
+        self.stats = self.bridge.stats  # the counters both threads write are under its lock
+        self._state: State = Idle()
+        self._queue: list[tuple[LinkEvent, object]] | None = None  # while an action runs: events to apply next
         self.generation: Generation = 0   # connections made so far; the current one's number
-        self._outage_logged = False
-        self._waiters: list[tuple[Deferred, int | None]] = []
+        self.outage_logged = False
+        self.waiters: list[tuple[Deferred, int | None]] = []  # whenConnected: (Deferred, fail at failures)
         self._query_lock = DeferredLock()
-        self._gone: list[Deferred] = []  # fire when the current connection has ended
-        self._shutdown_trigger = None
+        self._shutdown_trigger: Any = None
 
     @property
     def address(self) -> str:
         return f'{self.host}:{self.port}'
 
+    @property
+    def retry_timer(self) -> RetryTimer:
+        """The reactor's one timer for the retries of all its links."""
+        return retry_timer(self.reactor)
+
+    @property
+    def state(self) -> LinkState:
+        """The name of the link's state."""
+        return self._state.name
+
+    @property
+    def current(self) -> DeviceProtocol | None:
+        """The connection's protocol while connected, else None."""
+        return self._state.protocol if isinstance(self._state, Connected) else None
+
     # -- the state machine ---------------------------------------------------
 
     def handle(self, event: LinkEvent, detail: object = None) -> None:
-        """Apply ``event``: move to the state the table says and run its action with ``detail``.
+        """Apply ``event``: run the action the table names for it in this state, with ``detail``.
 
-        ``detail`` is what the action needs: the new protocol for ``MADE``,
-        the failure for ``FAILED`` and ``LOST``, the reason for ``DROP``,
-        ``REST`` and ``CLOSE``.
+        ``detail`` is what the action needs (see ``LinkEvent``). An event
+        that arrives while an action runs (a callback it fires, say, calls
+        back) is applied once that action is done, so every action starts
+        from the state the table names.
         """
-        change = TRANSITIONS.get((self.state, event))
-        if change is None:
-            return  # nothing to do in this state
-        self.state, action = change
-        if action is not None:
-            getattr(self, action)(detail)
-        self.bridge.publish_state(self.state.value, self.delay)
+        if self._queue is not None:
+            self._queue.append((event, detail))
+            return
+        self._queue = queue = [(event, detail)]
+        try:
+            while queue:
+                event, detail = queue.pop(0)
+                change = TRANSITIONS.get((self._state.name, event))
+                if change is None:
+                    continue  # nothing to do in this state
+                name, action = change
+                self.enter(action(self, self._state, detail))
+                assert self._state.name is name, (event, name, self._state)
+        finally:
+            self._queue = None
+
+    def enter(self, state: State) -> State:
+        """Make ``state`` the link's state (actions call this before their other effects)."""
+        if state is not self._state:
+            self._state = state
+            self.bridge.publish_state(state.name.value, self.delay)
+        return state
 
     def start(self) -> None:
         """Make the first connection attempt (nothing if already started or closed)."""
@@ -114,42 +151,44 @@ class DeviceClientFactory(ReconnectingClientFactory):
     def connect_now(self) -> None:
         """Get a connection as soon as possible, skipping any backoff wait.
 
-        A connection that was dropped is replaced once it is gone, so the old
+        A connection being aborted is replaced once it is lost, so the old
         and new connections never overlap (single-client devices would
         refuse the new one).
         """
         self.handle(LinkEvent.CONNECT)
 
-    def drop(self, generation: Generation, why: str) -> None:
-        """Abort connection ``generation`` (if still current) and make a new one once it is gone."""
-        if generation == self.generation and self.current is not None:
-            self.handle(LinkEvent.DROP, why)
+    def reconnect(self, generation: Generation, why: str) -> None:
+        """Abort connection ``generation`` (if still current) and make a new one once it is lost."""
+        protocol = self.current
+        if protocol is not None and protocol.generation == generation:
+            self.handle(LinkEvent.RECONNECT, why)
 
-    def rest(self, why: str) -> None:
+    def release(self, why: str) -> None:
         """Abort the connection and stay idle until someone needs the device (``comm.close()``)."""
-        self.handle(LinkEvent.REST, why)
+        self.handle(LinkEvent.RELEASE, why)
 
     def resume_reading(self, generation: Generation) -> None:
         """Read connection ``generation`` again: callers drained its input (see ``input_limit``)."""
-        if generation == self.generation and self.state is LinkState.CONNECTED:
-            self.current.resume_reading()
+        protocol = self.current
+        if protocol is not None and protocol.generation == generation:
+            protocol.resume_reading()
 
     def close(self) -> Deferred:
-        """Stop for good: no more attempts, the connection aborted, every waiter failed.
+        """Close for good: no more attempts, the connection aborted, every waiter failed.
 
         Returns
         -------
         Deferred
-            Fires once the connection is gone.
+            Fires once the connection is lost.
         """
-        if self.state is not LinkState.CLOSED:
-            self.handle(LinkEvent.CLOSE, 'closed')
-            self._release_everyone(NotConnected(f'connection to {self.address} closed'))
-        return self._when_gone()
+        done: Deferred = Deferred()
+        self.handle(LinkEvent.CLOSE, CloseRequest('closed', done))
+        return done
 
-    # -- actions (named in the transition table) -------------------------------
+    # -- what the actions use --------------------------------------------------
 
-    def _attempt(self, _: object) -> None:
+    def dial(self) -> None:
+        """Start one connection attempt."""
         if self._shutdown_trigger is None:
             self._shutdown_trigger = self.reactor.addSystemEventTrigger(
                 'before', 'shutdown', self._reactor_stopping)
@@ -161,94 +200,63 @@ class DeviceClientFactory(ReconnectingClientFactory):
             self.connector.connect()
         self.connector.host = self.host  # later attempts look the name up again (a device may move)
 
-    def _attempt_now(self, _: object) -> None:
-        self._cancel_retry(None)
-        self._attempt(None)
+    def retry(self, connector: object = None, *, after_loss: bool = False) -> Retry:
+        """Schedule the next attempt (``RETRY``) after the backoff's delay; grow the delay.
 
-    def _retry_later(self, reason: Failure) -> None:
-        # ReconnectingClientFactory waits self.delay, then grows it by factor
-        # (capped). Its own jitter is off (Backoff.apply_to): it can draw a
-        # negative delay, which callLater refuses, leaving no retry at all.
-        # This one spreads the wait but never the growth, and stays > 0.
-        delay = self.delay
-        self.delay = self.backoff.spread(delay)
-        self.retry(self.connector)
-        self.delay = min(delay * self.factor, self.maxDelay)
+        Overrides ``ReconnectingClientFactory.retry``, with the same fields
+        (``delay``, ``factor``, ``maxDelay``, ``jitter``, ``retries``): the
+        wait is spread uniformly (``Backoff.wait``) and scheduled on the
+        shared ``RetryTimer``, not on a reactor timer of this link's own.
+        ``after_loss``: the first retry after a lost connection, spread wider.
+        """
+        jitter = max(self.jitter, FIRST_SPREAD) if after_loss else self.jitter
+        wait = Backoff.wait(self.delay, jitter)
+        self.retries += 1
+        self.delay = min(self.delay * self.factor, self.maxDelay)
+        return self.retry_timer.schedule(wait, self._retry_due)
 
-    def _cancel_retry(self, _: object) -> None:
-        # stopTrying cancels the scheduled retry (and stops an attempt under
-        # way, whose failure then changes nothing); trying goes on later.
-        self.stopTrying()
-        self.continueTrying = True
+    def _retry_due(self) -> None:
+        self.handle(LinkEvent.RETRY)
 
-    def _adopt(self, proto: DeviceProtocol) -> None:
-        self.resetDelay()
-        self.generation += 1
-        proto.generation = self.generation
-        self.current = proto
-        self.stats.connects += 1
-        self.stats.last_connect_time = self.reactor.seconds()
-        self.bridge.connection_up(self.generation, proto.transport.getHandle(), proto.transport)
-        self.log.info('{address}: connected', address=self.address)
-        self._outage_logged = False
-        waiters, self._waiters = self._waiters, []
-        for d, _ in waiters:
-            d.callback(proto)
+    def fail_waiters(self, error: ConnectionError, everyone: bool = False) -> None:
+        """Fail the ``whenConnected`` callers that wait for no more failures (or ``everyone``)."""
+        keep = []
+        fail = []
+        for d, fail_at in self.waiters:
+            if everyone or (fail_at is not None and self.stats.connect_failures >= fail_at):
+                fail.append(d)
+            else:
+                keep.append((d, fail_at))
+        self.waiters = keep
+        for d in fail:
+            d.errback(error)
 
-    def _abort(self, why: str) -> None:
-        error = DeviceDisconnected(f'connection to {self.address} dropped: {why}')
-        self.bridge.connection_down(self.generation, error)
-        self.log.info('{address}: dropping the connection ({reason})', address=self.address, reason=why)
-        self.current.transport.abortConnection()
+    def release_everyone(self, error: NotConnected) -> None:
+        """The link is closed: every wait, in any thread, ends with ``error``."""
+        self.bridge.close(error)
+        self.fail_waiters(error, everyone=True)
+        if self._shutdown_trigger is not None:
+            self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
 
-    def _refuse(self, proto: DeviceProtocol) -> None:
-        proto.transport.abortConnection()
+    # -- from DeviceProtocol and the connector: each an event, nothing else --------
 
-    # -- from DeviceProtocol and the connector ----------------------------------
+    def connection_made(self, protocol: DeviceProtocol) -> None:
+        self.handle(LinkEvent.MADE, protocol)
 
-    def connection_made(self, proto: DeviceProtocol) -> None:
-        self.handle(LinkEvent.MADE, proto)
+    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
+        self.handle(LinkEvent.FAILED, reason)
 
-    def input_received(self, proto: DeviceProtocol, data: bytes) -> None:
-        full = self.bridge.feed(proto.generation, data)
+    def clientConnectionLost(self, connector: object, reason: Failure) -> None:
+        self.handle(LinkEvent.LOST, reason)
+
+    def input_received(self, protocol: DeviceProtocol, data: bytes) -> None:
+        full = self.bridge.feed(protocol.generation, data)  # counts it (or its drop)
         if self.trace:
             self.log.debug('{address} < {data!r}', address=self.address, data=data)
         if full:
             self.stats.input_pauses += 1
-            proto.pause_reading()
-
-    def startedConnecting(self, connector) -> None:
-        self.handle(LinkEvent.STARTED)
-
-    def clientConnectionFailed(self, connector, reason: Failure) -> None:
-        if self.state is not LinkState.CONNECTING:
-            return  # an attempt we stopped ourselves (comm.close(), close()): not a failure
-        cause = reason.getErrorMessage()
-        self.stats.connect_failures += 1
-        self.stats.record_error(f'cannot connect: {cause}')
-        error = NotConnected(f'cannot connect to {self.address}: {cause}')
-        self.bridge.attempt_failed(error)
-        if not self._outage_logged:
-            self._outage_logged = True  # once per outage: dead devices must not flood the log
-            self.log.warn('{address}: cannot connect ({reason}); retrying in the background',
-                          address=self.address, reason=cause)
-        self._fail_waiters(error)
-        self.handle(LinkEvent.FAILED, reason)
-
-    def clientConnectionLost(self, connector, reason: Failure) -> None:
-        proto, self.current = self.current, None
-        if proto is not None:
-            cause = reason.getErrorMessage()
-            self.stats.disconnects += 1
-            self.stats.record_error(f'connection lost: {cause}')
-            self.bridge.connection_down(proto.generation, DeviceDisconnected(
-                f'connection to {self.address} lost: {cause}'))
-            if self.state is LinkState.CONNECTED:  # not one we dropped: say why it ended
-                self.log.info('{address}: connection lost ({reason})', address=self.address, reason=cause)
-        gone, self._gone = self._gone, []
-        self.handle(LinkEvent.LOST, reason)
-        for d in gone:
-            d.callback(None)
+            protocol.pause_reading()
 
     # -- Deferred API for reactor-side code ---------------------------------
 
@@ -264,18 +272,18 @@ class DeviceClientFactory(ReconnectingClientFactory):
             Give up after this many failed attempts (``NotConnected``); None
             waits through failures, retrying.
         """
-        if self.state is LinkState.CONNECTED:
-            return defer.succeed(self.current)
-        if self.state is LinkState.CLOSED:
+        if isinstance(self._state, Connected):
+            return defer.succeed(self._state.protocol)
+        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
             return defer.fail(NotConnected(f'connection to {self.address} closed'))
         if self.state is LinkState.IDLE:
             self.connect_now()
 
         def cancel(d: Deferred) -> None:
-            self._waiters[:] = [(w, n) for w, n in self._waiters if w is not d]
-        d = Deferred(cancel)
+            self.waiters[:] = [(w, n) for w, n in self.waiters if w is not d]
+        d: Deferred = Deferred(cancel)
         fail_at = None if failAfterFailures is None else self.stats.connect_failures + failAfterFailures
-        self._waiters.append((d, fail_at))
+        self.waiters.append((d, fail_at))
         if timeout is not None:
             d.addTimeout(timeout, self.reactor)
             d.addErrback(self._timeout_as, f'no connection to {self.address} within {timeout} s')
@@ -286,8 +294,8 @@ class DeviceClientFactory(ReconnectingClientFactory):
         """Send ``data`` and return a Deferred for the reply (without terminator).
 
         Queries are serialised; stale input is dropped before writing; a
-        missing connection is made at once. On a timeout the connection is
-        dropped, so the late reply is never mistaken for another one.
+        missing connection is made at once. On a timeout the link
+        reconnects, so the late reply is never mistaken for another one.
         """
         frame = reply_frame(terminator, size, self.max_frame_length)
         d = self._query_lock.run(self._query, bytes(data), frame)
@@ -303,7 +311,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.bridge.clear()
         # In the reactor thread the transport buffers what the kernel does not
         # take yet: the message goes out whole (or the connection goes).
-        proto.transport.write(data)
+        proto.write(data)
         self.stats.record_out(len(data))
         tap.notify_sent(self.address, data)
         d = self.bridge.when_frame(frame)
@@ -311,7 +319,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         def on_cancel(f: Failure) -> Failure:
             f.trap(defer.CancelledError)
             self.stats.count_timeout()
-            self.drop(proto.generation, 'no reply within the timeout')
+            self.reconnect(proto.generation, 'no reply within the timeout')
             return f
         d.addErrback(on_cancel)
         d.addCallback(self._count_query)
@@ -344,33 +352,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         except OSError:
             return self.host
 
-    def _when_gone(self) -> Deferred:
-        """A Deferred that fires once there is no connection (at once if there is none)."""
-        if self.current is None:
-            return defer.succeed(None)
-        d = Deferred()
-        self._gone.append(d)
-        return d
-
-    def _release_everyone(self, error: NotConnected) -> None:
-        """The link is closed: every wait, in any thread, ends with ``error``."""
-        self.bridge.close(error)
-        self._fail_waiters(error, everyone=True)
-        if self._shutdown_trigger is not None:
-            self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
-            self._shutdown_trigger = None
-
-    def _fail_waiters(self, error: ConnectionError, everyone: bool = False) -> None:
-        keep = []
-        for d, fail_at in self._waiters:
-            if everyone or (fail_at is not None and self.stats.connect_failures >= fail_at):
-                d.errback(error)
-            else:
-                keep.append((d, fail_at))
-        self._waiters = keep
-
     def _reactor_stopping(self) -> None:
         """Release every caller: nothing will be answered once the reactor stops."""
         self._shutdown_trigger = None
-        self.handle(LinkEvent.CLOSE, 'the reactor is stopping')
-        self._release_everyone(NotConnected(f'connection to {self.address} ended: the reactor is stopping'))
+        self.handle(LinkEvent.CLOSE, CloseRequest('ended: the reactor is stopping', Deferred()))

@@ -198,7 +198,7 @@ class LinkChannel:
                 reply = self._bridge.take(frame, call.deadline, call.pump)
             except DeviceTimeout as exc:
                 self._stats.count_timeout()
-                self._drop(generation, 'no reply within the timeout')
+                self._reconnect(generation, 'no reply within the timeout')
                 raise DeviceTimeout(f'no reply from {self.address} to {data!r}: {exc}') from None
         finally:
             self._leave(call)
@@ -216,14 +216,14 @@ class LinkChannel:
 
     # -- ending ------------------------------------------------------------------
 
-    def rest(self, why: str) -> None:
+    def release(self, why: str) -> None:
         """Close the connection; nothing reconnects until the next call needs the device."""
         if self._closed:
             return
         generation = self._bridge.generation
         if generation:
             self._bridge.discard(generation, DeviceDisconnected(f'connection to {self.address} closed: {why}'))
-        self._bridge.post(self._factory.rest, why)
+        self._bridge.post(self._factory.release, why)
 
     def close(self) -> None:
         """Close the connection and stop reconnecting (idempotent); wait briefly for it to go."""
@@ -298,10 +298,10 @@ class LinkChannel:
                 self._bridge.write(generation, data, call.deadline, call.pump)
                 return generation
             except DeviceTimeout:
-                self._drop(generation, 'the device stopped reading')
+                self._reconnect(generation, 'the device stopped reading')
                 raise
             except DeviceDisconnected as exc:
-                self._drop(generation, f'write failed: {exc}')
+                self._reconnect(generation, f'write failed: {exc}')
                 if attempt == 2 or call.bound:
                     raise
                 log.info('{address}: write failed ({error}); reconnecting to write once more',
@@ -329,7 +329,7 @@ class LinkChannel:
         if generation and generation == self._overdue_on:
             # The last read on this connection timed out: the reply it
             # waited for may still come and would answer this request.
-            self._drop(generation, 'the last read timed out; its reply may still come')
+            self._reconnect(generation, 'the last read timed out; its reply may still come')
             generation = 0
         self._overdue_on = 0
         if not generation:
@@ -349,7 +349,7 @@ class LinkChannel:
         try:
             self._on_connect(call.deadline)
         except Exception as exc:
-            self._drop(generation, f'on_connect failed: {exc!r}')
+            self._reconnect(generation, f'on_connect failed: {exc!r}')
             failure = Failure()
             failure.cleanFailure()  # a traceback in a buffered log event would keep us alive
             log.failure('{address}: on_connect hook failed', failure, address=self.address)
@@ -359,14 +359,14 @@ class LinkChannel:
         finally:
             _hook_call.reset(token)
 
-    def _drop(self, generation: Generation, why: str) -> None:
-        """Stop using connection ``generation`` now (its late input is dropped); abort it in the reactor."""
+    def _reconnect(self, generation: Generation, why: str) -> None:
+        """Stop using connection ``generation`` now (its late input is dropped); the reactor replaces it."""
         self._stats.record_error(why)
         self._bridge.discard(generation, DeviceDisconnected(f'connection to {self.address} dropped: {why}'))
-        self._bridge.post(self._factory.drop, generation, why)
+        self._bridge.post(self._factory.reconnect, generation, why)
 
     def _reset(self, generation: Generation, why: str) -> None:
         """Drop connection ``generation`` (0: none) and reconnect in the background."""
         if generation:
-            self._drop(generation, why)
+            self._reconnect(generation, why)
         self._bridge.post(self._factory.connect_now)

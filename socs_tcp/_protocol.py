@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from twisted.internet.protocol import Protocol
 
@@ -17,14 +18,17 @@ class DeviceProtocol(Protocol):
     """One connection to a device: sets up the socket and hands every event to its factory.
 
     The factory (a ``DeviceClientFactory``) decides what the events mean;
-    this class only knows TCP: NODELAY and keepalive on, and reading paused
-    or resumed when the factory's input limit says so.
+    this class only knows TCP: NODELAY and keepalive on, reading paused or
+    resumed when the factory's input limit says so, and ``abort``.
 
     Attributes
     ----------
     generation : int
         Which of the factory's connections this is (set when it is made).
     """
+
+    # A TCP transport (ITCPTransport and more), not the bare ITransport Protocol declares.
+    transport: Any
 
     def __init__(self) -> None:
         self.generation = 0
@@ -42,6 +46,18 @@ class DeviceProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.factory.input_received(self, data)
+
+    def socket(self) -> socket.socket:
+        """The connection's socket."""
+        return self.transport.getHandle()
+
+    def write(self, data: bytes) -> None:
+        """Send ``data``: the transport buffers what the kernel does not take yet."""
+        self.transport.write(data)
+
+    def abort(self) -> None:
+        """End the connection at once, dropping unsent output; ``connectionLost`` follows."""
+        self.transport.abortConnection()
 
     def pause_reading(self) -> None:
         """Stop reading the socket: the kernel buffers fill, then TCP holds the device back."""

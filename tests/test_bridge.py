@@ -95,13 +95,13 @@ class FakeLink:
 
     def __init__(self) -> None:
         self.resumed: list = []
-        self.dropped: list = []
+        self.reconnected: list = []
 
     def resume_reading(self, generation) -> None:
         self.resumed.append(generation)
 
-    def drop(self, generation, why) -> None:
-        self.dropped.append((generation, why))
+    def reconnect(self, generation, why) -> None:
+        self.reconnected.append((generation, why))
 
 
 def connected_bridge(posts, sock, input_limit=1 << 20) -> Bridge:
@@ -425,7 +425,7 @@ def test_a_reply_that_never_ends_drops_the_connection_naming_the_limit(posts, pa
     assert 'max_frame_length=100' in str(errors[0])
     assert len(bridge) == 0 and not bridge.connected
     posts.run()
-    assert [g for g, _ in bridge.link.dropped] == [1]   # the reactor is told to abort it
+    assert [g for g, _ in bridge.link.reconnected] == [1]   # the reactor is told to abort it
     assert bridge.feed(1, b'x' * 30) is False and len(bridge) == 0  # the rest is refused
 
 
@@ -618,7 +618,7 @@ def test_a_frame_over_its_limit_ends_the_connection_while_the_caller_reads_too(p
     thread.join(5)
     assert isinstance(got[0], DeviceDisconnected) and 'max_frame_length=1000' in str(got[0])
     posts.run()
-    assert [g for g, _ in bridge._link.dropped] == [1]
+    assert [g for g, _ in bridge._link.reconnected] == [1]
 
 
 def test_select_on_comm_or_a_reactor_reader_takes_the_input_back_at_once(posts, owned):

@@ -58,7 +58,7 @@ def test_every_link_log_line_says_why_in_the_legacy_log(line_device, monkeypatch
 
     yield in_worker(body)
     text = '\n'.join(texts)
-    assert 'dropping the connection (no reply within the timeout)' in text, text
+    assert 'aborting the connection (no reply within the timeout)' in text, text
     assert 'connection lost (' in text and 'connection lost (()' not in text, text
     assert 'cannot connect (' in text and 'efused' in text and '(())' not in text, text
     assert not keys & LEGACY_KEYS, keys & LEGACY_KEYS
