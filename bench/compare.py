@@ -58,7 +58,7 @@ DEFAULTS = dict(runs=3, queries=2000, blocks=5, threads=4, timeout=1.0, calls=4,
                 isolated=250, instructions=400)
 QUICK = dict(runs=1, queries=200, blocks=2, threads=4, timeout=0.3, calls=2,
              periods=(0.25, 0.05), reps=1, count=20, window=0.3, steady=False,
-             isolated=20, instructions=20)
+             isolated=20, instructions=0)  # callgrind takes minutes: not in a smoke run
 
 
 def machine_info() -> dict:
@@ -159,7 +159,7 @@ def run(config: dict, sections: tuple[str, ...], progress) -> dict:
         with start_echo_process() as echo:
             results['isolated'] = measure_isolated(echo.port, kinds=kinds, queries=config['isolated'],
                                                    progress=progress)
-    if 'instructions' in sections and valgrind_available():
+    if 'instructions' in sections and config['instructions'] and valgrind_available():
         progress('instructions per query under callgrind (a few minutes)')
         results['instructions'] = measure_instructions(kinds, config['instructions'])
     labels = client_labels(kinds)
