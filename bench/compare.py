@@ -9,7 +9,7 @@ One run measures, on this machine, against simulated devices in other processes:
    per call; and whether a reply that comes after its timeout answers a later
    query (wrong replies counted);
 3. recovery: device back -> first good reply, for callers that retry every
-   1 s (the seed's agent loop) and every 50 ms;
+   1 s (socs.tcp's documented agent loop) and every 50 ms;
 4. scale: 1000 interfaces to one server in one process (RSS, threads, fds,
    CPU idle and with every device down), in a fresh process per library;
 5. correctness counts throughout, and every figure next to its target;

@@ -429,7 +429,9 @@ class Bridge:
             if self._reactor_reading:
                 return self._await_reactor_read(frame, deadline)
             self._owned = True
-            self._pause += (time.monotonic() - self._released_at - self._pause) / 8
+            # The usual pause between calls, a moving average of pauses (each at most the cap).
+            pause = min(time.monotonic() - self._released_at, _HAND_BACK_MAX)
+            self._pause += (pause - self._pause) / 8
         try:
             while True:
                 with lock:

@@ -94,7 +94,7 @@ class TCPInterface:
     port : int
     timeout : float
     comm : CommSocket or None
-        None until the interface first connected (as the seed documents for
+        None until the interface first connected (as socs.tcp documents for
         a device that was down at construction); from then on a socket-like
         object (``sendall``, ``recv``, ``close``, ``settimeout``, usable with
         ``select``), also while the device is down.
