@@ -390,18 +390,8 @@ class Bridge:
         with self._lock:
             try:
                 while True:
-                    try:
-                        data = frame.extract(self._data)
-                    except FrameTooLong as exc:
-                        fire = self._frame_too_long(exc)
-                        if fire is not None:
-                            self.post(fire)  # a Deferred fires in the reactor thread only
-                        raise _fresh(self._error) from None
+                    data = self._extract(frame)
                     if data is not None:
-                        if self._signal is not None:
-                            self._sync_signal()
-                        if self._paused and len(self._data) <= self.input_limit // 2:
-                            self._resume()
                         return data
                     if self._generation == 0:
                         raise _fresh(self._error)

@@ -47,8 +47,8 @@ class Frame:
     Subclasses implement ``_end(buf)``: where the frame at the front of
     ``buf`` ends, or -1 while it is incomplete; and ``_cut``, what of
     ``buf[:end]`` is returned (all of it, by default). Those on a query's
-    path (`Terminated`, `Chunk`) implement ``ready`` and ``extract`` in one
-    step each: they run for every reply, in two threads.
+    path (`Terminated`, `Chunk`) implement ``ready`` and ``extract``
+    instead, in one step each: they run for every reply.
     """
 
     __slots__ = ('max_length',)
@@ -118,9 +118,6 @@ class Chunk(Frame):
         data = bytes(buf[:self.max_length])
         del buf[:self.max_length]
         return data
-
-    def _end(self, buf: bytearray) -> int:
-        return min(len(buf), self.max_length) if buf else -1
 
 
 class Exactly(Frame):
@@ -194,13 +191,6 @@ class Terminated(Frame):
         data = bytes(buf[:found] if self.strip else buf[:end])
         del buf[:end]
         return data
-
-    def _end(self, buf: bytearray) -> int:
-        found = buf.find(self.terminator)
-        return found + len(self.terminator) if found >= 0 else -1
-
-    def _cut(self, buf: bytearray, end: int) -> bytes:
-        return bytes(buf[:end - len(self.terminator)] if self.strip else buf[:end])
 
     def __repr__(self) -> str:
         return f'Terminated({self.terminator!r})'
