@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench compose-check clean
+.PHONY: demo test lint docs wheel-smoke bench compose-check clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[test,bench,docs]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -22,6 +22,16 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
+# The documentation site, offline, warnings as errors (docs/_build/html/index.html).
+# Its diagrams need graphviz's `dot` (Debian: apt-get install graphviz).
+docs: $(VENV)/.installed
+	@command -v dot >/dev/null || { echo "make docs: graphviz's dot is missing (apt-get install graphviz)" >&2; exit 1; }
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+# The sdist and wheel built, the wheel installed in a fresh venv, used outside the repository.
+wheel-smoke: $(VENV)/.installed
+	.ci/wheel-smoke $(BIN)/python
+
 bench: $(VENV)/.installed
 	$(BIN)/python bench/compare.py
 
@@ -31,4 +41,4 @@ compose-check: $(VENV)/.installed
 	CI_UP_PYTHON=$(abspath $(BIN))/python bash docker/ci-up.sh
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info docs/_build

@@ -12,6 +12,12 @@ from socs_tcp._factory import DeviceClientFactory
 from socs_tcp._interface import ConnectionHandle, TCPInterface
 from socs_tcp._protocol import DeviceProtocol
 from socs_tcp._reactor_owner import set_reactor_owner
+from socs_tcp._record import install_from_environment as _record_from_environment
+from socs_tcp._version import __version__
+
+# SOCS_TCP_RECORD=FILE records every link of this process (see socs_tcp._record);
+# unset, this is one environment lookup.
+_record_from_environment()
 
 __all__ = [
     'Backoff',
@@ -24,4 +30,5 @@ __all__ = [
     'ReactorThreadError',
     'TCPInterface',
     'set_reactor_owner',
+    '__version__',
 ]

@@ -14,8 +14,8 @@ wait ends by its deadline, and at once when the link closes or the reactor
 stops (``close``).
 
 The link's counters (``stats``) that both threads write are guarded by the
-same lock, and the link's traffic is reported to the taps (`socs_tcp._tap`)
-here, where bytes move.
+same lock. The protocol tells the taps (`socs_tcp._tap`) what the reactor
+reads; what a caller reads itself is told here, where it moves.
 
 A frame a reader waits for that grows past its maximum length without
 completing (a device streaming a line that never ends) ends the
@@ -219,7 +219,6 @@ class Bridge:
             self._paused = False
             self._sync_signal()
             self._changed.notify_all()
-        tap.notify_opened(self._link.address)
 
     def connection_down(self, generation: Generation, error: ConnectionError) -> None:
         """Connection ``generation`` is gone (or discarded): readers get what is buffered, then ``error``.
@@ -231,7 +230,6 @@ class Bridge:
                 return
             self._go_down(error)
             fire = self._detach_reader()
-        tap.notify_closed(self._link.address, str(error))
         if fire is not None:
             fire()
 
@@ -281,8 +279,6 @@ class Bridge:
                      and self._waiting_frame is None and self._reader is None)
             if pause:
                 self._paused = True
-        if tap.taps:
-            tap.notify_received(self._link.address, data)
         if fire is not None:
             fire()
         return pause
@@ -634,8 +630,6 @@ class Bridge:
                     raise DeviceDisconnected(f'write failed: {exc}') from exc
                 if sent:
                     self.stats.bytes_out += sent
-                    if tap.taps:
-                        tap.notify_sent(self._link.address, bytes(view[:sent]))
                     view = view[sent:]
                 if not view:
                     return len(data)
@@ -676,7 +670,6 @@ class Bridge:
             self._data.clear()
             self._go_down(error)
             fire = self._detach_reader()
-        tap.notify_closed(self._link.address, str(error))
         if fire is not None:
             self.post(fire)  # a Deferred fires in the reactor thread, never in a caller's
 
@@ -768,7 +761,6 @@ class Bridge:
         self._data.clear()
         self._go_down(DeviceDisconnected(f'{why}: connection dropped'))
         self.post(self._link.reconnect, generation, why)
-        tap.notify_closed(self._link.address, why)
         return self._detach_reader()
 
     def _detach_reader(self) -> Callable[[], None] | None:

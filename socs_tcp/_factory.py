@@ -311,9 +311,9 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.bridge.clear()
         # In the reactor thread the transport buffers what the kernel does not
         # take yet: the message goes out whole (or the connection goes).
+        tap.notify_sent(self.address, data)
         proto.write(data)
         self.stats.record_out(len(data))
-        tap.notify_sent(self.address, data)
         d = self.bridge.when_frame(frame)
 
         def on_cancel(f: Failure) -> Failure:

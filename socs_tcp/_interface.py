@@ -126,7 +126,7 @@ class TCPInterface:
                            else arguments.seconds(connect_timeout, 'connect_timeout'))
         input_limit = arguments.count(input_limit, 'input_limit')
         self._max_frame_length = arguments.count(max_frame_length, 'max_frame_length')
-        self.read_termination = read_termination  # type: ignore[assignment]
+        self.read_termination = read_termination
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -271,7 +271,7 @@ class TCPInterface:
             else:
                 terminator = self._optional_bytes(terminator, 'terminator')
             size = None if size is None else self._frame_size(size, 'size')
-            frame = reply_frame(terminator, size, self._max_frame_length)  # type: ignore[arg-type]
+            frame = reply_frame(terminator, size, self._max_frame_length)
         return self._channel.query(data, frame, self._deadline('query', timeout))
 
     def read_until(self, terminator: bytes | str, timeout: float | None = None) -> bytes:
@@ -377,7 +377,7 @@ class TCPInterface:
     def _encode(self, msg: bytes | str, name: str) -> bytes:
         if type(msg) is bytes:  # the usual case, on every call
             return msg
-        return arguments.as_bytes(msg, name, encoding=self.encoding)  # type: ignore[return-value]
+        return arguments.as_bytes(msg, name, encoding=self.encoding)
 
     def _optional_bytes(self, value: bytes | str | None, name: str) -> bytes | None:
         return arguments.as_bytes(value, name, encoding=self.encoding, allow_none=True)

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socs_tcp import _reactor_owner as reactor_owner
+from socs_tcp import _tap as tap
 from socs_tcp._backoff import Backoff
 from socs_tcp._bridge import Generation, Pump
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout
@@ -294,6 +295,8 @@ class LinkChannel:
             generation = self._connection(call)
             if clear_stale:
                 self._bridge.clear()
+            # Told before the write: the reply may be read (and told) before write() returns.
+            tap.notify_sent(self.address, data)
             try:
                 self._bridge.write(generation, data, call.deadline, call.pump)
                 return generation

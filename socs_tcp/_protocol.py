@@ -7,6 +7,8 @@ from typing import Any
 
 from twisted.internet.protocol import Protocol
 
+from socs_tcp import _tap as tap
+
 # Keepalive so that a half-open connection (device power-cycled, cable
 # pulled) is noticed in about half a minute rather than Linux's two hours.
 KEEPALIVE_IDLE = 10
@@ -42,10 +44,15 @@ class DeviceProtocol(Protocol):
                               ('TCP_KEEPCNT', KEEPALIVE_COUNT)):
             if hasattr(socket, option):
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+        tap.notify_opened(self.factory.address)
         self.factory.connection_made(self)
 
     def dataReceived(self, data: bytes) -> None:
+        tap.notify_received(self.factory.address, data)
         self.factory.input_received(self, data)
+
+    def connectionLost(self, reason=None) -> None:
+        tap.notify_closed(self.factory.address, reason.getErrorMessage() if reason else 'closed')
 
     def socket(self) -> socket.socket:
         """The connection's socket."""

@@ -68,7 +68,7 @@ def test_install_makes_drivers_imported_afterwards_stand_on_socs_tcp(switched_ba
     from socs.agents.pfeiffer_tpg366.drivers import TPG366
     from socs.Lakeshore.Lakeshore372 import LS372
     assert issubclass(LS372, socs_tcp.TCPInterface) and issubclass(TPG366, socs_tcp.TCPInterface)
-    assert 'socs_tcp 0.1.0' in compat.describe() and 'socs 0.6.4' in compat.describe()
+    assert f'socs_tcp {socs_tcp.__version__}' in compat.describe() and 'socs 0.6.4' in compat.describe()
 
     assert compat.uninstall() is True
     assert socs.tcp.TCPInterface is original and not compat.installed()
@@ -177,10 +177,12 @@ def test_install_says_clearly_when_socs_is_not_installed(monkeypatch):
 PROBE_AGENT = '''
 import json, sys
 import socs.tcp
+from socs.agents.srs_cg635.drivers import SRSCG635Interface
 from socs_tcp._reactor_owner import reactor_owner
 
 def main(args=None):
     print('PROBE ' + json.dumps({'args': args, 'base': socs.tcp.TCPInterface.__module__,
+                                 'prologix': SRSCG635Interface.__mro__[1].__module__,
                                  'owner': reactor_owner().value}), flush=True)
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -193,9 +195,16 @@ def main(args=None):
 def launch(launcher: list[str], tmp_path: Path, *args: str, env: dict | None = None):
     agent = tmp_path / 'probe_agent.py'
     agent.write_text(PROBE_AGENT)
+    # socs-tcp agent checks the site config before it hands over, as OCS would need it.
+    (tmp_path / 'default.yaml').write_text(
+        'hub: {wamp_server: "ws://127.0.0.1:1/ws", wamp_http: "http://127.0.0.1:1/call", '
+        'wamp_realm: test_realm, address_root: observatory}\n'
+        'hosts: {localhost: {agent-instances: [{agent-class: Probe, instance-id: probe-1}, '
+        '{agent-class: Probe, instance-id: p}]}}\n')
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ('INSTANCE_ID', 'SITE_HUB', 'SITE_HTTP', 'SITE_HOST',
-                             'CROSSBAR_TIMEOUT', compat.FORCE_ENV)}
+                             'CROSSBAR_TIMEOUT', compat.FORCE_ENV, 'SOCS_TCP')}
+    full_env.update({'OCS_CONFIG_DIR': str(tmp_path), 'SITE_HOST': 'localhost'})
     full_env.update(env or {})
     return subprocess.run([*launcher, '--agent', str(agent), '--entrypoint', 'main', *args],
                           capture_output=True, text=True, timeout=60, env=full_env,
@@ -218,10 +227,23 @@ def test_socs_tcp_agent_hands_over_exactly_what_ocs_agent_cli_gets(tmp_path):
     assert seen_ours['args'] == seen_theirs['args']
     assert seen_ours['args'][:2] == ['--extra', 'x'] and 'probe-1' in seen_ours['args']
     assert seen_ours['base'] == 'socs_tcp._interface' and seen_theirs['base'] == 'socs.tcp'
+    assert seen_ours['prologix'] == 'socs_tcp._socs.prologix'
+    assert seen_theirs['prologix'] == 'socs.common.prologix_interface'
     assert seen_ours['owner'] == 'application'
-    # one line, once the reactor runs, naming the base in use; none from ocs-agent-cli
+    # one line, once the reactor runs, naming the transports and base in use; none from ocs-agent-cli
     assert ours.stdout.count('TCP base: socs_tcp') == 1, ours.stdout
+    assert ours.stdout.count('SOCS_TCP: on socs_tcp: tcp (socs.tcp.TCPInterface), prologix (') == 1
     assert 'TCP base' not in theirs.stdout
+
+
+def test_socs_tcp_agent_takes_the_transports_socs_tcp_selects(tmp_path):
+    only = launch([str(BIN / 'socs-tcp'), 'agent'], tmp_path, '--instance-id', 'p',
+                  env={'SOCS_TCP': 'prologix'})
+    seen = probe(only)
+    assert seen['base'] == 'socs.tcp' and seen['prologix'] == 'socs_tcp._socs.prologix'
+    bad = launch([str(BIN / 'socs-tcp'), 'agent'], tmp_path, '--instance-id', 'p',
+                 env={'SOCS_TCP': 'tcp,prologic'})
+    assert bad.returncode == 2 and "'prologic' is not a transport" in bad.stderr
 
 
 def test_socs_tcp_agent_exits_2_with_the_reason_when_socs_is_missing(tmp_path):

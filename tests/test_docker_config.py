@@ -354,15 +354,17 @@ def test_every_service_restarts_and_images_are_pinned():
 
 
 def test_built_images_are_tagged_with_what_they_hold():
-    # socs-tcp:<package version>; SOCS's image with socs_tcp: socs-on-socs-tcp:<its socs tag>.
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / 'setup.cfg')
+    # socs-tcp:<release>; SOCS's image with socs_tcp: socs-on-socs-tcp:<its socs tag>. The
+    # version comes from git, so the release is the newest one CHANGELOG.md names
+    # ("## Unreleased (X.Y.Z)" or "## X.Y.Z - date").
+    release = re.search(r'^## (?:Unreleased \()?(\d+\.\d+\.\d+)', (ROOT / 'CHANGELOG.md').read_text(),
+                        re.MULTILINE).group(1)
     built: dict[str, set[Path]] = {}
     for svc in load_compose()['services'].values():
         if 'build' in svc:
             built.setdefault(svc['image'], set()).add(built_from(svc))
     socs_tag = dockerfile_from(SOCS_DOCKERFILE).split(':', 1)[1]
-    assert built == {f"socs-tcp:{cfg['metadata']['version']}": {DOCKERFILE},
+    assert built == {f'socs-tcp:{release}': {DOCKERFILE},
                      f'socs-on-socs-tcp:{socs_tag}': {SOCS_DOCKERFILE}}
 
 
@@ -426,15 +428,14 @@ def test_socs_release_is_one_socs_tcp_compat_was_checked_against():
     assert low <= (major, minor) < high, f'socs {tag}: socs-tcp agent would refuse it (KNOWN_SOCS {low}..{high})'
 
 
-def test_readme_socs_dockerfile_is_the_one_ci_builds():
-    # The README's recipe for SOCS sites is this file, so CI proves what it says.
-    readme = (ROOT / 'README.md').read_text()
-    section = readme[readme.index('## Run your existing SOCS agents on socs_tcp'):]
-    block = re.search(r'```dockerfile\n(.*?)```', section, re.S).group(1)
+def test_documented_socs_dockerfile_is_the_one_ci_builds():
+    # The User Guide's recipe for SOCS sites is this file, so CI proves what it says.
+    section = (ROOT / 'docs' / 'user' / 'socs_agents.rst').read_text()
+    block = re.search(r'\.\. code-block:: dockerfile\n\n((?:   .*\n)+)', section).group(1)
     ours = [(w, r) for w, r in dockerfile_instructions(SOCS_DOCKERFILE) if w != 'ARG']
     ours[0] = ('FROM', dockerfile_from(SOCS_DOCKERFILE))
-    lines = [tuple(line.split(' ', 1)) for line in block.strip().splitlines()]
-    assert lines == ours, f'the README block differs from docker/{SOCS_DOCKERFILE.name}'
+    lines = [tuple(line.strip().split(' ', 1)) for line in block.strip().splitlines()]
+    assert lines == ours, f'the documented block differs from docker/{SOCS_DOCKERFILE.name}'
     assert f'-f docker/{SOCS_DOCKERFILE.name}' in section
 
 

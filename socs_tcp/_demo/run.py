@@ -29,13 +29,15 @@ import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.logger import globalLogPublisher, textFileLogObserver
 
 from socs_tcp._arguments import command_line, seconds
 from socs_tcp._demo.view import LiveView
+from socs_tcp._workdir import WorkdirError, usable_workdir
 from socs_tcp.testing._processes import StopRecord
-from socs_tcp.testing._stack import OcsStack
+from socs_tcp.testing._stack import OcsStack, Simulator
 
 DEFAULT_DURATION = 30.0   # scripted part; startup (~6 s) and shutdown (~7 s) come on top
 DEFAULT_OUTAGE = 5.0
@@ -86,7 +88,7 @@ class AgentWatch:
     """What the demo has seen of one agent's ``acq`` process."""
 
     instance_id: str
-    client: object
+    client: Any          # ocs.ocs_client.OCSClient (untyped)
     fields: dict = field(default_factory=dict)
     timestamps: set = field(default_factory=set)
     connected: bool | None = None
@@ -138,7 +140,8 @@ class Demo:
         self.watches: dict[str, AgentWatch] = {}
         self.facts: dict[str, object] = {}
         self.phase = 'starting'
-        self.sim = None     # the compressor's simulator (the outage is injected there)
+        # the compressor's simulator (the outage is injected there), once started
+        self.sim: Simulator | None = None
 
     # -- helpers -------------------------------------------------------------
     def ok(self, step: str, detail: str) -> None:
@@ -182,7 +185,8 @@ class Demo:
 
     @staticmethod
     def _psu_text(f: dict) -> str:
-        out = {1: 'on', 0: 'off'}.get(f.get('output'), '-')
+        states: dict[object, str] = {1: 'on', 0: 'off'}
+        out = states.get(f.get('output'), '-')
         return (f'output {out:<3}  {_num(f, "voltage", "6.3f")} V (set '
                 f'{_num(f, "voltage_setpoint", "5.2f")})  {_num(f, "current", "5.3f")} A '
                 f'(limit {_num(f, "current_setpoint", "4.2f")})')
@@ -287,6 +291,7 @@ class Demo:
             f'injecting an outage: compressor simulator stops listening and drops its '
             f'clients for {self.args.outage:g} s', 'yellow'))
         t_cut = time.monotonic()
+        assert self.sim is not None, 'the outage follows the start'
         self.sim.control('stop')
         if self.watch_until(lambda: comp.degraded and comp.connected is False,
                             timeout=3 * DEVICE_TIMEOUT + 5):
@@ -312,7 +317,7 @@ class Demo:
         self.view.event(f'compressor simulator listening again after {t_back - t_cut:.1f} s')
         self.phase = 'recovery'
         n_before = comp.readings
-        if self.watch_until(lambda: not comp.degraded and comp.connected
+        if self.watch_until(lambda: not comp.degraded and bool(comp.connected)
                             and comp.readings > n_before, timeout=10 + 2 * DEVICE_TIMEOUT):
             back = time.monotonic() - t_back
             self.facts['recovered_after'] = back
@@ -325,8 +330,9 @@ class Demo:
 
     def psu_task(self) -> None:
         psu = self.watches[PSU]
-        steps = [('set_current', {'current': PSU_AMPS}), ('set_output', {'state': 'on'}),
-                 ('set_voltage', {'voltage': PSU_VOLTS})]
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ('set_current', {'current': PSU_AMPS}), ('set_output', {'state': 'on'}),
+            ('set_voltage', {'voltage': PSU_VOLTS})]
         for name, params in steps:
             good, msg = self.task(psu.client, name, **params)
             self.view.event(f'psu {name}({params}) -> {"ok" if good else "FAILED"}: {msg}')
@@ -359,16 +365,32 @@ class Demo:
     def shutdown(self) -> list[StopRecord]:
         self.phase = 'stopping'
         n = len(self.stack.processes)
-        self.view.event(f'stopping the {n} processes started (SIGINT, then SIGTERM/SIGKILL '
-                        f'if needed)')
-        records = self.stack.stop()
+        waits = self.stack.stop_waits
+        self.view.event(f'stopping the {n} processes started: SIGINT, then SIGTERM after '
+                        f'{waits[0]:g} s and SIGKILL after {waits[1]:g} s more if needed; '
+                        f'Ctrl-C again skips the wait and sends the next signal now')
+        globalLogPublisher.addObserver(self._hurried)
+        try:
+            records = self.stack.stop()
+        finally:
+            globalLogPublisher.removeObserver(self._hurried)
         gone = all(r.returncode is not None for r in records)
         hard = [r.name for r in records if r.ended_by in ('SIGTERM', 'SIGKILL')]
         detail = f'{len(records)} processes stopped'
-        if hard:
+        if hard and self.facts.get('hurried'):
+            detail += (f' ({", ".join(hard)} stopped by SIGTERM/SIGKILL because Ctrl-C was pressed '
+                       f'again; not a fault of theirs)')
+        elif hard:
             detail += f' ({", ".join(hard)} needed SIGTERM/SIGKILL)'
         (self.ok if gone else self.fail)('shutdown', detail)
         return records
+
+    def _hurried(self, event: dict) -> None:
+        """Log observer: the stop was hurried by another Ctrl-C (see ``stop_processes``)."""
+        if event.get('hurried') and not self.facts.get('hurried'):
+            self.facts['hurried'] = True
+            self.view.event(f'Ctrl-C again: not waiting for {event["names"]} to exit cleanly; '
+                            f'sending SIGTERM (then SIGKILL) now')
 
     def summary(self, records: Sequence[StopRecord], total: float, interrupted: str) -> str:
         col = self.view.colour
@@ -411,9 +433,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; return 0 when every step worked (also after Ctrl-C with
     ``--keep-running``), 1 when a step failed, 130 when interrupted early."""
     args = make_parser().parse_args(argv)
+    try:
+        workdir = usable_workdir(args.workdir)
+    except WorkdirError as exc:
+        print(f'socs-tcp demo: {exc}', file=sys.stderr)
+        return 2
     t_start = time.monotonic()
     view = LiveView()
-    stack = OcsStack(args.workdir)
+    stack = OcsStack(workdir)
     log_file = open(stack.workdir / 'demo.log', 'a', encoding='utf-8')
     observer = textFileLogObserver(log_file)
     globalLogPublisher.addObserver(observer)

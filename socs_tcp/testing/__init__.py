@@ -17,6 +17,10 @@ point ``pytest11``), so these fixtures are there in every test session:
     ``ocs-agent-cli`` with those arguments, returned once it joined
     crossbar; stopped after the test.
 
+`create_device_emulator` is SOCS's device emulator fixture over TCP, with
+``emulator.inject(...)`` for faults (`socs_tcp.testing.emulator`): a SOCS
+test file changes one import.
+
 `wait_for` polls a condition with a bound, and `OcsStack` does the rest
 (any program that prints ``PORT <n>`` with ``ocs_stack.start_service``, a
 site config of your own with ``load_site_config``). No Docker is needed, and
@@ -28,7 +32,8 @@ from socs_tcp.testing._processes import ManagedProcess, StopRecord, processes_wi
 from socs_tcp.testing._site import SiteConfig
 from socs_tcp.testing._stack import STACK_ENV, Agent, OcsStack, Service, Simulator, StackError
 from socs_tcp.testing._waiting import wait_for
+from socs_tcp.testing.emulator import DeviceEmulator, create_device_emulator
 
-__all__ = ['STACK_ENV', 'Agent', 'CrossbarError', 'ManagedProcess', 'OcsStack', 'Service',
+__all__ = ['STACK_ENV', 'Agent', 'CrossbarError', 'DeviceEmulator', 'ManagedProcess', 'OcsStack', 'Service',
            'SiteConfig', 'Simulator', 'StackError', 'StopRecord', 'processes_with_env',
-           'stop_processes', 'wait_for']
+           'create_device_emulator', 'stop_processes', 'wait_for']

@@ -262,6 +262,12 @@ def _escalate(todo: list[ManagedProcess], waits: Sequence[float]) -> _Escalation
                 if not alive or time.monotonic() >= deadline:
                     break
                 time.sleep(_POLL)
+            if hurry.is_set() and alive:
+                # Say what the extra Ctrl-C did: whoever reads the stop records later
+                # must not take the harder signal for a process that would not stop.
+                log.warn('Ctrl-C: not waiting for {names} to exit after {signal}; sending the next '
+                         'signal now', names=', '.join(p.name for p in alive), signal=sig.name,
+                         hurried=True)
     return seen
 
 
@@ -323,7 +329,20 @@ def stop_processes(procs: Iterable[ManagedProcess],
     seen = _escalate(todo, waits)
     for proc in todo:
         _record(proc, proc in already_gone, seen)
-    return [p.stop_record for p in procs]
+    return [record_of(p) for p in procs]
+
+
+def record_of(proc: ManagedProcess) -> StopRecord:
+    """How ``proc`` was stopped.
+
+    Raises
+    ------
+    RuntimeError
+        If it wasn't stopped by `stop_processes` (or `ManagedProcess.stop`).
+    """
+    if proc.stop_record is None:
+        raise RuntimeError(f'{proc.name} (pid {proc.pid}) was not stopped')
+    return proc.stop_record
 
 
 def live_processes() -> list[ManagedProcess]:
