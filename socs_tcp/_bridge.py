@@ -31,9 +31,10 @@ watching the socket when it finds input it does not own (see
 `socs_tcp._owned_transport`), and takes it back once no call owns it: at
 once when something needs the reactor to read (``select`` on ``comm``,
 reactor code waiting for a frame), otherwise when the link has been idle
-for a while (a few times the usual pause between calls, 10 ms to 0.5 s), so
-that an agent polling its device pays no reactor wake-ups per query and an
-idle link still notices a peer close or unsolicited input soon.
+for a while (a few times the usual pause between calls, 10 ms to 0.5 s,
+checked less often while the link stays busy), so that an agent polling its
+device pays almost no reactor wake-ups per query and an idle link still
+notices a peer close or unsolicited input within about a second.
 
 Every ``send``/``recv`` of a caller runs under the lock after checking that
 its connection is still the current one, and the transport closes its
@@ -82,6 +83,10 @@ _RECV_SIZE = 65536
 _HAND_BACK_FACTOR = 3.0
 _HAND_BACK_MIN = 0.01
 _HAND_BACK_MAX = 0.5
+#: While the link stays busy the reactor's check comes less and less often (doubling up
+#: to this, seconds): a polling agent costs the reactor a wake-up every few seconds' worth
+#: of queries, not one per few queries.
+_RECHECK_MAX = 0.25
 
 _POLL_IN = select.POLLIN | select.POLLPRI
 
@@ -146,6 +151,7 @@ class Bridge:
         self._reactor_reading = False           # the reactor's read under way
         self._reactor_stopped = False           # the reactor stopped watching the socket
         self._hand_back: Any = None             # the reactor's timer to take the input back
+        self._recheck = _HAND_BACK_MIN           # its next interval while the link stays busy
         self._released_at = 0.0                 # when the last caller gave the input up
         self._pause = _HAND_BACK_MIN / _HAND_BACK_FACTOR  # usual pause between calls (moving average)
         self._ever_connected = False
@@ -565,8 +571,10 @@ class Bridge:
             delay = self._hand_back_delay()
             wait = delay if self._owned else self._released_at + delay - time.monotonic()
             if wait > 0:
-                self._hand_back = self._reactor.callLater(wait, self._hand_back_due)
+                self._recheck = min(self._recheck * 2, _RECHECK_MAX)
+                self._hand_back = self._reactor.callLater(max(wait, self._recheck), self._hand_back_due)
                 return
+            self._recheck = _HAND_BACK_MIN
             transport = self._transport
         self._take_back(transport)
 

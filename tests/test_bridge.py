@@ -550,6 +550,7 @@ def test_a_take_back_waits_while_the_link_is_busy(posts, owned):
     thread.join(2)
     posts.run_timers()                                  # just released: not idle yet
     assert transport.resumed == 0 and len(posts.timers) == 1
+    assert posts.timers[0][0] >= 0.04                   # and the checks come less often while busy
 
 
 def test_stale_input_that_nobody_watched_is_dropped_before_a_request(posts, owned):
