@@ -9,10 +9,15 @@ One run measures, on this machine, against simulated devices in other processes:
    per call; and whether a reply that comes after its timeout answers a later
    query (wrong replies counted);
 3. recovery: device back -> first good reply, for callers that retry every
-   1 s (the seed's agent loop) and every 50 ms;
+   1 s (socs.tcp's documented agent loop) and every 50 ms;
 4. scale: 1000 interfaces to one server in one process (RSS, threads, fds,
    CPU idle and with every device down), in a fresh process per library;
-5. correctness counts throughout, and every figure next to its target.
+5. correctness counts throughout, and every figure next to its target;
+6. socs_tcp relative to socs.tcp and a raw socket: p50 and single-thread
+   throughput back to back, p50 of isolated queries (20 ms apart, an agent
+   polling), 4-thread throughput on one interface; and, where valgrind is
+   installed, instructions per query in both patterns (``query_instructions.py``,
+   load-independent: whole client process under callgrind).
 
 Usage::
 
@@ -35,19 +40,25 @@ import sys
 import time
 
 from fault_timing import client_labels, measure_faults, measure_recovery, measure_stale
+from query_instructions import format_results as format_instructions
+from query_instructions import measure as measure_instructions
+from query_instructions import valgrind_available
 from query_latency import measure as measure_latency
+from query_latency import measure_isolated
 from socs_tcp._arguments import command_line, count
 from support.clients import KINDS, available_kinds
 from support.devices import BENCH_DIR, start_echo_devices, start_echo_process
 from support.report import Progress, format_report
 from support.targets import check_targets
 
-SECTIONS = ('latency', 'faults', 'recovery', 'scale')
+SECTIONS = ('latency', 'isolated', 'instructions', 'faults', 'recovery', 'scale')
 
 DEFAULTS = dict(runs=3, queries=2000, blocks=5, threads=4, timeout=1.0, calls=4,
-                periods=(1.0, 0.05), reps=3, count=1000, window=3.0, steady=True)
+                periods=(1.0, 0.05), reps=3, count=1000, window=3.0, steady=True,
+                isolated=250, instructions=400)
 QUICK = dict(runs=1, queries=200, blocks=2, threads=4, timeout=0.3, calls=2,
-             periods=(0.25, 0.05), reps=1, count=20, window=0.3, steady=False)
+             periods=(0.25, 0.05), reps=1, count=20, window=0.3, steady=False,
+             isolated=20, instructions=0)  # callgrind takes minutes: not in a smoke run
 
 
 def machine_info() -> dict:
@@ -104,6 +115,10 @@ def correctness(results: dict) -> dict:
         for s in lat['summary']['socs_tcp'].values():
             mismatches += s['mismatches']
             other += s['errors']     # no fault during the latency runs: any error is unexpected
+    iso = results.get('isolated')
+    if iso and 'socs_tcp' in iso['summary']:
+        mismatches += iso['summary']['socs_tcp']['mismatches']
+        other += iso['summary']['socs_tcp']['errors']
     faults = results.get('faults')
     if faults:
         for scenario in ('refused', 'silent', 'blackhole'):
@@ -140,6 +155,13 @@ def run(config: dict, sections: tuple[str, ...], progress) -> dict:
             results['latency'] = measure_latency(
                 echo.port, kinds=kinds, runs=config['runs'], blocks=config['blocks'],
                 queries=config['queries'], threads=config['threads'], progress=progress)
+    if 'isolated' in sections:
+        with start_echo_process() as echo:
+            results['isolated'] = measure_isolated(echo.port, kinds=kinds, queries=config['isolated'],
+                                                   progress=progress)
+    if 'instructions' in sections and config['instructions'] and valgrind_available():
+        progress('instructions per query under callgrind (a few minutes)')
+        results['instructions'] = measure_instructions(kinds, config['instructions'])
     labels = client_labels(kinds)
     # socs_tcp's scale run spends most of its time waiting for the reconnect
     # backoff of 1000 dead devices to reach its cap: it runs beside the other
@@ -174,6 +196,43 @@ def run(config: dict, sections: tuple[str, ...], progress) -> dict:
     return results
 
 
+def relative_figures(results: dict) -> str:
+    """socs_tcp's figures over socs.tcp's and the raw socket's, as text lines."""
+    lines = ['', '== socs_tcp relative to socs.tcp and a raw socket (x: socs_tcp / other)']
+
+    def ratio(ours: float, theirs: float | None) -> str:
+        return f'{ours / theirs:.2f}x' if theirs else 'n/a'
+
+    lat = results.get('latency')
+    if lat and 'socs_tcp' in lat['summary']:
+        summary, n = lat['summary'], str(lat['threads'])
+        ours = summary['socs_tcp']
+        for label, key, threads in (('back to back, p50', 'p50_us', '1'),
+                                    ('single-thread throughput', 'qps', '1'),
+                                    (f'{n}-thread throughput, one interface', 'qps', n)):
+            cells = [f'{other} {ratio(ours[threads][key], summary[other][threads][key])}'
+                     for other in ('socs.tcp', 'raw') if other in summary]
+            locked = ' (theirs with a lock)' if threads != '1' else ''
+            lines.append(f'  {label:<38} ' + ', '.join(cells) + locked)
+    iso = results.get('isolated')
+    if iso and 'socs_tcp' in iso['summary']:
+        summary = iso['summary']
+        cells = [f'{other} {ratio(summary["socs_tcp"]["p50_us"], summary[other]["p50_us"])}'
+                 for other in ('socs.tcp', 'raw') if other in summary]
+        lines.append(f'  {"isolated (" + str(int(iso["gap_s"] * 1000)) + " ms apart), p50":<38} '
+                     + ', '.join(cells)
+                     + f'  (socs_tcp {summary["socs_tcp"]["p50_us"]:.0f} µs)')
+    if results.get('instructions'):
+        lines.append('  ' + format_instructions(results['instructions']).replace('\n', '\n  '))
+    elif 'instructions' in results.get('config', {}) and not valgrind_available():
+        lines.append('  instructions per query: valgrind not installed')
+    scale = results.get('scale', {}).get('socs_tcp')
+    if scale and 'fds_per_iface' in scale:
+        lines.append(f'  per interface: {scale["fds_per_iface"]:.2f} descriptors, '
+                     f'{scale["rss_per_iface_kb"]:.1f} KB RSS (scale section)')
+    return '\n'.join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--json', metavar='FILE', help='write every figure as JSON')
@@ -204,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f'not measured (import failed): {", ".join(missing)}')
     print(f'(took {results["elapsed_s"]:.0f} s)')
+    print(relative_figures(results))
     lat = results.get('latency')
     if lat and 'p50_ratio' in lat:
         print(f'p50 ratio socs_tcp/socs: {lat["p50_ratio"]:.2f}')

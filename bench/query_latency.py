@@ -210,6 +210,53 @@ def combine_runs(run_results: list[dict], kinds: tuple[str, ...], threads: int) 
     return out
 
 
+def measure_isolated(port: int, *, kinds: tuple[str, ...] = KINDS, queries: int = 250,
+                     gap: float = 0.02, progress=None) -> dict:
+    """p50 of isolated queries, ``gap`` seconds apart (an agent polling its device), interleaved.
+
+    Each kind's client makes one query in turn, then everything sleeps
+    ``gap``: every query finds its link idle, as most agents' queries do.
+
+    Returns
+    -------
+    dict
+        ``summary``: per kind, ``p50_us``, ``p99_us``, ``queries``,
+        ``mismatches``, ``errors``; ``gap_s``.
+    """
+    progress = progress or (lambda text: None)
+    clients = {k: make_client(k, HOST, port, TIMEOUT) for k in kinds}
+    latencies: dict[str, list[float]] = {k: [] for k in kinds}
+    mismatches = {k: 0 for k in kinds}
+    errors = {k: 0 for k in kinds}
+    try:
+        for k, client in clients.items():
+            if not wait_connected(client):
+                raise RuntimeError(f'{k} client could not reach the echo server on {port}')
+        clock = time.perf_counter_ns
+        for i in range(queries):
+            if i % 50 == 0:
+                progress(f'isolated queries {i}/{queries}')
+            shift = i % len(kinds)
+            for k in kinds[shift:] + kinds[:shift]:
+                payload = f'iso-{k}-{i}'.encode()
+                time.sleep(gap)
+                t0 = clock()
+                try:
+                    reply = clients[k].query(payload)
+                except Exception:  # counted, never hidden
+                    errors[k] += 1
+                    continue
+                latencies[k].append((clock() - t0) / 1000)
+                mismatches[k] += reply != payload
+    finally:
+        for client in clients.values():
+            client.close()
+    return {'gap_s': gap, 'summary': {
+        k: {'p50_us': percentile(latencies[k], 50), 'p99_us': percentile(latencies[k], 99),
+            'queries': queries, 'mismatches': mismatches[k], 'errors': errors[k]}
+        for k in kinds}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     positive = command_line(count, int)

@@ -9,7 +9,7 @@ pair it stands on, for code that runs in the reactor thread.
 from socs_tcp._backoff import Backoff
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected, ReactorThreadError
 from socs_tcp._factory import DeviceClientFactory
-from socs_tcp._interface import TCPInterface
+from socs_tcp._interface import ConnectionHandle, TCPInterface
 from socs_tcp._protocol import DeviceProtocol
 from socs_tcp._reactor_owner import set_reactor_owner
 from socs_tcp._record import install_from_environment as _record_from_environment
@@ -32,6 +32,7 @@ except ValueError as _exc:
 
 __all__ = [
     'Backoff',
+    'ConnectionHandle',
     'DeviceClientFactory',
     'DeviceDisconnected',
     'DeviceProtocol',

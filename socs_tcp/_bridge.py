@@ -13,27 +13,57 @@ that comes early, late or twice is harmless, and none can be lost. Every
 wait ends by its deadline, and at once when the link closes or the reactor
 stops (``close``).
 
-Writes go straight from the calling thread to the kernel, through a duplicate
-of the connection's socket (this saves one thread hop per request). The
-duplicate is created when the connection comes up and closed when it goes
-down, both under the lock, and ``write`` only calls ``send`` under the lock
-after checking that the connection it was asked to write on is still the
-current one. So a write can never reach a descriptor that was closed (and
-perhaps reused by another connection), nor a connection that was replaced.
+The link's counters (``stats``) that both threads write are guarded by the
+same lock. The protocol tells the taps (`socs_tcp._tap`) what the reactor
+reads; what a caller reads itself is told here, where it moves.
+
+A frame a reader waits for that grows past its maximum length without
+completing (a device streaming a line that never ends) ends the
+connection: the bridge drops the input, fails the reader with an error that
+names the limit, and asks the reactor to drop the connection (as
+``LineReceiver.lineLengthExceeded`` does), so memory stays bounded.
+
+Callers use the connection's own socket, with no hop through the reactor
+thread. Writes go straight from the calling thread to the kernel. And while
+a call waits for its reply, the caller owns the connection's input and
+reads the socket itself (``take``: poll, then recv): the reactor stops
+watching the socket when it finds input it does not own (see
+`socs_tcp._owned_transport`), and takes it back once no call owns it: at
+once when something needs the reactor to read (``select`` on ``comm``,
+reactor code waiting for a frame), otherwise when the link has been idle
+for a while (a few times the usual pause between calls, 10 ms to 0.5 s,
+checked less often while the link stays busy), so that an agent polling its
+device pays almost no reactor wake-ups per query and an idle link still
+notices a peer close or unsolicited input within about a second.
+
+Every ``send``/``recv`` of a caller runs under the lock after checking that
+its connection is still the current one, and the transport closes its
+socket under the lock (``socket_closing``): so a caller never reaches a
+descriptor that was closed (and perhaps reused by another connection), nor a
+connection that was replaced. A caller waiting in ``poll`` is woken by a
+``shutdown`` when its connection goes (lost, dropped, link closed, reactor
+stopping). Input the reactor read before a caller took the input over is
+buffered first (the caller waits for a read under way to finish), so nothing
+is reordered or lost in either direction of the hand-over.
 """
 
 from __future__ import annotations
 
+import select
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
+from socs_tcp import _tap as tap
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
-from socs_tcp._framing import Frame
+from socs_tcp._framing import Frame, FrameTooLong
+from socs_tcp._stats import LinkStats
 
 #: Turns the reactor in the calling thread for up to the given seconds: how a
 #: caller waits when it is the thread that will run the reactor, before it runs.
@@ -44,6 +74,35 @@ Generation = int
 
 #: Longest single wait of a writer for a device that stopped reading.
 _WRITE_SLICE = 0.05
+
+#: Most bytes a caller reads from its socket at once (Twisted's transports read 64 KiB).
+_RECV_SIZE = 65536
+
+#: How long an idle link waits before the reactor reads it again: a multiple of the
+#: usual pause between calls, within these bounds (seconds).
+_HAND_BACK_FACTOR = 3.0
+_HAND_BACK_MIN = 0.01
+_HAND_BACK_MAX = 0.5
+#: While the link stays busy the reactor's check comes less and less often (doubling up
+#: to this, seconds): a polling agent costs the reactor a wake-up every few seconds' worth
+#: of queries, not one per few queries.
+_RECHECK_MAX = 0.25
+
+_POLL_IN = select.POLLIN | select.POLLPRI
+
+
+class Link(Protocol):
+    """What a bridge asks of its link's reactor side (``DeviceClientFactory``), in the reactor thread."""
+
+    @property
+    def address(self) -> str:
+        """``'host:port'``, for messages and taps."""
+
+    def resume_reading(self, generation: Generation) -> None:
+        """Read connection ``generation`` again (callers drained input below half the limit)."""
+
+    def reconnect(self, generation: Generation, why: str) -> None:
+        """Abort connection ``generation`` and make a new one."""
 
 
 class Bridge:
@@ -57,31 +116,51 @@ class Bridge:
     ----------
     reactor :
         The reactor the link lives in (``post`` hands work to its thread).
-    resume_reading : callable
-        ``resume_reading(generation)``, posted when a caller drained input
-        below half the ``input_limit`` after the reactor paused reading.
+    link : Link
+        The reactor side: ``resume_reading(generation)`` is posted when a
+        caller drained input below half the ``input_limit`` after the
+        reactor paused reading; ``reconnect(generation, why)`` when a frame went
+        over its maximum length.
     input_limit : int
         Buffered bytes above which the reactor stops reading the connection
         while nobody waits for input (TCP flow control then holds the device
         back). While a caller waits for a frame, reading goes on: the input
-        is that caller's reply, however long.
+        is that caller's reply, up to the frame's maximum length.
+
+    Attributes
+    ----------
+    stats : LinkStats
+        The link's counters, guarded by this bridge's lock.
     """
 
-    def __init__(self, reactor, resume_reading: Callable[[Generation], None], input_limit: int) -> None:
+    def __init__(self, reactor, link: Link, input_limit: int) -> None:
         self._reactor = reactor
-        self._resume_reading = resume_reading
+        self._link = link
         self.input_limit = input_limit
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self.stats = LinkStats(self._lock)
         # The connection whose input is accepted and which may be written to.
         self._generation: Generation = 0
-        self._writer: socket.socket | None = None
+        self._sock: socket.socket | None = None   # the connection's socket, while callers may use it
+        # Input ownership (see the module): the transport whose input callers may own,
+        # and how it stands.
+        self._transport: Any = None
+        self._poller: Any = None                # select.poll on the socket (no descriptor of its own)
+        self._owned = False                     # a caller reads the socket itself now
+        self._reactor_reading = False           # the reactor's read under way
+        self._reactor_stopped = False           # the reactor stopped watching the socket
+        self._hand_back: Any = None             # the reactor's timer to take the input back
+        self._recheck = _HAND_BACK_MIN           # its next interval while the link stays busy
+        self._released_at = 0.0                 # when the last caller gave the input up
+        self._pause = _HAND_BACK_MIN / _HAND_BACK_FACTOR  # usual pause between calls (moving average)
         self._ever_connected = False
         # Why there is no connection: readers get it once the buffered input is taken.
         self._error: ConnectionError = NotConnected('not connected')
         self._closed = False
         self._failures = 0                      # failed connection attempts so far
         self._state = 'idle'                    # the link's state, as last published
+        self._delay = 0.0                       # the next background retry's delay, as last published
         self._data = bytearray()
         self._paused = False                    # the reactor stopped reading (input_limit)
         self._waiting_frame: Frame | None = None  # a caller's frame, while it waits
@@ -105,10 +184,12 @@ class Bridge:
 
     def snapshot(self) -> dict:
         """The link's state as callers see it: for ``TCPInterface.stats``."""
+        values = self.stats.as_dict()
         with self._lock:
-            return {'state': self._state, 'connected': self._generation != 0,
-                    'buffered': len(self._data), 'reading_paused': self._paused,
-                    'input_limit': self.input_limit}
+            values.update(state=self._state, connected=self._generation != 0,
+                          buffered=len(self._data), reading_paused=self._paused,
+                          input_limit=self.input_limit, reconnect_delay=self._delay)
+        return values
 
     def post(self, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn(*args)`` in the reactor thread, soon (thread-safe; also before the reactor runs)."""
@@ -116,35 +197,34 @@ class Bridge:
 
     # -- reactor side -----------------------------------------------------
 
-    def publish_state(self, state: str) -> None:
-        """Record the link's new state (``LinkState.value``), for callers to read."""
+    def publish_state(self, state: str, delay: float) -> None:
+        """Record the link's state (``LinkState.value``) and retry delay, for callers to read."""
         with self._lock:
             self._state = state
+            self._delay = delay
 
-    def connection_up(self, generation: Generation, sock: socket.socket) -> int:
+    def connection_up(self, generation: Generation, sock: socket.socket, transport: Any = None) -> None:
         """A new connection, ``generation``, carries the link; ``sock`` is its socket.
 
+        ``transport``, an ``OwnedClient``, lets callers own its input while
+        they wait for a reply (any other transport: the reactor reads all).
         Input left from a previous connection answers requests that are gone:
-        it is dropped rather than handed to the next reader.
-
-        Returns
-        -------
-        int
-            The number of bytes dropped.
+        it is dropped (and counted) rather than handed to the next reader.
         """
-        writer = sock.dup()  # shares the (non-blocking) open file; ours to close
         with self._lock:
-            old, self._writer = self._writer, writer
+            self._sock = sock
+            if transport is not None and hasattr(transport, 'gate'):
+                transport.gate = self
+                self._transport = transport
+                self._poller = select.poll()
+                self._poller.register(sock.fileno(), _POLL_IN)
             self._generation = generation
             self._ever_connected = True
-            dropped = len(self._data)
+            self.stats.stale_bytes_dropped += len(self._data)
             self._data.clear()
             self._paused = False
             self._sync_signal()
             self._changed.notify_all()
-        if old is not None:
-            old.close()
-        return dropped
 
     def connection_down(self, generation: Generation, error: ConnectionError) -> None:
         """Connection ``generation`` is gone (or discarded): readers get what is buffered, then ``error``.
@@ -154,10 +234,8 @@ class Bridge:
         with self._lock:
             if generation != self._generation or generation == 0:
                 return
-            writer = self._go_down(error)
+            self._go_down(error)
             fire = self._detach_reader()
-        if writer is not None:
-            writer.close()
         if fire is not None:
             fire()
 
@@ -172,28 +250,37 @@ class Bridge:
         if fire is not None:
             fire()
 
-    def feed(self, generation: Generation, data: bytes) -> bool | None:
+    def feed(self, generation: Generation, data: bytes) -> bool:
         """Append ``data`` received on connection ``generation``; wake a reader whose frame is complete.
+
+        Input of any other connection (late input of one that was
+        discarded) is refused and counted as dropped.
 
         Returns
         -------
-        bool or None
-            None: refused (not the current connection: late input of one
-            that was discarded). True: accepted, and buffered input is now
-            above ``input_limit``, so the reactor must stop reading. False:
-            accepted.
+        bool
+            Whether buffered input is now above ``input_limit`` while nobody
+            waits for it: the reactor must stop reading.
         """
         with self._lock:
             if generation != self._generation or generation == 0:
-                return None
+                self.stats.stale_bytes_dropped += len(data)
+                return False
+            self.stats.bytes_in += len(data)
             buffered = self._data
             buffered += data
             if self._signal is not None:
                 self._sync_signal()
             frame = self._waiting_frame
-            if frame is not None and frame.ready(buffered):
-                self._changed.notify_all()
-            fire = self._detach_reader() if self._reader is not None else None
+            fire = None
+            if frame is not None:
+                try:
+                    if frame.ready(buffered):
+                        self._changed.notify_all()
+                except FrameTooLong as exc:
+                    fire = self._frame_too_long(exc)
+            if self._reader is not None:
+                fire = self._detach_reader()
             pause = (not self._paused and len(buffered) > self.input_limit
                      and self._waiting_frame is None and self._reader is None)
             if pause:
@@ -217,7 +304,7 @@ class Bridge:
             with self._lock:
                 if self._reader is not None and self._reader[1] is d:
                     self._reader = None
-        d = Deferred(cancel)
+        d: Deferred[bytes] = Deferred(cancel)
         with self._lock:
             if self._reader is not None:
                 raise RuntimeError('reactor code is already waiting for a frame on this link')
@@ -227,17 +314,17 @@ class Bridge:
                 self._resume()
         if fire is not None:
             fire()
+        if self._reader is not None:
+            self._take_back(self._transport)  # its frame comes through the reactor: read now
         return d
 
     def close(self, error: ConnectionError) -> None:
         """The link is closed for good (or the reactor is stopping): every wait ends with ``error``."""
         with self._lock:
             self._closed = True
-            writer = self._go_down(error)
+            self._go_down(error)
             fire = self._detach_reader()
             signal, self._signal = self._signal, None
-        if writer is not None:
-            writer.close()
         if signal is not None:
             signal.close()
         if fire is not None:
@@ -286,22 +373,27 @@ class Bridge:
         Input buffered before the connection went is returned first; then
         the connection's error is raised.
 
+        While it waits, the caller owns the connection's input and reads the
+        socket itself (see the module); a caller that turns the reactor
+        itself (``pump``), or a connection whose transport cannot give its
+        input up, waits for the reactor to read instead.
+
         Raises
         ------
         DeviceTimeout
             No complete frame by ``deadline`` (the partial input stays buffered).
+        DeviceDisconnected
+            The frame went over its maximum length: the connection was dropped.
         ConnectionError
             The connection is gone (or never was) and no complete frame is buffered.
         """
+        if pump is None and self._transport is not None:
+            return self._read_owned(frame, deadline)
         with self._lock:
             try:
                 while True:
-                    data = frame.extract(self._data)
+                    data = self._extract(frame)
                     if data is not None:
-                        if self._signal is not None:
-                            self._sync_signal()
-                        if self._paused and len(self._data) <= self.input_limit // 2:
-                            self._resume()
                         return data
                     if self._generation == 0:
                         raise _fresh(self._error)
@@ -315,6 +407,208 @@ class Bridge:
                     self._wait(remaining, pump)
             finally:
                 self._waiting_frame = None
+
+    def _read_owned(self, frame: Frame, deadline: float) -> bytes:
+        """``take``, with the caller owning the connection's input: it polls and reads the socket itself."""
+        lock = self._lock
+        with lock:
+            data = self._extract(frame)
+            if data is not None:
+                return data
+            generation = self._generation
+            if generation == 0:
+                raise _fresh(self._error)
+            if self._reactor_reading:
+                return self._await_reactor_read(frame, deadline)
+            self._owned = True
+            # The usual pause between calls, a moving average of pauses (each at most the cap).
+            pause = min(time.monotonic() - self._released_at, _HAND_BACK_MAX)
+            self._pause += (pause - self._pause) / 8
+        try:
+            while True:
+                with lock:
+                    if self._generation != generation or self._sock is None:
+                        data = self._extract(frame)
+                        if data is not None:
+                            return data
+                        if self._generation == generation:  # the socket is closing: its news follows
+                            self._changed.wait(max(0.0, deadline - time.monotonic()))
+                            if self._generation == generation:
+                                raise DeviceTimeout('no complete reply within the timeout (closing)')
+                        raise _fresh(self._error)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise DeviceTimeout(f'no complete reply within the timeout '
+                                            f'({len(self._data)} bytes buffered)')
+                    poller = self._poller
+                poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
+                with lock:
+                    sock = self._sock
+                    if self._generation != generation or sock is None:
+                        continue
+                    try:
+                        chunk = sock.recv(_RECV_SIZE)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        self._lost_while_owned(generation, f'read failed: {exc}')
+                        continue
+                    if not chunk:
+                        self._lost_while_owned(generation, 'the device closed it')
+                        continue
+                    self.stats.bytes_in += len(chunk)
+                    self._data += chunk
+                    data = self._extract(frame)  # also keeps the select signal in step
+                if tap.taps:
+                    tap.notify_received(self._link.address, chunk)
+                if data is not None:
+                    return data
+        finally:
+            with lock:
+                self._owned = False
+                self._released_at = time.monotonic()
+                now = self._reactor_stopped and (self._signal is not None or self._reader is not None)
+                transport = self._transport
+            if now:
+                self.post(self._take_back, transport)
+
+    def _await_reactor_read(self, frame: Frame, deadline: float) -> bytes:
+        """A caller wants the input while the reactor's read is under way (lock held).
+
+        That read's input goes into the buffer first; then the caller reads
+        on its own (``take`` again), so nothing is reordered.
+        """
+        self._waiting_frame = frame  # reactor_read_done wakes us
+        try:
+            while self._reactor_reading:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeviceTimeout('no complete reply within the timeout (the reactor was reading)')
+                self._changed.wait(remaining)
+        finally:
+            self._waiting_frame = None
+        self._lock.release()
+        try:
+            return self._read_owned(frame, deadline)
+        finally:
+            self._lock.acquire()
+
+    def _extract(self, frame: Frame) -> bytes | None:
+        """``frame`` out of the buffer, or None (lock held); past its maximum length, the connection ends.
+
+        Raises
+        ------
+        DeviceDisconnected
+            The frame went over its maximum length.
+        """
+        try:
+            data = frame.extract(self._data)
+        except FrameTooLong as exc:
+            fire = self._frame_too_long(exc)
+            if fire is not None:
+                self.post(fire)  # a Deferred fires in the reactor thread only
+            raise _fresh(self._error) from None
+        if data is not None:
+            if self._signal is not None:
+                self._sync_signal()
+            if self._paused and len(self._data) <= self.input_limit // 2:
+                self._resume()
+        return data
+
+    # -- input ownership: the transport's side (reactor thread) ------------------
+
+    def reactor_may_read(self, transport: Any) -> bool:
+        """Whether ``transport``'s ``doRead`` may read; False: a caller owns the input (reading stops)."""
+        with self._lock:
+            if transport is not self._transport or not self._owned:
+                self._reactor_reading = True
+                return True
+            self._reactor_stopped = True
+            if self._hand_back is None:
+                self._hand_back = self._reactor.callLater(self._hand_back_delay(), self._hand_back_due)
+            return False
+
+    def reactor_read_done(self) -> None:
+        """The read ``reactor_may_read`` allowed is over: its input is buffered."""
+        with self._lock:
+            self._reactor_reading = False
+            if self._owned or self._waiting_frame is not None:
+                self._changed.notify_all()
+
+    @contextmanager
+    def socket_closing(self, transport: Any) -> Iterator[None]:
+        """Held while ``transport`` closes its socket: no caller is using it meanwhile.
+
+        A caller polling it is woken first (its connection's news follows).
+        """
+        with self._lock:
+            if transport is self._transport and self._sock is not None:
+                sock, self._sock = self._sock, None
+                if self._owned:
+                    _shutdown(sock)
+                self._changed.notify_all()
+            yield
+
+    def _take_back(self, transport: Any) -> None:
+        """Have the reactor read ``transport`` again, if no caller owns its input (reactor thread)."""
+        with self._lock:
+            if transport is None or transport is not self._transport or self._owned:
+                return
+            if not self._reactor_stopped:
+                return
+            self._reactor_stopped = False
+            paused = self._paused
+        if not paused:
+            # FileDescriptor.resumeProducing: startReading (reactor.addReader) unless disconnecting.
+            transport.resumeProducing()
+
+    def _hand_back_due(self) -> None:
+        """The reactor's timer: take the input back once the link has been idle long enough."""
+        with self._lock:
+            self._hand_back = None
+            if not self._reactor_stopped or self._transport is None:
+                return
+            delay = self._hand_back_delay()
+            wait = delay if self._owned else self._released_at + delay - time.monotonic()
+            if wait > 0:
+                self._recheck = min(self._recheck * 2, _RECHECK_MAX)
+                self._hand_back = self._reactor.callLater(max(wait, self._recheck), self._hand_back_due)
+                return
+            self._recheck = _HAND_BACK_MIN
+            transport = self._transport
+        self._take_back(transport)
+
+    def _hand_back_delay(self) -> float:
+        return min(max(_HAND_BACK_FACTOR * self._pause, _HAND_BACK_MIN), _HAND_BACK_MAX)
+
+    def _drain(self) -> int:
+        """Read and count what waits in the socket's buffer (lock held; nobody else reads it now)."""
+        sock, generation, drained = self._sock, self._generation, 0
+        if self._poller is None or not self._poller.poll(0):
+            return 0  # the usual case, without a failing recv
+        while sock is not None:
+            try:
+                chunk = sock.recv(_RECV_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self._lost_while_owned(generation, f'read failed: {exc}')
+                break
+            if not chunk:
+                self._lost_while_owned(generation, 'the device closed it')
+                break
+            self.stats.bytes_in += len(chunk)
+            drained += len(chunk)
+        return drained
+
+    def _lost_while_owned(self, generation: Generation, why: str) -> None:
+        """The caller found its connection gone (lock held): fail now; let the reactor see it too."""
+        transport = self._transport
+        error = DeviceDisconnected(f'connection to {self._link.address} lost: {why}')
+        self._go_down(error)
+        # The reactor stopped reading this socket: reading again, it finds the
+        # end itself and the link reconnects as after any lost connection.
+        self.post(_read_again, transport)
 
     def write(self, generation: Generation, data: bytes, deadline: float,
               pump: Pump | None = None) -> int:
@@ -333,15 +627,18 @@ class Bridge:
         view = memoryview(data)
         while True:
             with self._lock:
-                writer = self._writer
+                writer = self._sock
                 if generation != self._generation or writer is None:
                     raise DeviceDisconnected(f'connection lost before the write: {self._error}')
                 try:
-                    view = view[writer.send(view):]
+                    sent = writer.send(view)
                 except BlockingIOError:
-                    pass
+                    sent = 0
                 except OSError as exc:
                     raise DeviceDisconnected(f'write failed: {exc}') from exc
+                if sent:
+                    self.stats.bytes_out += sent
+                    view = view[sent:]
                 if not view:
                     return len(data)
                 fd = writer.fileno()
@@ -365,38 +662,35 @@ class Bridge:
                 self._changed.wait(remaining)
             return True
 
-    def discard(self, generation: Generation, error: ConnectionError) -> int:
+    def discard(self, generation: Generation, error: ConnectionError) -> None:
         """Stop using connection ``generation`` at once; drop its input; readers get ``error``.
 
         Called by a caller whose request on that connection timed out: a
         late reply must never answer a later request. The caller then asks
         the reactor to drop the connection itself.
 
-        Returns
-        -------
-        int
-            The number of bytes dropped.
+        Its input is dropped and counted.
         """
         with self._lock:
             if generation != self._generation or generation == 0:
-                return 0
-            dropped = len(self._data)
+                return
+            self.stats.stale_bytes_dropped += len(self._data)
             self._data.clear()
-            writer = self._go_down(error)
+            self._go_down(error)
             fire = self._detach_reader()
-        if writer is not None:
-            writer.close()
         if fire is not None:
             self.post(fire)  # a Deferred fires in the reactor thread, never in a caller's
-        return dropped
 
     def clear(self) -> int:
-        """Drop all buffered input; return how many bytes were dropped."""
-        if not self._data and not self._paused:
+        """Drop all buffered input (counted as dropped); return how many bytes were dropped."""
+        if not self._data and not self._paused and not self._reactor_stopped:
             return 0  # the common case before a request; input arriving now is no older than it
         with self._lock:
             dropped = len(self._data)
+            if self._reactor_stopped and not self._owned:
+                dropped += self._drain()  # nobody watches the socket: what waits there is stale too
             if dropped:
+                self.stats.stale_bytes_dropped += dropped
                 self._data.clear()
                 self._sync_signal()
             if self._paused:
@@ -423,6 +717,8 @@ class Bridge:
             if self._signal is None:
                 self._signal = _ReadySignal()
                 self._sync_signal()
+                if self._reactor_stopped and not self._owned:
+                    self.post(self._take_back, self._transport)  # input in the kernel must show
             return self._signal.fileno()
 
     # -- internals (lock held) --------------------------------------------
@@ -438,20 +734,42 @@ class Bridge:
         finally:
             self._lock.acquire()
 
-    def _go_down(self, error: ConnectionError) -> socket.socket | None:
-        """No connection from now on; return the writer for the caller to close outside the lock."""
-        writer, self._writer = self._writer, None
+    def _go_down(self, error: ConnectionError) -> None:
+        """No connection from now on; a caller polling its socket is woken (``shutdown``)."""
+        sock, self._sock = self._sock, None
+        if sock is not None and self._owned:
+            _shutdown(sock)
         self._generation = 0
+        self._transport = None
+        self._poller = None
+        self._reactor_stopped = False
         self._error = error
         self._paused = False
         self._sync_signal()
         self._changed.notify_all()
-        return writer
 
     def _resume(self) -> None:
         """Have the reactor read again (it paused at ``input_limit``)."""
         self._paused = False
-        self.post(self._resume_reading, self._generation)  # callFromThread: safe under our lock
+        self.post(self._link.resume_reading, self._generation)  # callFromThread: safe under our lock
+
+    def _frame_too_long(self, exc: FrameTooLong) -> Callable[[], None] | None:
+        """A frame a reader waits for went over its maximum length: end this connection.
+
+        Its input is dropped, readers get an error naming the limit, and the
+        reactor is asked to abort the connection (``post`` from any thread,
+        so the reactor's read that got here returns first). Returns what
+        fires reactor code's reader, as ``_detach_reader``.
+        """
+        generation = self._generation
+        why = (f'a reply from {self._link.address} went over the maximum frame length '
+               f'(max_frame_length={exc.max_length} bytes)')
+        self.stats.error_held(why)
+        self.stats.stale_bytes_dropped += len(self._data)
+        self._data.clear()
+        self._go_down(DeviceDisconnected(f'{why}: connection dropped'))
+        self.post(self._link.reconnect, generation, why)
+        return self._detach_reader()
 
     def _detach_reader(self) -> Callable[[], None] | None:
         """Detach reactor code's reader if its frame is complete or the connection is gone.
@@ -462,7 +780,13 @@ class Bridge:
         if self._reader is None:
             return None
         frame, d = self._reader
-        data = frame.extract(self._data)
+        try:
+            data = frame.extract(self._data)
+        except FrameTooLong as exc:
+            self._reader = None  # ends below, with the error
+            self._frame_too_long(exc)
+            error = self._error
+            return lambda: d.errback(error)
         if data is None and self._generation != 0 and not self._closed:
             return None
         self._reader = None
@@ -504,6 +828,20 @@ class _ReadySignal:
     def close(self) -> None:
         self._read.close()
         self._write.close()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """End both directions of ``sock`` (a thread polling it wakes up); its owner closes it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _read_again(transport: Any) -> None:
+    """Reactor thread: watch ``transport``'s socket again (``startReading`` is ``reactor.addReader``)."""
+    if transport is not None and transport.connected and not transport.disconnecting:
+        transport.startReading()
 
 
 def _fresh(error: ConnectionError) -> ConnectionError:

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from socs_tcp._errors import NotConnected
 
 if TYPE_CHECKING:
-    from socs_tcp._interface import TCPInterface
+    from socs_tcp._link_channel import LinkChannel
+
+
+class _Blocking(Protocol):
+    """The public ``TCPInterface`` calls a ``CommSocket`` passes on."""
+
+    ip_address: str
+    port: int
+    timeout: float
+
+    def send(self, msg: bytes) -> None: ...
+
+    def recv(self, bufsize: int = 4096) -> bytes: ...
 
 
 class CommSocket:
@@ -25,10 +37,18 @@ class CommSocket:
 
     It holds its interface weakly: a driver that was dropped closes its
     connection at once, even if something still holds its ``comm``.
+
+    Parameters
+    ----------
+    interface : TCPInterface
+        Whose public calls ``sendall``, ``recv`` and ``settimeout`` make.
+    channel : LinkChannel
+        The interface's link: ``fileno`` and ``close`` act on it.
     """
 
-    def __init__(self, interface: TCPInterface) -> None:
+    def __init__(self, interface: _Blocking, channel: LinkChannel) -> None:
         self._interface = weakref.ref(interface)
+        self._channel = channel
 
     def sendall(self, data: bytes) -> None:
         self._owner().send(data)
@@ -43,7 +63,8 @@ class CommSocket:
         return self._owner().recv(bufsize)
 
     def fileno(self) -> int:
-        return self._owner()._bridge.fileno()
+        self._owner()
+        return self._channel.fileno()
 
     def settimeout(self, timeout: float | None) -> None:
         """Set the interface's timeout. None keeps it: socs_tcp never waits without a bound."""
@@ -63,11 +84,10 @@ class CommSocket:
         As with a socket that a ``socs.tcp`` driver closed: nothing reconnects
         in the background meanwhile (many devices take one client only).
         """
-        interface = self._interface()
-        if interface is not None:
-            interface._rest('comm.close() called')
+        if self._interface() is not None:
+            self._channel.release('comm.close() called')
 
-    def _owner(self) -> TCPInterface:
+    def _owner(self) -> _Blocking:
         interface = self._interface()
         if interface is None:
             raise NotConnected('the interface this comm belonged to is gone')

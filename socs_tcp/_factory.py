@@ -16,11 +16,11 @@ from socs_tcp import _tap as tap
 from socs_tcp._backoff import FIRST_SPREAD, Backoff
 from socs_tcp._bridge import Bridge, Generation
 from socs_tcp._errors import DeviceTimeout, NotConnected
-from socs_tcp._framing import Frame, reply_frame
+from socs_tcp._framing import DEFAULT_MAX_LENGTH, Frame, reply_frame
+from socs_tcp._owned_transport import connect_tcp
 from socs_tcp._protocol import DeviceProtocol
 from socs_tcp._retry import Retry, RetryTimer, retry_timer
 from socs_tcp._state import TRANSITIONS, CloseRequest, Connected, Idle, LinkEvent, LinkState, State
-from socs_tcp._stats import LinkStats
 
 #: Default for ``input_limit``: far above any reply of a lab device, small
 #: enough that a thousand links that nobody reads stay within a few hundred MB.
@@ -57,6 +57,9 @@ class DeviceClientFactory(ReconnectingClientFactory):
         Retry policy; ``Backoff()`` by default.
     input_limit : int
         Buffered input above which reading pauses (see ``Bridge``).
+    max_frame_length : int
+        Longest reply ``query`` accepts: a longer one drops the connection
+        and fails the query with a ``ConnectionError`` naming the limit.
     reactor : optional
         The reactor to use (default: the global one).
     """
@@ -68,7 +71,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
 
     def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0,
                  backoff: Backoff | None = None, input_limit: int = DEFAULT_INPUT_LIMIT,
-                 reactor: Any = None) -> None:
+                 max_frame_length: int = DEFAULT_MAX_LENGTH, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.host = host
@@ -78,8 +81,9 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.backoff = backoff or Backoff()
         self.backoff.apply_to(self)
         self.trace = False
-        self.stats = LinkStats()
-        self.bridge = Bridge(reactor, self.resume_reading, input_limit)
+        self.max_frame_length = max_frame_length
+        self.bridge = Bridge(reactor, self, input_limit)
+        self.stats = self.bridge.stats  # the counters both threads write are under its lock
         self._state: State = Idle()
         self._queue: list[tuple[LinkEvent, object]] | None = None  # while an action runs: events to apply next
         self.generation: Generation = 0   # connections made so far; the current one's number
@@ -137,7 +141,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         """Make ``state`` the link's state (actions call this before their other effects)."""
         if state is not self._state:
             self._state = state
-            self.bridge.publish_state(state.name.value)
+            self.bridge.publish_state(state.name.value, self.delay)
         return state
 
     def start(self) -> None:
@@ -191,7 +195,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
                 'before', 'shutdown', self._reactor_stopping)
         host = self._host_to_connect()
         if self.connector is None:
-            self.connector = self.reactor.connectTCP(host, self.port, self, timeout=self.connect_timeout)
+            self.connector = connect_tcp(self.reactor, host, self.port, self, self.connect_timeout)
         else:
             self.connector.host = host
             self.connector.connect()
@@ -252,11 +256,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         self.handle(LinkEvent.LOST, reason)
 
     def input_received(self, protocol: DeviceProtocol, data: bytes) -> None:
-        full = self.bridge.feed(protocol.generation, data)
-        if full is None:
-            self.stats.record_dropped(len(data))  # late input of a connection no longer current
-            return
-        self.stats.record_in(len(data))
+        full = self.bridge.feed(protocol.generation, data)  # counts it (or its drop)
         if self.trace:
             self.log.debug('{address} < {data!r}', address=self.address, data=data)
         if full:
@@ -302,7 +302,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         missing connection is made at once. On a timeout the link
         reconnects, so the late reply is never mistaken for another one.
         """
-        frame = reply_frame(terminator, size)
+        frame = reply_frame(terminator, size, self.max_frame_length)
         d = self._query_lock.run(self._query, bytes(data), frame)
         d.addTimeout(timeout, self.reactor)
         return d.addErrback(self._timeout_as, f'no reply from {self.address} within {timeout} s')
@@ -313,7 +313,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         return d.addCallback(self._query_on, data, frame)
 
     def _query_on(self, proto: DeviceProtocol, data: bytes, frame: Frame) -> Deferred:
-        self.stats.record_dropped(self.bridge.clear())
+        self.bridge.clear()
         # In the reactor thread the transport buffers what the kernel does not
         # take yet: the message goes out whole (or the connection goes).
         tap.notify_sent(self.address, data)
@@ -323,7 +323,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
 
         def on_cancel(f: Failure) -> Failure:
             f.trap(defer.CancelledError)
-            self.stats.timeouts += 1
+            self.stats.count_timeout()
             self.reconnect(proto.generation, 'no reply within the timeout')
             return f
         d.addErrback(on_cancel)
@@ -331,7 +331,7 @@ class DeviceClientFactory(ReconnectingClientFactory):
         return d
 
     def _count_query(self, reply: bytes) -> bytes:
-        self.stats.queries += 1
+        self.stats.count_query()
         return reply
 
     @staticmethod

@@ -1,20 +1,113 @@
-"""Frames: how much of the input buffer makes one reply.
+"""Frames: how much of an input buffer makes one message, for the client and the simulators.
 
-Each frame is a small value that answers two questions about a buffer:
-``ready`` (is a complete frame there?) and ``extract`` (remove and return it).
-The words follow pyvisa (``read_termination``) and pyserial (``read_until``).
+One small class per framing job, as in ``twisted.protocols.basic``:
+`Chunk` (whatever is there), `Exactly` (a fixed length), `Terminated`
+(up to a terminator, as ``LineReceiver``) and `Mbap` (Modbus-TCP, by its
+header's length field). Each answers two questions about a buffer:
+``ready(buf)`` (is a complete frame at its front?) and ``extract(buf)``
+(remove that frame and return it, or return None and leave ``buf`` as it is).
+
+Every frame has a maximum length. A buffer that holds more than that and
+still no complete frame makes both raise `FrameTooLong` (Twisted's
+``LineReceiver`` calls ``lineLengthExceeded`` there and drops the
+connection): whoever feeds the buffer then stops, so memory stays bounded.
+
+A frame is also a callable (``frame(buf)`` is ``frame.extract(buf)``): the
+form the simulated-device server takes as ``framer``.
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 
-class Chunk:
-    """Whatever is there, at least one byte and at most ``max_size`` (like ``socket.recv``)."""
+#: Longest frame accepted unless a larger ``max_length`` is given (1 MiB).
+DEFAULT_MAX_LENGTH = 1 << 20
 
-    __slots__ = ('max_size',)
+#: What the simulated-device server calls to cut requests from its input.
+Framer = Callable[[bytearray], bytes | None]
 
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
+#: Modbus-TCP MBAP header: transaction id, protocol id, length, all big-endian
+#: unsigned 16-bit; the unit id byte that follows is counted by ``length``.
+MBAP_HEADER = struct.Struct('>HHH')
+
+
+class FrameTooLong(ValueError):
+    """The buffer holds more than a frame's maximum length and no complete frame."""
+
+    def __init__(self, max_length: int, buffered: int, what: str) -> None:
+        super().__init__(f'frame longer than {max_length} bytes (max_length) '
+                         f'without {what}: {buffered} bytes buffered')
+        self.max_length = max_length
+
+
+class Frame:
+    """What every frame has: a maximum length, ``ready``, ``extract``, and calling it.
+
+    Subclasses implement ``_end(buf)``: where the frame at the front of
+    ``buf`` ends, or -1 while it is incomplete; and ``_cut``, what of
+    ``buf[:end]`` is returned (all of it, by default). Those on a query's
+    path (`Terminated`, `Chunk`) implement ``ready`` and ``extract``
+    instead, in one step each: they run for every reply.
+    """
+
+    __slots__ = ('max_length',)
+
+    #: What a complete frame is waiting for, for the too-long message.
+    _missing = 'a complete frame'
+
+    def __init__(self, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+        if isinstance(max_length, bool) or not isinstance(max_length, int):
+            raise TypeError(f'max_length must be an int, got {type(max_length).__name__}')
+        if max_length <= 0:
+            raise ValueError(f'max_length must be positive, got {max_length!r}')
+        self.max_length = max_length
+
+    def ready(self, buf: bytearray) -> bool:
+        """Whether a complete frame is at the front of ``buf``.
+
+        Raises
+        ------
+        FrameTooLong
+            ``buf`` holds more than ``max_length`` bytes and no complete frame.
+        """
+        return self._checked_end(buf) >= 0
+
+    def extract(self, buf: bytearray) -> bytes | None:
+        """Remove the frame at the front of ``buf`` and return it; None while it is incomplete.
+
+        Raises
+        ------
+        FrameTooLong
+            ``buf`` holds more than ``max_length`` bytes and no complete frame.
+        """
+        end = self._checked_end(buf)
+        if end < 0:
+            return None
+        data = self._cut(buf, end)
+        del buf[:end]
+        return data
+
+    def __call__(self, buf: bytearray) -> bytes | None:
+        return self.extract(buf)
+
+    def _checked_end(self, buf: bytearray) -> int:
+        end = self._end(buf)
+        if end < 0 and len(buf) > self.max_length:
+            raise FrameTooLong(self.max_length, len(buf), self._missing)
+        return end
+
+    def _end(self, buf: bytearray) -> int:
+        raise NotImplementedError
+
+    def _cut(self, buf: bytearray, end: int) -> bytes:
+        return bytes(buf[:end])
+
+
+class Chunk(Frame):
+    """Whatever is there, at least one byte and at most ``max_length`` (like ``socket.recv``)."""
+
+    __slots__ = ()
 
     def ready(self, buf: bytearray) -> bool:
         return len(buf) > 0
@@ -22,63 +115,123 @@ class Chunk:
     def extract(self, buf: bytearray) -> bytes | None:
         if not buf:
             return None
-        data = bytes(buf[:self.max_size])
-        del buf[:self.max_size]
+        data = bytes(buf[:self.max_length])
+        del buf[:self.max_length]
         return data
 
 
-class Exactly:
-    """Exactly ``size`` bytes (a fixed-length binary reply)."""
+class Exactly(Frame):
+    """Exactly ``size`` bytes (a fixed-length binary reply).
+
+    Raises
+    ------
+    ValueError
+        ``size`` is not positive, or above ``max_length``.
+    """
 
     __slots__ = ('size',)
+    _missing = 'all its bytes'
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+        super().__init__(max_length)
+        if size <= 0 or size > max_length:
+            raise ValueError(f'size must be 1..{max_length} (max_length), got {size!r}')
         self.size = size
 
-    def ready(self, buf: bytearray) -> bool:
-        return len(buf) >= self.size
-
-    def extract(self, buf: bytearray) -> bytes | None:
-        if len(buf) < self.size:
-            return None
-        data = bytes(buf[:self.size])
-        del buf[:self.size]
-        return data
+    def _end(self, buf: bytearray) -> int:
+        return self.size if len(buf) >= self.size else -1
 
 
-class Terminated:
-    """Everything up to the first ``terminator``.
+class Terminated(Frame):
+    """Everything up to the first ``terminator`` (``LineReceiver``'s line).
 
-    With ``strip`` the terminator is removed from the returned frame (pyvisa's
-    ``query``); without it the terminator is kept (pyserial's ``read_until``).
+    With ``strip`` (the default) the terminator is removed from the returned
+    frame (pyvisa's ``query``, the simulators' requests); without it the
+    terminator is kept (pyserial's ``read_until``).
+
+    Raises
+    ------
+    TypeError
+        ``terminator`` is not bytes.
+    ValueError
+        ``terminator`` is empty, or ``max_length`` is not positive.
     """
 
     __slots__ = ('terminator', 'strip')
 
-    def __init__(self, terminator: bytes, strip: bool) -> None:
-        self.terminator = terminator
+    def __init__(self, terminator: bytes, max_length: int = DEFAULT_MAX_LENGTH, *,
+                 strip: bool = True) -> None:
+        super().__init__(max_length)
+        if not isinstance(terminator, (bytes, bytearray)):
+            raise TypeError(f'terminator must be bytes, got {type(terminator).__name__}')
+        if not terminator:
+            raise ValueError('terminator must not be empty')
+        self.terminator = bytes(terminator)
         self.strip = strip
 
+    @property
+    def _missing(self) -> str:  # type: ignore[override]
+        return f'the terminator {self.terminator!r}'
+
     def ready(self, buf: bytearray) -> bool:
-        return self.terminator in buf
+        if self.terminator in buf:
+            return True
+        if len(buf) > self.max_length:
+            raise FrameTooLong(self.max_length, len(buf), self._missing)
+        return False
 
     def extract(self, buf: bytearray) -> bytes | None:
-        end = buf.find(self.terminator)
-        if end < 0:
+        terminator = self.terminator
+        found = buf.find(terminator)
+        if found < 0:
+            if len(buf) > self.max_length:
+                raise FrameTooLong(self.max_length, len(buf), self._missing)
             return None
-        stop = end + len(self.terminator)
-        data = bytes(buf[:end] if self.strip else buf[:stop])
-        del buf[:stop]
+        end = found + len(terminator)
+        data = bytes(buf[:found] if self.strip else buf[:end])
+        del buf[:end]
         return data
 
+    def __repr__(self) -> str:
+        return f'Terminated({self.terminator!r})'
 
-Frame = Chunk | Exactly | Terminated
+
+class Mbap(Frame):
+    """A Modbus-TCP frame: the 6-byte MBAP header plus the ``length`` bytes it announces.
+
+    The whole frame, header included, is returned, so that a reply can echo
+    its transaction id.
+
+    Raises
+    ------
+    ValueError
+        From ``ready``/``extract``: the header's length field is 0 (a frame
+        holds at least the unit id); a Modbus device drops such a connection.
+    """
+
+    __slots__ = ()
+    _missing = 'the length its MBAP header announces'
+
+    def _end(self, buf: bytearray) -> int:
+        if len(buf) < MBAP_HEADER.size:
+            return -1
+        _tid, _pid, length = MBAP_HEADER.unpack_from(buf)
+        if length == 0:
+            raise ValueError('MBAP length field is 0')
+        end = MBAP_HEADER.size + length
+        return end if len(buf) >= end else -1
 
 
-def reply_frame(terminator: bytes | None, size: int | None) -> Frame:
+#: The simulators' names: a request framer splitting on a terminator, and one for Modbus-TCP.
+TerminatorFramer = Terminated
+mbap_framer = Mbap()
+
+
+def reply_frame(terminator: bytes | None, size: int | None,
+                max_length: int = DEFAULT_MAX_LENGTH) -> Frame:
     """The frame a reply is read with: ``size`` bytes, up to ``terminator`` (removed), or any bytes."""
     if size is not None:
-        return Exactly(size)
+        return Exactly(size, max_length)
     if terminator:
-        return Terminated(terminator, strip=True)
-    return Chunk(1 << 30)
+        return Terminated(terminator, max_length)
+    return Chunk(max_length)

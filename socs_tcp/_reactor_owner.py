@@ -100,9 +100,10 @@ def prepare_to_block(reactor, method: str, deadline: float) -> Pump | None:
     NotConnected
         The reactor ran and has stopped: nothing can be done any more.
     """
-    watch(reactor)
+    if id(reactor) not in _watched:
+        watch(reactor)
     if reactor.running:
-        if threadable.isInIOThread():
+        if threadable.ioThread == threading.get_ident():  # threadable.isInIOThread, without two calls
             raise ReactorThreadError(
                 f'{method}() blocks and was called in the reactor thread, where it would deadlock: '
                 'call it from a worker thread (OCS blocking tasks and processes run in one; '

@@ -162,7 +162,7 @@ def adopt(link: DeviceClientFactory, state: State, protocol: Any) -> State:
     protocol.generation = link.generation
     link.stats.connects += 1
     link.stats.last_connect_time = link.reactor.seconds()
-    link.stats.record_dropped(link.bridge.connection_up(link.generation, protocol.socket()))
+    link.bridge.connection_up(link.generation, protocol.socket(), protocol.transport)
     link.log.info('{address}: connected', address=link.address)
     link._outage_logged = False
     waiters, link._waiters = link._waiters, []

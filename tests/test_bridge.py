@@ -9,6 +9,7 @@ thread switch could put it, and then reports a timeout.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -28,9 +29,18 @@ class Posts:
 
     def __init__(self) -> None:
         self.calls: list = []
+        self.timers: list = []
 
     def callFromThread(self, fn, *args) -> None:
         self.calls.append((fn, args))
+
+    def callLater(self, delay, fn, *args):
+        self.timers.append((delay, fn, args))
+
+    def run_timers(self) -> None:
+        timers, self.timers = self.timers, []
+        for _, fn, args in timers:
+            fn(*args)
 
     def run(self) -> None:
         calls, self.calls = self.calls, []
@@ -78,10 +88,26 @@ def pair():
     device.close()
 
 
+class FakeLink:
+    """The reactor side a bridge talks to: records what it was asked to do."""
+
+    address = 'device:1'
+
+    def __init__(self) -> None:
+        self.resumed: list = []
+        self.reconnected: list = []
+
+    def resume_reading(self, generation) -> None:
+        self.resumed.append(generation)
+
+    def reconnect(self, generation, why) -> None:
+        self.reconnected.append((generation, why))
+
+
 def connected_bridge(posts, sock, input_limit=1 << 20) -> Bridge:
-    resumed = []
-    bridge = Bridge(posts, resumed.append, input_limit)
-    bridge.resumed = resumed
+    link = FakeLink()
+    bridge = Bridge(posts, link, input_limit)
+    bridge.link = link
     bridge.connection_up(1, sock)
     return bridge
 
@@ -112,8 +138,8 @@ def test_take_times_out_and_keeps_partial_input(posts, pair):
 def test_input_from_a_discarded_connection_is_refused(posts, pair):
     bridge = connected_bridge(posts, pair[0])
     bridge.discard(1, DeviceDisconnected('dropped after a timeout'))
-    assert bridge.feed(1, b'late reply\n') is None
-    assert len(bridge) == 0
+    assert bridge.feed(1, b'late reply\n') is False
+    assert len(bridge) == 0 and bridge.stats.stale_bytes_dropped == len(b'late reply\n')
     with pytest.raises(DeviceDisconnected, match='dropped after a timeout'):
         bridge.take(Chunk(10), soon(), None)
 
@@ -131,19 +157,21 @@ def test_a_new_connection_drops_the_old_connections_leftovers(posts, pair):
     bridge = connected_bridge(posts, pair[0])
     bridge.feed(1, b'pre-disconnect reply')
     bridge.connection_down(1, DeviceDisconnected('lost'))
-    assert bridge.connection_up(2, pair[0]) == len(b'pre-disconnect reply')
+    bridge.connection_up(2, pair[0])
+    assert bridge.stats.stale_bytes_dropped == len(b'pre-disconnect reply')
     assert len(bridge) == 0 and bridge.generation == 2
-    assert bridge.feed(1, b'news from the old connection') is None
+    assert bridge.feed(1, b'news from the old connection') is False
+    assert len(bridge) == 0
 
 
 def test_a_bridge_that_never_connected_says_so(posts):
-    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge = Bridge(posts, FakeLink(), 1024)
     with pytest.raises(NotConnected):
         bridge.take(Chunk(1), soon(), None)
 
 
 def test_a_stored_error_raised_again_and_again_does_not_grow(posts):
-    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge = Bridge(posts, FakeLink(), 1024)
     errors = []
     for _ in range(3):
         with pytest.raises(NotConnected) as info:
@@ -186,7 +214,7 @@ def test_above_the_input_limit_the_reactor_is_told_to_pause_and_resume_once_drai
     assert posts.calls == []                       # 12 left: still above half the limit
     assert bridge.take(Exactly(8), soon(), None) == b'xxyyyyyz'
     posts.run()
-    assert bridge.resumed == [1] and not bridge.snapshot()['reading_paused']
+    assert bridge.link.resumed == [1] and not bridge.snapshot()['reading_paused']
 
 
 def test_a_frame_larger_than_the_limit_can_still_complete(posts, pair):
@@ -240,7 +268,7 @@ def test_a_close_racing_a_wait_ends_it_at_once(posts, pair):
 
 
 def test_the_reactor_stopping_during_a_wait_for_a_connection_ends_it(posts):
-    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge = Bridge(posts, FakeLink(), 1024)
     failures = bridge.failures()
     bridge._changed = ScriptedWaits(bridge, lambda: bridge.close(NotConnected('the reactor is stopping')))
     with pytest.raises(NotConnected, match='reactor is stopping'):
@@ -248,12 +276,15 @@ def test_the_reactor_stopping_during_a_wait_for_a_connection_ends_it(posts):
 
 
 def test_a_failed_attempt_ends_a_wait_for_a_connection_only_if_it_came_after_the_request(posts):
-    bridge = Bridge(posts, lambda generation: None, 1024)
+    bridge = Bridge(posts, FakeLink(), 1024)
     bridge.attempt_failed(NotConnected('refused, before the request'))
     failures = bridge.failures()
     bridge._changed = ScriptedWaits(bridge, lambda: bridge.attempt_failed(NotConnected('refused')))
     with pytest.raises(NotConnected, match='^refused$'):
         bridge.wait_connected(failures, soon(60), None)
+
+
+_SPARE_FD = os.open(os.devnull, os.O_RDONLY)  # for poll to register; never read
 
 
 class SlowSocket:
@@ -268,7 +299,7 @@ class SlowSocket:
         return self
 
     def fileno(self) -> int:
-        return -1
+        return _SPARE_FD
 
     def send(self, data) -> int:
         self.events.append('send')
@@ -283,11 +314,28 @@ class SlowSocket:
         self.events.append('closed')
 
 
-def test_a_drop_racing_a_write_never_closes_the_socket_under_it_nor_writes_after(posts):
+class FakeTransport:
+    """What a bridge needs of an ``OwnedClient``: a gate slot, and reading resumed on request."""
+
+    gate = None
+    connected, disconnecting = True, False
+
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resumeProducing(self) -> None:
+        self.resumed += 1
+
+    def startReading(self) -> None:
+        self.resumed += 1
+
+
+def test_a_close_racing_a_write_never_closes_the_socket_under_it_nor_writes_after(posts):
     events: list = []
     sock = SlowSocket(events)
-    bridge = Bridge(posts, lambda generation: None, 1024)
-    bridge.connection_up(1, sock)
+    transport = FakeTransport()
+    bridge = Bridge(posts, FakeLink(), 1024)
+    bridge.connection_up(1, sock, transport)
     outcome = []
 
     def write():
@@ -295,10 +343,15 @@ def test_a_drop_racing_a_write_never_closes_the_socket_under_it_nor_writes_after
             bridge.write(1, b'four', soon())
         except ConnectionError as exc:
             outcome.append(exc)
+
+    def close_as_the_transport_does():  # OwnedClient._closeSocket, then the link's news
+        with bridge.socket_closing(transport):
+            sock.close()
+        bridge.connection_down(1, DeviceDisconnected('peer reset'))
     writer = threading.Thread(target=write)
     writer.start()
     assert sock.sending.wait(2)
-    reactor = threading.Thread(target=bridge.connection_down, args=(1, DeviceDisconnected('peer reset')))
+    reactor = threading.Thread(target=close_as_the_transport_does)
     reactor.start()
     reactor.join(0.2)
     assert reactor.is_alive()                     # held off until the send is done
@@ -341,4 +394,241 @@ def test_a_caller_that_starts_waiting_resumes_reading_the_limit_paused(posts, pa
     assert bridge.feed(1, b'x' * 11) is True       # nobody reading: pause
     bridge._changed = ScriptedWaits(bridge, posts.run, lambda: bridge.feed(1, b'\n'))
     assert bridge.take(LINE, soon(), None) == b'x' * 11
-    assert bridge.resumed == [1]                   # the reply went on arriving
+    assert bridge.link.resumed == [1]                   # the reply went on arriving
+
+
+# -- frames' maximum length ------------------------------------------------------------
+
+def test_a_reply_that_never_ends_drops_the_connection_naming_the_limit(posts, pair):
+    """A device streams a line with no terminator at a waiting reader: memory stays bounded."""
+    bridge = connected_bridge(posts, pair[0])
+    frame = Terminated(b'\n', max_length=100)
+    errors = []
+
+    def reader():
+        try:
+            bridge.take(frame, soon(), None)
+        except ConnectionError as exc:
+            errors.append(exc)
+    thread = threading.Thread(target=reader)
+    thread.start()
+    deadline = soon()
+    while bridge._waiting_frame is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    fed = 0
+    while bridge.connected and fed < 10_000:
+        bridge.feed(1, b'x' * 30)                   # the endless line, as the reactor reads it
+        fed += 30
+    thread.join(2)
+    assert fed == 120                               # cut off at the first read past 100 bytes
+    assert len(errors) == 1 and isinstance(errors[0], DeviceDisconnected)
+    assert 'max_frame_length=100' in str(errors[0])
+    assert len(bridge) == 0 and not bridge.connected
+    posts.run()
+    assert [g for g, _ in bridge.link.reconnected] == [1]   # the reactor is told to abort it
+    assert bridge.feed(1, b'x' * 30) is False and len(bridge) == 0  # the rest is refused
+
+
+def test_input_already_past_the_limit_fails_a_read_at_once(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    bridge.feed(1, b'y' * 200)                      # arrived while nobody read
+    start = time.monotonic()
+    with pytest.raises(DeviceDisconnected, match='max_frame_length=100'):
+        bridge.take(Terminated(b'\n', max_length=100), soon(60), None)
+    assert time.monotonic() - start < 1.0
+    assert not bridge.connected and bridge.stats.stale_bytes_dropped == 200
+
+
+def test_reactor_code_readers_fail_too_when_a_frame_goes_over_its_limit(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    results = []
+    d = bridge.when_frame(Terminated(b'\n', max_length=10))
+    d.addBoth(results.append)
+    bridge.feed(1, b'z' * 11)
+    assert len(results) == 1 and 'max_frame_length=10' in str(results[0].value)
+    assert not bridge.connected
+
+
+def test_counters_written_by_both_threads_are_taken_under_the_bridges_lock(posts, pair):
+    bridge = connected_bridge(posts, pair[0])
+    assert bridge.stats.lock is bridge._lock
+    bridge.feed(1, b'abc')
+    bridge.write(1, b'12345', soon())
+    assert pair[1].recv(10) == b'12345'
+    stats = bridge.snapshot()
+    assert stats['bytes_in'] == 3 and stats['bytes_out'] == 5 and 'lock' not in stats
+
+
+# -- a waiting caller reads its own reply ------------------------------------------------
+
+@pytest.fixture
+def owned(posts, pair):
+    """A bridge whose connection's input callers may own: (bridge, transport, device end)."""
+    transport = FakeTransport()
+    bridge = Bridge(posts, FakeLink(), 1 << 20)
+    bridge.connection_up(1, pair[0], transport)
+    return bridge, transport, pair[1]
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = soon()
+    while not condition():
+        assert time.monotonic() < deadline, f'timed out waiting for {what}'
+        time.sleep(0.001)
+
+
+def take_in_thread(bridge, frame, seconds=5.0):
+    """Start ``bridge.take`` in another thread; return (thread, outcome list)."""
+    outcome: list = []
+
+    def run():
+        try:
+            outcome.append(bridge.take(frame, time.monotonic() + seconds, None))
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_caller_reads_its_reply_from_the_socket_itself(owned):
+    bridge, transport, device = owned
+    device.sendall(b'reply\n')
+    assert bridge.take(LINE, soon(), None) == b'reply'
+    assert bridge.stats.bytes_in == 6 and transport.gate is bridge
+
+
+def test_the_reactors_read_under_way_lands_before_the_callers_own_reads(owned):
+    """The reactor took 'first' off the socket just as a caller wanted the input: 'first' comes first."""
+    bridge, transport, device = owned
+    assert bridge.reactor_may_read(transport)          # the reactor's recv is under way ...
+    thread, got = take_in_thread(bridge, LINE)
+    time.sleep(0.05)
+    assert not bridge._owned and not got               # ... so the caller waits for it
+    device.sendall(b'second\n')                        # behind it in the socket
+    bridge.feed(1, b'first\n')                          # what that recv returned
+    bridge.reactor_read_done()
+    thread.join(2)
+    assert got == [b'first']
+    assert bridge.take(LINE, soon(), None) == b'second'
+
+
+def test_a_reply_split_across_the_hand_over_arrives_whole(owned):
+    bridge, transport, device = owned
+    assert bridge.reactor_may_read(transport)
+    bridge.feed(1, b'hal')                              # read by the reactor between calls
+    bridge.reactor_read_done()
+    thread, got = take_in_thread(bridge, LINE)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    device.sendall(b'f\n')                              # the rest, read by the caller
+    thread.join(2)
+    assert got == [b'half']
+
+
+def test_the_reactor_stops_reading_while_a_caller_owns_the_input_and_takes_it_back_when_idle(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    assert not bridge.reactor_may_read(transport)       # doRead finds the input owned: reading stops
+    assert len(posts.timers) == 1                       # and the take-back is scheduled
+    device.sendall(b'mine\n')
+    thread.join(2)
+    assert got == [b'mine'] and transport.resumed == 0
+    bridge._released_at -= 10                           # the link has been idle long enough
+    posts.run_timers()
+    assert transport.resumed == 1 and not bridge._reactor_stopped
+
+
+def test_a_take_back_waits_while_the_link_is_busy(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    assert not bridge.reactor_may_read(transport)
+    posts.run_timers()                                  # due while the caller still owns it
+    assert transport.resumed == 0 and len(posts.timers) == 1   # re-armed, not taken
+    device.sendall(b'x\n')
+    thread.join(2)
+    posts.run_timers()                                  # just released: not idle yet
+    assert transport.resumed == 0 and len(posts.timers) == 1
+    assert posts.timers[0][0] >= 0.04                   # and the checks come less often while busy
+
+
+def test_stale_input_that_nobody_watched_is_dropped_before_a_request(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    assert not bridge.reactor_may_read(transport)       # the reactor no longer watches the socket
+    device.sendall(b'reply\n')
+    thread.join(2)
+    device.sendall(b'unsolicited\n')                    # between calls, in the kernel only
+    wait_for(lambda: select.select([pair_fd(bridge)], [], [], 0)[0], 'the input to arrive')
+    assert bridge.clear() == len(b'unsolicited\n')
+    with pytest.raises(DeviceTimeout):
+        bridge.take(LINE, time.monotonic() + 0.05, None)
+
+
+def pair_fd(bridge) -> int:
+    return bridge._sock.fileno()
+
+
+def test_a_peer_close_during_a_call_fails_it_at_once_and_the_reactor_is_told(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE, seconds=30)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    start = time.monotonic()
+    device.sendall(b'partial')
+    device.close()
+    thread.join(5)
+    assert time.monotonic() - start < 1.0
+    assert isinstance(got[0], DeviceDisconnected) and 'closed' in str(got[0])
+    posts.run()
+    assert transport.resumed == 1                      # the reactor reads again and sees the end itself
+    assert bridge.take(Chunk(100), soon(), None) == b'partial'   # what came before the close
+
+
+def test_the_link_closing_while_a_caller_polls_wakes_it_at_once(owned):
+    """The reactor stopping (or close()) during a call: the caller's poll must not sleep on."""
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE, seconds=30)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    start = time.monotonic()
+    bridge.close(NotConnected('the reactor is stopping'))
+    thread.join(5)
+    assert time.monotonic() - start < 1.0
+    assert isinstance(got[0], NotConnected) and 'stopping' in str(got[0])
+
+
+def test_the_transport_closing_its_socket_wakes_a_polling_caller_and_it_gets_the_links_news(owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE, seconds=30)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    with bridge.socket_closing(transport):             # OwnedClient._closeSocket, abort
+        pass
+    time.sleep(0.05)
+    assert not got                                     # it waits for the reason ...
+    bridge.connection_down(1, DeviceDisconnected('connection lost: reset by peer'))
+    thread.join(5)
+    assert isinstance(got[0], DeviceDisconnected) and 'reset by peer' in str(got[0])  # ... and gets it
+
+
+def test_a_frame_over_its_limit_ends_the_connection_while_the_caller_reads_too(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, Terminated(b'\n', max_length=1000))
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    device.sendall(b'z' * 5000)
+    thread.join(5)
+    assert isinstance(got[0], DeviceDisconnected) and 'max_frame_length=1000' in str(got[0])
+    posts.run()
+    assert [g for g, _ in bridge._link.reconnected] == [1]
+
+
+def test_select_on_comm_or_a_reactor_reader_takes_the_input_back_at_once(posts, owned):
+    bridge, transport, device = owned
+    thread, got = take_in_thread(bridge, LINE)
+    wait_for(lambda: bridge._owned, 'the caller to own the input')
+    assert not bridge.reactor_may_read(transport)
+    bridge.fileno()                                    # a driver selects on comm meanwhile
+    device.sendall(b'x\n')
+    thread.join(2)
+    posts.run()                                        # released: taken back without waiting idle
+    assert transport.resumed == 1

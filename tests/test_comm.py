@@ -130,7 +130,7 @@ FORGOTTEN = """
         raise ValueError('garbage at init')
     down = socs_tcp.TCPInterface('127.0.0.1', int(sys.argv[1]), 0.5)   # logs 'Unable to connect'
     failing = socs_tcp.TCPInterface('127.0.0.1', int(sys.argv[2]), 0.5, on_connect=hook)  # logs a failure
-    links = [down._factory, failing._factory]
+    links = [down._link._factory, failing._link._factory]
     del down, failing
     deadline = time.monotonic() + 2
     while any(f.state.value != 'closed' for f in links) and time.monotonic() < deadline:

@@ -88,3 +88,25 @@ def test_recv_on_a_real_socket_from_a_patched_connect_is_bounded_by_the_timeout(
     finally:
         ours.close()
         device.close()
+
+
+def test_a_fake_socket_keeps_what_came_beyond_a_frame_for_the_next_read():
+    fake = mock.MagicMock()
+    fake.recv.side_effect = [b'1.5\r\n2.5\r\n', b'3.5\r\n']
+    with mock.patch.object(TCPInterface, '_connect', mock.MagicMock(return_value=fake)):
+        dev = TCPInterface('127.0.0.1', 7777, 10)
+    assert dev.read_until(b'\r\n') == b'1.5\r\n'
+    assert dev.read_until(b'\r\n') == b'2.5\r\n'           # from the first recv, not lost
+    assert dev.read_until(b'\r\n') == b'3.5\r\n'
+    dev.close()
+    fake.close.assert_called_once_with()
+
+
+def test_a_fake_socket_that_streams_an_endless_reply_fails_naming_the_limit():
+    fake = mock.MagicMock()
+    fake.recv.return_value = b'x' * 4096                  # never a terminator
+    with mock.patch.object(TCPInterface, '_connect', mock.MagicMock(return_value=fake)):
+        dev = TCPInterface('127.0.0.1', 7777, 10, max_frame_length=10_000)
+    with pytest.raises(DeviceDisconnected, match='max_frame_length=10000'):
+        dev.query(b'DUMP?\n', terminator=b'\n')
+    assert fake.recv.call_count == 3 and fake.close.called   # stopped just past the limit

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from socs_tcp import TCPInterface
 from tests.docs_examples import doc_pages, run_blocks
 
 PAGES = doc_pages()
@@ -20,10 +19,6 @@ def test_the_examples_are_found():
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize('page', sorted(PAGES))
-def test_page_examples_run(page, tmp_path, request):
-    if page == 'user/tcp_interface.rst' and not hasattr(TCPInterface, 'write'):
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason='write()/read() (socs_tcp._visa.VisaHabits) are not among '
-                                "TCPInterface's bases yet"))
+def test_page_examples_run(page, tmp_path):
     problems = run_blocks(PAGES[page], tmp_path)
     assert not problems, '\n\n'.join(problems)

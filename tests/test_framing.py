@@ -38,3 +38,33 @@ def test_reply_frames_for_query():
 def test_backoff_rejects_bad_values_naming_them(kwargs, match):
     with pytest.raises((TypeError, ValueError), match=match):
         Backoff(**kwargs)
+
+
+def test_every_frame_has_a_maximum_length_as_line_receiver():
+    from socs_tcp._framing import FrameTooLong
+    line = Terminated(b'\n', max_length=4)
+    assert line.extract(bytearray(b'abcd\n')) == b'abcd'      # exactly the limit, then its terminator
+    with pytest.raises(FrameTooLong, match='longer than 4 bytes'):
+        line.ready(bytearray(b'abcde'))
+    with pytest.raises(ValueError, match='size must be 1..8'):
+        Exactly(9, max_length=8)
+    assert Chunk(3).extract(bytearray(b'abcdef')) == b'abc'   # a chunk is never too long
+    with pytest.raises(ValueError, match='max_length'):
+        Terminated(b'\n', max_length=0)
+
+
+def test_mbap_frames_by_the_header_length():
+    from socs_tcp._framing import Mbap
+    frame = Mbap(max_length=10)
+    buf = bytearray(b'\x00\x01\x00\x00\x00\x03\x01\x03')
+    assert frame.extract(buf) is None and len(buf) == 8
+    buf += b'\x07tail'
+    assert frame.extract(buf) == b'\x00\x01\x00\x00\x00\x03\x01\x03\x07' and buf == bytearray(b'tail')
+    with pytest.raises(ValueError, match='MBAP length field is 0'):
+        frame.extract(bytearray(b'\x00\x01\x00\x00\x00\x00\x01'))
+
+
+def test_the_simulators_frame_with_the_clients_vocabulary():
+    from socs_tcp import _framing, sim
+    assert sim.TerminatorFramer is _framing.Terminated and isinstance(sim.mbap_framer, _framing.Mbap)
+    assert sim.TerminatorFramer(b'\r\n')(bytearray(b'REQ\r\n')) == b'REQ'

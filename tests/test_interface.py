@@ -431,7 +431,7 @@ def test_query_read_until_read_exactly_clear_close_stats(line_device):
 def test_nodelay_and_keepalive_are_on(line_device):
     def body():
         with line_interface(line_device) as dev:
-            sock = dev._factory.current.transport.getHandle()
+            sock = dev._link._factory.current.transport.getHandle()
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
     yield in_worker(body)
@@ -482,7 +482,7 @@ def test_a_forgotten_interface_closes_its_connection(line_device):
     def body():
         dev = line_interface(line_device)
         assert dev.query('x') == b'x'
-        factory = dev._factory
+        factory = dev._link._factory
         del dev
         gc.collect()
         deadline = time.monotonic() + 2
@@ -571,13 +571,14 @@ def test_an_on_connect_that_drains_an_optional_prompt_does_not_make_requests_rec
 @pytest_twisted.inlineCallbacks
 def test_recv_reset_on_error_drops_the_connection_it_read_on_while_no_other_call_runs(line_device,
                                                                                       monkeypatch):
+    from socs_tcp._link_channel import LinkChannel
     resets = []
-    real_reset = TCPInterface._reset
+    real_reset = LinkChannel._reset
 
     def record(self, generation, why):
-        resets.append((generation, self._bridge.generation, self._io_lock._is_owned()))
+        resets.append((generation, self._bridge.generation, self._lock.locked()))
         return real_reset(self, generation, why)
-    monkeypatch.setattr(TCPInterface, '_reset', record)
+    monkeypatch.setattr(LinkChannel, '_reset', record)
 
     def body():
         with line_interface(line_device, timeout=0.1) as dev:
@@ -620,3 +621,60 @@ def test_reactor_code_never_glues_a_query_onto_a_message_cut_short():
         yield factory.close()
         yield in_worker(serving.join, 5)
         listener.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_on_connect_gets_a_handle_and_a_driver_hook_may_call_the_interface_itself(line_device):
+    from socs_tcp import ConnectionHandle
+    seen = []
+
+    class Driver(TCPInterface):
+        def __init__(self, port):
+            super().__init__('127.0.0.1', port, 2, read_termination=b'\n', write_termination=b'\n',
+                             on_connect=self.initialise)
+
+        def initialise(self, handle):
+            start = time.monotonic()
+            seen.append((type(handle), handle.interface is self, handle.deadline - start,
+                         self.query('*IDN?'), handle.query('*RST')))   # the interface, then the handle
+
+    def body():
+        dev = Driver(line_device.port)
+        try:
+            assert dev.query('ready') == b'ready'
+        finally:
+            dev.close()
+    yield in_worker(body)
+    assert len(seen) == 1
+    kind, same, left, idn, rst = seen[0]
+    assert kind is ConnectionHandle and same and 0 < left <= 2 and (idn, rst) == (b'*IDN?', b'*RST')
+
+
+@pytest_twisted.inlineCallbacks
+def test_calls_in_on_connect_are_bound_to_its_connection_and_never_make_another(line_device):
+    connects_in_hook = []
+
+    def hook(dev):
+        connects_in_hook.append(dev.stats['connects'])
+        if len(connects_in_hook) == 1:
+            line_device.blocking.drop_connections()    # the device hangs up during the hook
+            deadline = time.monotonic() + 2
+            while dev.connected and time.monotonic() < deadline:
+                time.sleep(0.005)
+            try:
+                dev.send('init')                       # must fail, not connect anew inside the hook
+            except ConnectionError as exc:
+                failed.append((exc, dev.stats['connects']))
+                raise
+
+    failed = []
+
+    def body():
+        dev = line_interface(line_device, on_connect=hook)   # construction: the hook fails, logged
+        try:
+            assert dev.query('after') == b'after'              # a new connection, a new hook run
+            assert connects_in_hook == [1, 2]
+            assert len(failed) == 1 and failed[0][1] == 1 and 'on_connect' in str(failed[0][0])
+        finally:
+            dev.close()
+    yield in_worker(body)

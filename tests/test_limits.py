@@ -105,7 +105,7 @@ def test_a_writer_to_a_device_that_stopped_reading_waits_without_spinning(listen
         dev = TCPInterface('127.0.0.1', listener.getsockname()[1], timeout)
         peer, _ = listener.accept()                  # accepted, and never read
         try:
-            assert dev._bridge._writer.fileno() > 1024  # where select.select() gives up
+            assert dev._link._bridge._sock.fileno() > 1024  # where select.select() gives up
             wall, cpu = time.monotonic(), time.thread_time()
             with pytest.raises(DeviceTimeout):
                 dev.send(b'x' * (32 * 1024 * KIB))   # far more than the kernel buffers hold
@@ -142,3 +142,79 @@ def test_a_reply_longer_than_the_input_limit_completes_for_the_caller_waiting_fo
             dev.close()
             serving.join(5)
     yield in_worker(body)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux)."""
+    with open('/proc/self/statm') as statm:
+        return int(statm.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def endless_line_device(listener, stop: threading.Event) -> None:
+    """Answers a request with a line that never ends, as fast as the client takes it."""
+    peer, _ = listener.accept()
+    with peer, contextlib.suppress(OSError):  # the client drops us: reset or broken pipe
+        peer.settimeout(5)
+        peer.recv(100)
+        chunk = b'x' * (64 * KIB)
+        while not stop.is_set():
+            peer.sendall(chunk)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reply_that_never_ends_fails_the_waiting_query_at_once_with_memory_bounded(listener):
+    """As LineReceiver.lineLengthExceeded: past max_frame_length the connection is dropped."""
+    stop = threading.Event()
+    serving = threading.Thread(target=endless_line_device, args=(listener, stop))
+    serving.start()
+    limit = 256 * KIB
+
+    def body():
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 5, read_termination=b'\n',
+                           max_frame_length=limit)
+        try:
+            before = rss_bytes()
+            start = time.monotonic()
+            with pytest.raises(ConnectionError, match=f'max_frame_length={limit}') as info:
+                dev.query(b'DUMP?\n')
+            took = time.monotonic() - start
+            grown = rss_bytes() - before
+            assert not isinstance(info.value, TimeoutError)
+            assert took < 1.0, f'the query waited {took:.2f} s for a reply that could never complete'
+            stats = dev.stats
+            # What was taken in: the frame's limit plus at most one read of the reactor (64 KiB).
+            assert stats['bytes_in'] <= limit + 64 * KIB, stats
+            assert stats['buffered'] == 0
+            assert grown < 16 * 1024 * KIB, f'the process grew by {grown / 1e6:.0f} MB'
+        finally:
+            stop.set()
+            dev.close()
+            serving.join(5)
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_reactor_code_queries_have_the_same_maximum_frame_length(listener):
+    from socs_tcp import DeviceClientFactory
+    stop = threading.Event()
+    serving = threading.Thread(target=endless_line_device, args=(listener, stop))
+    serving.start()
+    factory = DeviceClientFactory('127.0.0.1', listener.getsockname()[1], connect_timeout=1,
+                                  max_frame_length=128 * KIB)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match='max_frame_length=131072'):
+            yield factory.query(b'DUMP?\n', terminator=b'\n', timeout=5)
+        assert time.monotonic() - start < 1.0
+        assert factory.stats.bytes_in <= 128 * KIB + 64 * KIB
+    finally:
+        stop.set()
+        yield factory.close()
+        yield in_worker(serving.join, 5)
+
+
+def test_max_frame_length_is_checked_and_bounds_read_exactly():
+    with pytest.raises(ValueError, match='max_frame_length'):
+        TCPInterface('127.0.0.1', 1, 1, max_frame_length=0)
+    with pytest.raises(TypeError, match='max_frame_length'):
+        TCPInterface('127.0.0.1', 1, 1, max_frame_length='big')

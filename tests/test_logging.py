@@ -15,6 +15,7 @@ from twisted.logger import LegacyLogObserverWrapper, Logger
 from twisted.python import log as legacy_log
 
 import socs_tcp._interface
+import socs_tcp._link_channel
 from socs_tcp import Backoff, DeviceClientFactory, DeviceTimeout, NotConnected, TCPInterface
 from tests.conftest import in_worker
 
@@ -33,6 +34,7 @@ def test_every_link_log_line_says_why_in_the_legacy_log(line_device, monkeypatch
         to_legacy(dict(event))
     monkeypatch.setattr(DeviceClientFactory, 'log', Logger(namespace='socs_tcp._factory', observer=observe))
     monkeypatch.setattr(socs_tcp._interface, 'log', Logger(namespace='socs_tcp._interface', observer=observe))
+    monkeypatch.setattr(socs_tcp._link_channel, 'log', Logger(namespace='socs_tcp._link_channel', observer=observe))
 
     def body():
         dev = TCPInterface('127.0.0.1', line_device.port, 0.2, read_termination=b'\n',

@@ -30,7 +30,7 @@ from ocs.ocs_agent import OpSession
 
 from socs_compat_fixtures import forget_socs_modules
 from socs_tcp import compat
-from socs_tcp.sim._framing import TerminatorFramer, mbap_framer
+from socs_tcp.sim import TerminatorFramer, mbap_framer
 from socs_tcp.sim.devices import cryomech_cpa as cpa
 from socs_tcp.sim.devices import lakeshore372 as ls
 from socs_tcp.sim.devices import pfeiffer_tpg366 as tpg
@@ -83,7 +83,7 @@ class FakeDevice:
     reply : callable
         ``reply(request: bytes) -> bytes | None``.
     framer : callable
-        Splits requests out of the byte stream (see ``socs_tcp.sim._framing``).
+        Splits requests out of the byte stream (see ``socs_tcp.sim.TerminatorFramer``).
     suffix : bytes
         Appended to each reply.
     """

@@ -4,7 +4,7 @@
 real lab devices show (see `socs_tcp.sim._server`); its methods run in the
 reactor thread, and ``server.blocking`` (a ``BlockingDeviceServer``) serves
 other threads. ``mbap_framer`` and ``TerminatorFramer`` frame requests (see
-`socs_tcp.sim._framing`). A running simulator takes fault commands on its
+`socs_tcp._framing`, shared with the client). A running simulator takes fault commands on its
 control port (`socs_tcp.sim.control`: ``ControlChannel``, and ``SimControl``
 to send them; the commands are defined once, in `socs_tcp.sim._commands`).
 ``socs-tcp simulate`` runs one (`socs_tcp.sim.cli`; its ``--help`` lists each
@@ -35,9 +35,9 @@ A blackholed device does none of these: its connections stay open and
 silent, as they do when a device vanishes from the network.
 """
 
+from socs_tcp._framing import TerminatorFramer, mbap_framer
 from socs_tcp.sim._blocking import BlockingDeviceServer
 from socs_tcp.sim._faults import Faults
-from socs_tcp.sim._framing import TerminatorFramer, mbap_framer
 from socs_tcp.sim._server import DeviceServer
 
 __all__ = ['BlockingDeviceServer', 'DeviceServer', 'Faults', 'TerminatorFramer', 'mbap_framer']

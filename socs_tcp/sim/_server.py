@@ -27,10 +27,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socs_tcp import _arguments as arguments
+from socs_tcp._framing import Framer, TerminatorFramer
 from socs_tcp.sim._blackhole import Blackhole
 from socs_tcp.sim._connection import DeviceConnection, DeviceServerFactory
 from socs_tcp.sim._faults import Faults
-from socs_tcp.sim._framing import Framer, TerminatorFramer
 
 if TYPE_CHECKING:
     from socs_tcp.sim._blocking import BlockingDeviceServer
@@ -77,7 +77,7 @@ class DeviceServer:
         (append nothing) when ``framer`` is given.
     framer : callable, optional
         ``framer(buf: bytearray) -> bytes | None`` removing one complete
-        request from ``buf`` (see `socs_tcp.sim._framing`, e.g. `mbap_framer`).
+        request from ``buf`` (see `socs_tcp._framing`, e.g. `mbap_framer`).
         A framer that raises drops that connection.
     host : str
         Interface to listen on (loopback by default).

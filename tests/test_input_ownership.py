@@ -1,0 +1,214 @@
+"""A waiting caller reads its own reply; the reactor owns the connection between calls.
+
+Real TCP on 127.0.0.1 and the real reactor (pytest-twisted, main thread);
+the device is a plain socket in a thread here, so that each test decides
+exactly what arrives when. The bridge-level tests (``test_bridge.py``)
+force the interleavings of the hand-over itself.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+
+import psutil
+import pytest
+import pytest_twisted
+
+from socs_tcp import DeviceClientFactory, DeviceDisconnected, TCPInterface
+from tests.conftest import in_worker
+
+
+@pytest.fixture
+def listener():
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    sock.listen(2)
+    sock.settimeout(5)
+    yield sock
+    sock.close()
+
+
+def accept_in_thread(listener):
+    """Accept one connection in a thread; return (event set once accepted, holder list)."""
+    accepted, holder = threading.Event(), []
+
+    def run():
+        peer, _ = listener.accept()
+        peer.settimeout(5)
+        holder.append(peer)
+        accepted.set()
+    threading.Thread(target=run, daemon=True).start()
+    return accepted, holder
+
+
+def answer(peer, reply: bytes) -> bytes:
+    """Read one line from the client, send ``reply``; return the line."""
+    line = b''
+    while not line.endswith(b'\n'):
+        line += peer.recv(100)
+    peer.sendall(reply)
+    return line
+
+
+def wait_until(condition, timeout: float, what: str) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f'timed out waiting for {what}')
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_descriptor_per_connected_interface(listener):
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            threading.Thread(target=answer, args=(peers[0], b'ok\n'), daemon=True).start()
+            assert dev.query('q') == b'ok'
+            port = listener.getsockname()[1]
+            ours = [c for c in psutil.Process().net_connections(kind='tcp')
+                    if c.raddr and c.raddr.port == port]
+            assert len(ours) == 1, ours        # the connection's own socket, no duplicate
+        finally:
+            dev.close()
+            peers[0].close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_peer_close_between_calls_is_noticed_without_a_call(listener):
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            for _ in range(5):   # calls in a row: the reactor stops watching the socket
+                threading.Thread(target=answer, args=(peers[0], b'ok\n'), daemon=True).start()
+                assert dev.query('q') == b'ok'
+            peers[0].close()      # the device hangs up while no call runs
+            took = wait_until(lambda: not dev.connected, 2.0, 'the link to notice the close')
+            assert took < 1.0, took   # the reactor took the input back within its idle delay
+            assert dev.stats['disconnects'] == 1
+        finally:
+            dev.close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_peer_close_during_a_call_fails_it_at_once(listener):
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 10, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+
+            def hang_up():
+                line = b''
+                while not line.endswith(b'\n'):
+                    line += peers[0].recv(100)
+                peers[0].close()
+            threading.Thread(target=hang_up, daemon=True).start()
+            start = time.monotonic()
+            with pytest.raises(DeviceDisconnected, match='closed'):
+                dev.query('q')
+            assert time.monotonic() - start < 1.0
+        finally:
+            dev.close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_unsolicited_input_between_calls_never_answers_a_query(listener):
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            peer = peers[0]
+            threading.Thread(target=answer, args=(peer, b'one\n'), daemon=True).start()
+            assert dev.query('one') == b'one'
+            peer.sendall(b'NOISE\n')            # while no call runs (nobody may be watching)
+            time.sleep(0.02)
+            threading.Thread(target=answer, args=(peer, b'two\n'), daemon=True).start()
+            assert dev.query('two') == b'two'
+            assert dev.stats['stale_bytes_dropped'] >= len(b'NOISE\n')
+        finally:
+            dev.close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_select_on_comm_sees_input_that_came_after_a_call(listener):
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            peer = peers[0]
+            assert select.select([dev.comm], [], [], 0)[0] == []
+            for _ in range(3):
+                threading.Thread(target=answer, args=(peer, b'ok\n'), daemon=True).start()
+                assert dev.query('q') == b'ok'
+            peer.sendall(b'PROMPT>')
+            assert select.select([dev.comm], [], [], 1.0)[0] == [dev.comm]
+            assert dev.recv() == b'PROMPT>'
+            assert select.select([dev.comm], [], [], 0)[0] == []
+        finally:
+            dev.close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_reactor_code_queries_on_a_link_that_callers_just_used(listener):
+    """The Deferred API after blocking calls: the reactor takes the input back for it at once."""
+    accepted, peers = accept_in_thread(listener)
+    dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                       write_termination=b'\n', backoff=None, reactor=None)
+
+    def callers():
+        assert accepted.wait(5)
+        for _ in range(3):
+            threading.Thread(target=answer, args=(peers[0], b'ok\n'), daemon=True).start()
+            assert dev.query('q') == b'ok'
+    yield in_worker(callers)
+    factory: DeviceClientFactory = dev._link._factory
+    threading.Thread(target=answer, args=(peers[0], b'from the reactor\n'), daemon=True).start()
+    start = time.monotonic()
+    reply = yield factory.query(b'r\n', terminator=b'\n', timeout=2)
+    assert reply == b'from the reactor' and time.monotonic() - start < 0.3
+    yield in_worker(dev.close)
+    peers[0].close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_input_the_reactor_buffered_is_read_before_what_waits_in_the_socket(listener):
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2)
+        try:
+            assert accepted.wait(5)
+            peers[0].sendall(b'first|')            # while no call runs: the reactor reads it
+            wait_until(lambda: dev.stats['buffered'] == 6, 2.0, 'the reactor to buffer it')
+            start = threading.Event()
+
+            def later():
+                start.wait(5)
+                time.sleep(0.05)
+                peers[0].sendall(b'second\n')      # while the caller owns the input
+            threading.Thread(target=later, daemon=True).start()
+            start.set()
+            assert dev.read_until(b'\n') == b'first|second\n'
+        finally:
+            dev.close()
+    yield in_worker(body)
