@@ -139,6 +139,7 @@ def make_parser() -> argparse.ArgumentParser:
 def _instructions(stack: OcsStack, simulators) -> str:
     config = stack.config_dir
     cb = stack.crossbar
+    assert cb is not None   # started by then
     lines = [f'OCS_CONFIG_DIR={config}', '',
              f'crossbar   {cb.wamp_server} (realm {stack.site.realm}, address root '
              f'{stack.site.address_root}), pid {cb.process.pid}',
@@ -192,12 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ports.setdefault(sim.kind, sim.port)     # {KIND}: the first --simulate KIND
         for instance_id, agent_class, arguments in args.instance:
             stack.add_agent(instance_id, agent_class, _fill_ports(arguments, ports))
-        stack.crossbar.wait_ready()
+        crossbar = stack.crossbar
+        assert crossbar is not None   # start_crossbar() above
+        crossbar.wait_ready()
         print(_instructions(stack, simulators), flush=True)
-        while stack.crossbar.process.running:
+        while crossbar.process.running:
             time.sleep(0.2)
-        print(f'{PROG}: crossbar exited (status {stack.crossbar.process.returncode}); '
-              f'see {stack.crossbar.process.log_path}', file=sys.stderr)
+        print(f'{PROG}: crossbar exited (status {crossbar.process.returncode}); '
+              f'see {crossbar.process.log_path}', file=sys.stderr)
         status = 1
     except (KeyboardInterrupt, _Stop):
         pass

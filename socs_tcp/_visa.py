@@ -13,6 +13,7 @@ calls alone (``send``, ``read_until``, the terminations, ``encoding``).
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 __all__ = ['VisaHabits']
 
@@ -30,6 +31,16 @@ class VisaHabits:
     >>> dev.write('MEAS:VOLT?'); dev.read()                 # doctest: +SKIP
     '5.000'
     """
+
+    # What the mixin uses of the class it is mixed into (TCPInterface).
+    encoding: str
+    write_termination: bytes
+    read_termination: bytes | None
+
+    if TYPE_CHECKING:
+        def send(self, msg: str | bytes) -> None: ...
+
+        def read_until(self, terminator: bytes | str, timeout: float | None = None) -> bytes: ...
 
     def write(self, message: str | bytes, termination: str | bytes | None = None,
               encoding: str | None = None) -> int:

@@ -167,7 +167,9 @@ def _live_subclasses(cls: type) -> list[str]:
     A class whose module was dropped from ``sys.modules`` (a test re-importing
     drivers) may still be alive; it is not counted, the next import builds anew.
     """
-    found, todo, seen = [], list(cls.__subclasses__()), set()
+    found: list[str] = []
+    todo: list[type] = list(cls.__subclasses__())
+    seen: set[type] = set()
     while todo:
         sub = todo.pop()
         if sub in seen:
@@ -292,7 +294,7 @@ def uninstall() -> bool:
     module = sys.modules.get('socs.tcp')
     if module is None or _original is None or not installed():
         return False
-    module.TCPInterface, _original = _original, None
+    module.TCPInterface, _original = _original, None  # type: ignore[attr-defined]
     return True
 
 

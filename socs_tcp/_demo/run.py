@@ -29,9 +29,9 @@ import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from twisted.logger import globalLogPublisher, textFileLogObserver
+from twisted.logger import ILogObserver, globalLogPublisher, textFileLogObserver
 
 from socs_tcp._arguments import command_line, seconds
 from socs_tcp._demo.view import LiveView
@@ -369,11 +369,12 @@ class Demo:
         self.view.event(f'stopping the {n} processes started: SIGINT, then SIGTERM after '
                         f'{waits[0]:g} s and SIGKILL after {waits[1]:g} s more if needed; '
                         f'Ctrl-C again skips the wait and sends the next signal now')
-        globalLogPublisher.addObserver(self._hurried)
+        hurried = cast(ILogObserver, self._hurried)   # any callable of an event is an observer
+        globalLogPublisher.addObserver(hurried)
         try:
             records = self.stack.stop()
         finally:
-            globalLogPublisher.removeObserver(self._hurried)
+            globalLogPublisher.removeObserver(hurried)
         gone = all(r.returncode is not None for r in records)
         hard = [r.name for r in records if r.ended_by in ('SIGTERM', 'SIGKILL')]
         detail = f'{len(records)} processes stopped'
