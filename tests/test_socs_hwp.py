@@ -18,6 +18,7 @@ import pytest
 import pytest_twisted
 
 from socs_bridge_fakes import FakeBridge, Gripper, PIDController, free_port
+from socs_tcp import compat
 from socs_tcp._socs import hwp_gripper, hwp_pid
 from socs_tcp._socs._byte_link import LinkTimeout
 from socs_tcp.compat import CompatError
@@ -84,6 +85,25 @@ def test_install_refuses_another_shape(monkeypatch):
         hwp_pid.install()
     assert pid_module.PID is Other
 
+
+
+@pytest.mark.parametrize('transport, module, name', [
+    (hwp_pid, PID_MODULE, 'PID'), (hwp_gripper, GRIPPER_MODULE, 'GripperClient')])
+def test_install_refuses_an_unchecked_socs_release_unless_forced(monkeypatch, transport, module, name):
+    target = importlib.import_module(module)
+    original = getattr(target, name)
+    monkeypatch.setattr(compat, '_socs_version', lambda: '0.7.0')
+    monkeypatch.delenv(compat.FORCE_ENV, raising=False)
+    with pytest.raises(CompatError, match=r'socs 0\.7\.0 is outside'):
+        transport.install()
+    assert getattr(target, name) is original
+    monkeypatch.setenv(compat.FORCE_ENV, '1')
+    transport.install()
+    try:
+        assert issubclass(getattr(target, name), original)
+    finally:
+        transport.uninstall()
+    assert getattr(target, name) is original
 
 # -- PID controller ------------------------------------------------------------
 

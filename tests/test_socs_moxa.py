@@ -22,6 +22,7 @@ import pytest
 import pytest_twisted
 
 from socs_bridge_fakes import DWL, PMX, FakeBridge, Sherborne, free_port
+from socs_tcp import compat
 from socs_tcp._socs import moxa
 from socs_tcp._socs._byte_link import LinkTimeout
 from socs_tcp.compat import CompatError
@@ -79,6 +80,22 @@ def test_install_refuses_another_shape(monkeypatch):
         moxa.install()
     assert mx.Serial_TCPServer is Other
 
+
+
+def test_install_refuses_an_unchecked_socs_release_unless_forced(monkeypatch):
+    mx = importlib.import_module('socs.common.moxa_serial')
+    original = mx.Serial_TCPServer
+    monkeypatch.setattr(compat, '_socs_version', lambda: '0.7.0')
+    monkeypatch.delenv(compat.FORCE_ENV, raising=False)
+    with pytest.raises(CompatError, match=r'socs 0\.7\.0 is outside'):
+        moxa.install()
+    assert mx.Serial_TCPServer is original
+    monkeypatch.setenv(compat.FORCE_ENV, '1')
+    moxa.install()
+    try:
+        assert mx.Serial_TCPServer is moxa.SerialTCPServer
+    finally:
+        moxa.uninstall()
 
 def test_bad_arguments_raise_at_once(installed):
     with pytest.raises(TypeError, match='port'):

@@ -29,6 +29,7 @@ import time
 from twisted.logger import Logger
 
 from socs_tcp._socs._byte_link import ByteLink, LinkTimeout
+from socs_tcp._socs._shape import require
 
 __all__ = ['install', 'uninstall']
 
@@ -170,10 +171,11 @@ _installed: type | None = None
 
 def _check_shape(cls: object) -> None:
     from socs_tcp.compat import CompatError
-    missing = [m for m in _METHODS if not callable(getattr(cls, m, None))]
-    if not isinstance(cls, type) or missing:
-        raise CompatError(f'{_MODULE}.{_NAME} does not have the shape socs_tcp replaces '
-                          f'(missing: {", ".join(missing) or "a class"})')
+    # The socs release and the methods, as for every transport (SOCS_TCP_FORCE=1 accepts them);
+    # the constructor's parameters in SOCS's order, which the drivers pass positionally.
+    require(f'{_MODULE}.{_NAME}', cls, {name: () for name in _METHODS})
+    if not isinstance(cls, type):
+        raise CompatError(f'{_MODULE}.{_NAME} is not a class but {cls!r}: refusing to replace it')
     params = list(inspect.signature(cls.__init__).parameters)
     if params[:3] != ['self', 'ip', 'port']:
         raise CompatError(f'{_MODULE}.{_NAME}.__init__{tuple(params)} is not '
