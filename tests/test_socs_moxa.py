@@ -388,3 +388,20 @@ def test_api_kept_and_the_rest_of_a_cut_line_is_dropped(installed, bridges):
         port.sock.close()
 
     yield in_worker(scenario)
+
+
+@pytest_twisted.inlineCallbacks
+def test_pmx_reads_a_reply_whose_pieces_each_come_within_the_timeout(installed, bridges):
+    # The Moxa forwards the reply in two pieces 0.25 s apart, the first 0.4 s after the
+    # request: each wait is shorter than the 0.5 s timeout, the whole reply is not.
+    instrument = _Trickle()
+    bridge = bridges(instrument)
+
+    def scenario():
+        from socs.common import pmx
+        driver = pmx.PMX(tcp_ip='127.0.0.1', tcp_port=bridge.port, timeout=0.5)
+        instrument.pieces = [[(0.40, b'12.'), (0.65, b'5\n')]]
+        return driver.check_voltage()
+
+    message, volts = yield in_worker(scenario)
+    assert volts == 12.5, message   # socs: 12.5 too (it waits the timeout for each byte)

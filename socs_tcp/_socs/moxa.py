@@ -5,7 +5,9 @@ and the wiregrid Kikusui (``socs.common.pmx.PMX``, SCPI lines) reach their
 instruments through a Moxa serial-to-Ethernet server. :class:`SerialTCPServer`
 keeps ``Serial_TCPServer``'s whole API and changes what goes wrong:
 
-- reads wait on the connection (never spin) and end by the timeout;
+- reads wait on the connection (never spin) and end by the timeout; a line
+  read, as SOCS's, by the timeout after its last byte (at most twice the
+  timeout in all), so a reply that comes in pieces is not cut;
 - ``encoded=False`` always yields ``bytes``, ``encoded=True`` always ``str``
   (``readbuf`` and ``readpacket`` return what SOCS's did);
 - a reply that comes after its request timed out is never returned for a
@@ -60,6 +62,9 @@ _REPLY_HEADERS = {
     b'\x06\x01\x01\xaa': b'\x61\x11',   # single-axis angle
 }
 
+
+#: A line read ends by this many timeouts, however its bytes trickle in.
+LINE_WAIT_LIMIT = 2
 
 # One live server per (host, port): a Moxa port takes one client.
 _live: dict[tuple[str, int], weakref.ref] = {}
@@ -274,8 +279,7 @@ class SerialTCPServer:
             return b'' if partial else None
         careful = line.owed
         try:
-            line.collect(time.monotonic() + self._timeout,
-                         None if careful else (lambda rx: term in rx))
+            self._collect_line(term, careful)
         except ConnectionError as exc:
             log.warn('{address}: connection lost: {error}', address=line.address, error=str(exc))
         rx = line.rx
@@ -297,6 +301,32 @@ class SerialTCPServer:
             return pieces[-2]
         line.owed = True   # the reply is incomplete: its rest may still come
         return pieces[-1] if partial else None
+
+    def _collect_line(self, term: bytes, careful: bool) -> None:
+        """Read into ``rx`` until a line ends in ``term``, or no byte came for ``timeout`` seconds.
+
+        SOCS's line reads waited ``timeout`` for each byte, so a reply that
+        comes in pieces (a serial server forwards what it has) is read whole
+        as long as no gap reaches the timeout; one deadline for the whole
+        line would cut it and hand out its first digits as a reading. The
+        wait ends by ``LINE_WAIT_LIMIT`` timeouts in all. ``careful`` (after
+        an unanswered request): listen for the whole timeout first, and the
+        last line must be whole.
+        """
+        line, timeout = self._line, self._timeout
+        start = time.monotonic()
+        listen_until = start + timeout if careful else start
+        quiet_until, limit = start + timeout, start + LINE_WAIT_LIMIT * timeout
+        while True:
+            now = time.monotonic()
+            if now >= listen_until and (line.rx.endswith(term) if careful else term in line.rx):
+                return
+            until = min(max(quiet_until, listen_until), limit)
+            if now >= until:
+                return
+            if line.wait_input(until):
+                line.rx += line.interface.recv(65536)
+                quiet_until = time.monotonic() + timeout
 
     def _check_write(self) -> None:
         error, self._write_error = self._write_error, None
