@@ -105,6 +105,7 @@ def test_install_refuses_an_unchecked_socs_release_unless_forced(monkeypatch, tr
         transport.uninstall()
     assert getattr(target, name) is original
 
+
 # -- PID controller ------------------------------------------------------------
 
 @pytest_twisted.inlineCallbacks
@@ -153,6 +154,24 @@ def test_pid_silent_controller_is_bounded_without_recursion(pd, bridges):
 
     yield in_worker(scenario)
 
+
+
+@pytest_twisted.inlineCallbacks
+def test_pid_request_sent_after_a_long_drain_still_gets_its_time_to_answer(pd, bridges):
+    controller = PIDController(freq=1.5)
+    bridge = bridges(controller)
+
+    def scenario():
+        pid = pd.PID(ip='127.0.0.1', port=bridge.port, timeout=0.5)
+        controller.delays = [2.0]       # answered 1 s after the exchange gave up (0.5 + 0.5 s)
+        with pytest.raises(LinkTimeout):
+            pid.send_message('*X01')
+        # The next exchange first waits for a quiet line; the late reply comes in the
+        # middle of that wait (at 1 s), so the request goes out at 1.5 s: the
+        # controller answers it at once, and it must be given the time to.
+        return pid.send_message('*X01')
+
+    assert (yield in_worker(scenario)) == 'X011.500'
 
 @pytest_twisted.inlineCallbacks
 def test_pid_reply_held_by_the_bridge_is_not_returned(pd, bridges):

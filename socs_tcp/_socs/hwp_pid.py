@@ -8,8 +8,10 @@ is SOCS's own, only the connection and ``send_message`` change:
   connected in the background (SOCS raised ``RuntimeError`` and the agent's
   main process died);
 - each exchange is bounded (the 0.5 s SOCS leaves the controller to answer,
-  plus ``timeout``), tried once, and fails with a :class:`LinkError` or
-  :class:`LinkTimeout` (SOCS retried by recursing without bound). The getters'
+  plus ``timeout``, from when the request went out; after an unanswered
+  request the line must first be quiet, which ``ByteLink.drain`` bounds),
+  tried once, and fails with a :class:`LinkError` or :class:`LinkTimeout`
+  (SOCS retried by recursing without bound). The getters'
   ``retry_multiple_times`` catches it, and so does the agent's action loop;
 - the reply returned answers this request: input is flushed before it, the
   line is drained after an unanswered one, a reply to a read (``*R01``,
@@ -101,11 +103,13 @@ def _make_class(base: type) -> type:
 
 def _exchange(line: ByteLink, msg: str) -> str:
     expected = _expected(msg)
-    started = time.monotonic()
     try:
         line.send_request((msg + '\r\n').encode())
     except ConnectionError as exc:
         raise LinkError(f'PID controller at {line.address}: {exc}') from None
+    # From the moment the request went out: waiting for a quiet line before it
+    # (after an unanswered request) must not eat the controller's time to answer.
+    started = time.monotonic()
     careful = line.owed
     deadline = started + ANSWER_TIME + line.timeout
 
