@@ -21,7 +21,6 @@ is SOCS's own (they all go through ``send_command``). What changes:
 from __future__ import annotations
 
 import importlib
-import inspect
 import io
 import pickle
 import time
@@ -29,7 +28,7 @@ import time
 from twisted.logger import Logger
 
 from socs_tcp._socs._byte_link import ByteLink, LinkTimeout
-from socs_tcp._socs._shape import require
+from socs_tcp._socs._shape import require_class
 
 __all__ = ['install', 'uninstall']
 
@@ -169,19 +168,6 @@ _original: type | None = None
 _installed: type | None = None
 
 
-def _check_shape(cls: object) -> None:
-    from socs_tcp.compat import CompatError
-    # The socs release and the methods, as for every transport (SOCS_TCP_FORCE=1 accepts them);
-    # the constructor's parameters in SOCS's order, which the drivers pass positionally.
-    require(f'{_MODULE}.{_NAME}', cls, {name: () for name in _METHODS})
-    if not isinstance(cls, type):
-        raise CompatError(f'{_MODULE}.{_NAME} is not a class but {cls!r}: refusing to replace it')
-    params = list(inspect.signature(cls.__init__).parameters)
-    if params[:3] != ['self', 'ip', 'port']:
-        raise CompatError(f'{_MODULE}.{_NAME}.__init__{tuple(params)} is not '
-                          f'(self, ip, port): refusing to replace it')
-
-
 def install() -> None:
     """Make ``gripper_client.GripperClient`` a subclass of SOCS's on socs_tcp.
 
@@ -195,7 +181,7 @@ def install() -> None:
     current = getattr(module, _NAME, None)
     if _installed is not None and current is _installed:
         return
-    _check_shape(current)
+    require_class(f'{_MODULE}.{_NAME}', current, _METHODS, ('self', 'ip', 'port'))
     _original, _installed = current, _make_class(current)
     setattr(module, _NAME, _installed)
     log.info('{module}.{name} runs on socs_tcp', module=_MODULE, name=_NAME)

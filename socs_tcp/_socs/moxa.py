@@ -37,15 +37,14 @@ so the swap works whenever it is made.
 from __future__ import annotations
 
 import importlib
-import inspect
-import threading
 import time
 import weakref
 
 from twisted.logger import Logger
 
 from socs_tcp._socs._byte_link import ByteLink, LinkError, LinkTimeout
-from socs_tcp._socs._shape import require
+from socs_tcp._socs._line import claim, release
+from socs_tcp._socs._shape import require_class
 
 __all__ = ['SerialTCPServer', 'install', 'uninstall']
 
@@ -65,10 +64,6 @@ _REPLY_HEADERS = {
 
 #: A line read ends by this many timeouts, however its bytes trickle in.
 LINE_WAIT_LIMIT = 2
-
-# One live server per (host, port): a Moxa port takes one client.
-_live: dict[tuple[str, int], weakref.ref] = {}
-_live_lock = threading.Lock()
 
 
 class SerialTCPServer:
@@ -101,14 +96,12 @@ class SerialTCPServer:
         self._timeout = _positive(timeout)
         self._write_error: ConnectionError | None = None
         self._expect: bytes | None = None   # the reply header the last request asks for
-        key = (port[0], int(port[1]))
-        owed = _retire(key)
+        self._key = (port[0], int(port[1]))
+        previous = claim(self._key, self)   # one client per Moxa port: the previous one closes first
         self._line = ByteLink(port[0], port[1], self._timeout)
-        self._line.owed = owed   # the old connection's unanswered reply may reach this one
+        # the old connection's unanswered reply may reach this one
+        self._line.owed = previous is not None and (previous._line.owed or bool(previous._line.rx))
         self.sock = _Sock(self._line)
-        with _live_lock:
-            _live[key] = weakref.ref(self)
-        self._key = key
 
     # -- timeout -----------------------------------------------------------
 
@@ -341,15 +334,17 @@ class SerialTCPServer:
     def _out(self, data: bytes) -> str | bytes:
         return data.decode(errors='replace') if self.encoded else data
 
+    def _rest(self) -> None:
+        """A new server for this Moxa port is being built: close this one's connection for good."""
+        self._line.close()
+
     def __del__(self) -> None:
         line = getattr(self, '_line', None)
         if line is not None:
             line.close()
         key = getattr(self, '_key', None)
-        with _live_lock:
-            ref = _live.get(key)
-            if ref is not None and ref() in (None, self):
-                del _live[key]
+        if key is not None:
+            release(key, self)
 
     def __repr__(self) -> str:
         return f'<SerialTCPServer {self._line.address} encoded={self.encoded}>'
@@ -365,18 +360,6 @@ class _Sock:
         line = self._line()
         if line is not None:
             line.close()
-
-
-def _retire(key: tuple[str, int]) -> bool:
-    """Close the live server for ``key`` (one client per port); return whether it owed a reply."""
-    with _live_lock:
-        ref = _live.pop(key, None)
-    old = ref() if ref is not None else None
-    if old is None:
-        return False
-    owed = old._line.owed or bool(old._line.rx)
-    old._line.close()
-    return owed
 
 
 def _reply_at(rx: bytearray, n: int, header: bytes | None, last: bool) -> int | None:
@@ -433,19 +416,6 @@ def _as_bytes(value: object, name: str) -> bytes:
 _original: type | None = None
 
 
-def _check_shape(cls: object) -> None:
-    from socs_tcp.compat import CompatError
-    # The socs release and the methods, as for every transport (SOCS_TCP_FORCE=1 accepts them);
-    # the constructor's parameters in SOCS's order, which the drivers pass positionally.
-    require(f'{_MODULE}.{_NAME}', cls, {name: () for name in _METHODS})
-    if not isinstance(cls, type):
-        raise CompatError(f'{_MODULE}.{_NAME} is not a class but {cls!r}: refusing to replace it')
-    params = list(inspect.signature(cls.__init__).parameters)
-    if params[:4] != ['self', 'port', 'timeout', 'encoded']:
-        raise CompatError(f'{_MODULE}.{_NAME}.__init__{tuple(params)} is not '
-                          f'(self, port, timeout, encoded): refusing to replace it')
-
-
 def install() -> None:
     """Make ``socs.common.moxa_serial.Serial_TCPServer`` this module's class.
 
@@ -459,7 +429,7 @@ def install() -> None:
     current = getattr(module, _NAME, None)
     if current is SerialTCPServer:
         return
-    _check_shape(current)
+    require_class(f'{_MODULE}.{_NAME}', current, _METHODS, ('self', 'port', 'timeout', 'encoded'))
     _original = current
     setattr(module, _NAME, SerialTCPServer)
     log.info('{module}.{name} runs on socs_tcp', module=_MODULE, name=_NAME)
