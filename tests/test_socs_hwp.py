@@ -5,8 +5,9 @@ are subclassed; only their transport is ours). On plain socs these fail: the
 PID driver raises ``RuntimeError`` when the controller is down at start-up
 (and the agent's main process dies), recurses for ever on a silent
 controller, and returns a reply the controller's bridge held from before; the
-gripper client raises when its server is down, blocks for ever on a silent
-server, and cannot unpickle a reply split on the way.
+gripper client blocks for ever on a silent server and cannot unpickle a reply
+split on the way. A gripper server that is down when the client is built
+fails the construction on both, as SOCS's agent needs.
 """
 
 from __future__ import annotations
@@ -209,12 +210,16 @@ def test_pid_late_reply_to_another_read_is_not_taken(pd, bridges):
 # -- gripper -------------------------------------------------------------------
 
 @pytest_twisted.inlineCallbacks
-def test_gripper_down_at_start_then_up(cli, bridges):
+def test_gripper_down_at_start_fails_as_socs_then_an_outage_is_reconnected(cli, bridges):
     port = free_port()
     bridge = bridges(Gripper(), port, start=False)
 
     def scenario():
-        client = cli.GripperClient('127.0.0.1', port, timeout=0.5)   # socs: ConnectionRefusedError
+        with pytest.raises(ConnectionError):   # socs: ConnectionRefusedError (see the agent test below)
+            cli.GripperClient('127.0.0.1', port, timeout=0.5)
+        bridge.start()
+        client = cli.GripperClient('127.0.0.1', port, timeout=0.5)
+        bridge.stop()
         with pytest.raises(TimeoutError):   # what the agent's monitor_state catches
             client.get_state()
         bridge.start()
@@ -227,6 +232,60 @@ def test_gripper_down_at_start_then_up(cli, bridges):
 
     assert (yield in_worker(scenario)) == {'result': 'ON', 'log': []}
 
+
+
+class _AgentStandIn:
+    """What HWPGripperAgent touches of OCS's agent (feeds, log)."""
+
+    class log:   # noqa: N801 (an attribute, as OCSAgent.log)
+        messages: list[str] = []
+
+        @classmethod
+        def info(cls, msg, **kwargs):
+            cls.messages.append(msg)
+
+        warn = error = info
+
+    def register_feed(self, *args, **kwargs):
+        pass
+
+    def publish_to_feed(self, *args, **kwargs):
+        pass
+
+
+class _Session:
+    data: dict = {}
+    degraded = False
+
+    def __init__(self, polls: int) -> None:
+        self._left = polls
+
+    @property
+    def status(self) -> str:
+        self._left -= 1
+        return 'running' if self._left >= 0 else 'done'
+
+
+@pytest_twisted.inlineCallbacks
+def test_gripper_agent_with_its_server_down_at_init_keeps_monitoring(cli):
+    # SOCS's agent, unchanged: init_connection fails when the server is down (as on socs,
+    # ConnectionRefusedError), so monitor_state waits for a client. A client that is
+    # built anyway makes monitor_state's first poll time out and then crash: it reads
+    # the reply variable that its `except TimeoutError` left unset.
+    import argparse
+
+    from socs.agents.hwp_gripper.agent import HWPGripperAgent
+    args = argparse.Namespace(mcu_ip='127.0.0.1', control_port=free_port(), warm_grip_distance=[],
+                              adjustment_distance=[], supervisor_id='supervisor', freq_tol=0.1)
+    agent = HWPGripperAgent(_AgentStandIn(), args)
+
+    def scenario():
+        with pytest.raises(ConnectionError):
+            agent.init_connection(_Session(1), {})
+        return agent.monitor_state(_Session(2), {})
+
+    assert (yield in_worker(scenario)) is None
+    assert agent.client is None
 
 @pytest_twisted.inlineCallbacks
 def test_gripper_silent_server_is_bounded(cli, bridges):

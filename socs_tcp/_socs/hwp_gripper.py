@@ -4,7 +4,8 @@
 transport is a :class:`~socs_tcp._socs._byte_link.ByteLink`; every command method
 is SOCS's own (they all go through ``send_command``). What changes:
 
-- construction never raises: a gripper server that is down is connected in
+- construction fails, as SOCS's, when the gripper server cannot be reached
+  (with a :class:`LinkTimeout`); once connected, outages are reconnected in
   the background;
 - every exchange is bounded by ``timeout`` (SOCS had no timeout at all: a
   silent server blocked the agent for ever). Every failure is a
@@ -79,8 +80,23 @@ def _make_class(base: type) -> type:
             self.data = b''
 
         def _init_connection(self, ip, port):
-            """Return the line to ``ip:port``; it connects in the background if it cannot now."""
-            return ByteLink(ip, port, self.timeout, quiet=SETTLE)
+            """Return the line to ``ip:port``, connected; later outages reconnect in the background.
+
+            Raises
+            ------
+            LinkTimeout
+                No connection within ``timeout`` (SOCS: ``ConnectionRefusedError``).
+                The agent's ``init_connection`` then fails and leaves its client
+                unset, which ``monitor_state`` waits out; given a client that
+                cannot answer, ``monitor_state`` crashes on its first poll (after
+                its ``except TimeoutError`` it reads a reply it never got).
+            """
+            line = ByteLink(ip, port, self.timeout, quiet=SETTLE)
+            if not line.interface.connected:
+                why = line.interface.stats.get('last_error') or 'refused or unreachable'
+                line.close()
+                raise LinkTimeout(f'gripper server at {line.address}: cannot connect: {why}')
+            return line
 
         def send_command(self, command):
             """Send ``command`` (str or bytes) and return the server's unpickled reply.
