@@ -16,6 +16,7 @@ connection is turned away by the bridge.
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 
 import pytest
@@ -24,7 +25,7 @@ import pytest_twisted
 from socs_bridge_fakes import DWL, PMX, FakeBridge, Sherborne, free_port
 from socs_tcp import compat
 from socs_tcp._socs import moxa
-from socs_tcp._socs._byte_link import LinkTimeout
+from socs_tcp._socs._byte_link import LinkError, LinkTimeout
 from socs_tcp.compat import CompatError
 from tests.conftest import in_worker
 
@@ -405,3 +406,30 @@ def test_pmx_reads_a_reply_whose_pieces_each_come_within_the_timeout(installed, 
 
     message, volts = yield in_worker(scenario)
     assert volts == 12.5, message   # socs: 12.5 too (it waits the timeout for each byte)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_bridge_that_goes_away_while_the_line_is_drained_costs_no_busy_loop(installed, bridges):
+    instrument = DWL(x=1.0, y=2.0)
+    bridge = bridges(instrument)
+    request = b'\x06\x01\x02\xaa' + b'\x00' * 8
+
+    def scenario():
+        from socs.common import moxa_serial as mx
+        port = mx.Serial_TCPServer(('127.0.0.1', bridge.port), 0.5, encoded=False)
+        instrument.delays = [None]              # unanswered: the next write drains the line first
+        port.write(request)
+        with pytest.raises(LinkTimeout):
+            port.read(12)
+        stopper = threading.Timer(0.1, bridge.stop)   # the bridge goes down during that drain
+        stopper.start()
+        wall, cpu = time.monotonic(), time.thread_time()
+        port.write(request)                     # logged, not raised: the next read fails
+        wall, cpu = time.monotonic() - wall, time.thread_time() - cpu
+        stopper.join()
+        with pytest.raises(LinkError):
+            port.read(12)
+        return wall, cpu
+
+    wall, cpu = yield in_worker(scenario)
+    assert cpu < 0.2 * wall, (wall, cpu)        # it waits on the connection, it does not spin
