@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -174,13 +176,32 @@ def test_an_agent_started_by_coverage_runs_on_socs_tcp_and_says_so_once(tmp_path
     assert (tmp_path / '.coverage').exists()     # coverage really ran the agent
 
 
+def _written_since(root: Path, start: float) -> list[str]:
+    """Files under ``root`` (outside the virtualenv, git and caches) written since ``start``."""
+    skip = {'.venv', '.git', '__pycache__', '.pytest_cache', '.ruff_cache', '.mypy_cache'}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in skip]
+        found += [os.path.join(dirpath, f) for f in filenames
+                  if os.stat(os.path.join(dirpath, f)).st_mtime >= start]
+    return found
+
+
 def test_a_wheel_ships_the_pth_file_at_its_root(tmp_path):
     from tests.test_docker_config import _has_build_backend
+    # Built from a copy: an in-tree build leaves build/ and a socs_tcp.egg-info (version
+    # 0.0.0 without git) in the tree, which then shadows the installed version for every
+    # process that has the tree on its path (pytest's pythonpath = .).
+    tree = tmp_path / 'tree'
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+        '.venv', '.git', 'build', 'dist', '*.egg-info', '__pycache__', '.*_cache'))
     # offline with this environment's setuptools when it can; else pip fetches the backend
     isolation = ['--no-build-isolation'] if _has_build_backend() else []
+    start = time.time()
     done = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', *isolation,
-                           '-w', str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=180)
+                           '-w', str(tmp_path), str(tree)], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
+    assert _written_since(ROOT, start) == []
     wheel = next(tmp_path.glob('socs_tcp-*.whl'))
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read(PTH).decode() == (ROOT / PTH).read_text()
