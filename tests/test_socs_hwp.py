@@ -174,6 +174,21 @@ def test_pid_request_sent_after_a_long_drain_still_gets_its_time_to_answer(pd, b
 
     assert (yield in_worker(scenario)) == 'X011.500'
 
+
+@pytest_twisted.inlineCallbacks
+def test_pid_error_reply_is_returned_as_socs_does(pd, bridges):
+    bridge = bridges(PIDController())
+
+    def scenario():
+        pid = pd.PID(ip='127.0.0.1', port=bridge.port, timeout=0.5)
+        t0 = time.monotonic()
+        reply = pid.send_message('*R05')       # a read the controller rejects: '?43'
+        return reply, time.monotonic() - t0, pid.return_messages([reply])[0].msg
+
+    reply, took, decoded = yield in_worker(scenario)
+    assert (reply, decoded) == ('?43', 'Command Error')   # socs: the same, after its 0.5 s
+    assert took < 0.5 + 0.5
+
 @pytest_twisted.inlineCallbacks
 def test_pid_reply_held_by_the_bridge_is_not_returned(pd, bridges):
     controller = PIDController(freq=2.0)

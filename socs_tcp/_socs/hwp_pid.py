@@ -15,8 +15,8 @@ is SOCS's own, only the connection and ``send_message`` change:
   ``retry_multiple_times`` catches it, and so does the agent's action loop;
 - the reply returned answers this request: input is flushed before it, the
   line is drained after an unanswered one, a reply to a read (``*R01``,
-  ``*R02``, ``*X01``) must echo its command, and of glued replies the last is
-  taken (the controller answers in order).
+  ``*R02``, ``*X01``) must echo its command (or be an error reply, ``?43``),
+  and of glued replies the last is taken (the controller answers in order).
 """
 
 from __future__ import annotations
@@ -53,11 +53,15 @@ def _expected(msg: str) -> str | None:
 
 
 def _choose(text: str, expected: str | None) -> str | None:
-    """The reply in ``text``: the last piece that answers the request, or None."""
+    """The reply in ``text``: the last piece that answers the request, or None.
+
+    An error reply (``?43``: the controller rejected the command) answers
+    any request: SOCS's driver returns it and its decoder reports the error.
+    """
     pieces = [p.strip() for p in text.replace('\n', '\r').split('\r')]
     pieces = [p for p in pieces if p]
     if expected is not None:
-        pieces = [p for p in pieces if p.startswith(expected)]
+        pieces = [p for p in pieces if p.startswith(expected) or p.startswith('?')]
     return pieces[-1] if pieces else None
 
 
