@@ -18,6 +18,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -80,8 +81,9 @@ SWITCHED = '''
     from socs.agents.scpi_psu.drivers import PsuInterface, ScpiPsuInterface
     from socs.agents.srs_cg635.drivers import SRSCG635Interface
     from socs.agents.tektronix3021c.drivers import TektronixInterface
-    def on(cls):
-        return sorted({c.__module__ for c in cls.__mro__ if c.__module__.startswith('socs_tcp')})
+    def on(cls):  # the socs_tcp module each class stands on (not its mixins')
+        return sorted({c.__module__ for c in cls.__mro__ if c.__module__.startswith('socs_tcp')}
+                      - {'socs_tcp._visa'})
     print(json.dumps({
         'tcp': on(socs.tcp.TCPInterface), 'cryomech': on(PTC), 'psu': on(PsuInterface),
         'direct_psu': on(ScpiPsuInterface), 'clock': on(SRSCG635Interface),
@@ -175,20 +177,32 @@ def test_an_agent_started_by_coverage_runs_on_socs_tcp_and_says_so_once(tmp_path
     assert (tmp_path / '.coverage').exists()     # coverage really ran the agent
 
 
+def _written_since(root: Path, start: float) -> list[str]:
+    """Files under ``root`` (outside the virtualenv, git and caches) written since ``start``."""
+    skip = {'.venv', '.git', '__pycache__', '.pytest_cache', '.ruff_cache', '.mypy_cache'}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in skip]
+        found += [os.path.join(dirpath, f) for f in filenames
+                  if os.stat(os.path.join(dirpath, f)).st_mtime >= start]
+    return found
+
+
 def test_a_wheel_ships_the_pth_file_at_its_root(tmp_path):
-    from tests.test_docker_config import _has_build_backend, build_context_files
-    # Built from a copy: pip builds a local directory in place, and its egg-info
-    # (without git, version 0.0.0) would shadow the installed version's metadata.
-    source = tmp_path / 'source'
-    for path in build_context_files():
-        dest = source / path.relative_to(ROOT)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, dest)
+    from tests.test_docker_config import _has_build_backend
+    # Built from a copy: an in-tree build leaves build/ and a socs_tcp.egg-info (version
+    # 0.0.0 without git) in the tree, which then shadows the installed version for every
+    # process that has the tree on its path (pytest's pythonpath = .).
+    tree = tmp_path / 'tree'
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+        '.venv', '.git', 'build', 'dist', '*.egg-info', '__pycache__', '.*_cache'))
     # offline with this environment's setuptools when it can; else pip fetches the backend
     isolation = ['--no-build-isolation'] if _has_build_backend() else []
+    start = time.time()
     done = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', *isolation,
-                           '-w', str(tmp_path), str(source)], capture_output=True, text=True, timeout=180)
+                           '-w', str(tmp_path), str(tree)], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
+    assert _written_since(ROOT, start) == []
     wheel = next(tmp_path.glob('socs_tcp-*.whl'))
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read(PTH).decode() == (ROOT / PTH).read_text()

@@ -5,8 +5,9 @@ are subclassed; only their transport is ours). On plain socs these fail: the
 PID driver raises ``RuntimeError`` when the controller is down at start-up
 (and the agent's main process dies), recurses for ever on a silent
 controller, and returns a reply the controller's bridge held from before; the
-gripper client raises when its server is down, blocks for ever on a silent
-server, and cannot unpickle a reply split on the way.
+gripper client blocks for ever on a silent server and cannot unpickle a reply
+split on the way. A gripper server that is down when the client is built
+fails the construction on both, as SOCS's agent needs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 import pytest_twisted
 
 from socs_bridge_fakes import FakeBridge, Gripper, PIDController, free_port
+from socs_tcp import compat
 from socs_tcp._socs import hwp_gripper, hwp_pid
 from socs_tcp._socs._byte_link import LinkTimeout
 from socs_tcp.compat import CompatError
@@ -85,6 +87,26 @@ def test_install_refuses_another_shape(monkeypatch):
     assert pid_module.PID is Other
 
 
+
+@pytest.mark.parametrize('transport, module, name', [
+    (hwp_pid, PID_MODULE, 'PID'), (hwp_gripper, GRIPPER_MODULE, 'GripperClient')])
+def test_install_refuses_an_unchecked_socs_release_unless_forced(monkeypatch, transport, module, name):
+    target = importlib.import_module(module)
+    original = getattr(target, name)
+    monkeypatch.setattr(compat, '_socs_version', lambda: '0.7.0')
+    monkeypatch.delenv(compat.FORCE_ENV, raising=False)
+    with pytest.raises(CompatError, match=r'socs 0\.7\.0 is outside'):
+        transport.install()
+    assert getattr(target, name) is original
+    monkeypatch.setenv(compat.FORCE_ENV, '1')
+    transport.install()
+    try:
+        assert issubclass(getattr(target, name), original)
+    finally:
+        transport.uninstall()
+    assert getattr(target, name) is original
+
+
 # -- PID controller ------------------------------------------------------------
 
 @pytest_twisted.inlineCallbacks
@@ -134,6 +156,39 @@ def test_pid_silent_controller_is_bounded_without_recursion(pd, bridges):
     yield in_worker(scenario)
 
 
+
+@pytest_twisted.inlineCallbacks
+def test_pid_request_sent_after_a_long_drain_still_gets_its_time_to_answer(pd, bridges):
+    controller = PIDController(freq=1.5)
+    bridge = bridges(controller)
+
+    def scenario():
+        pid = pd.PID(ip='127.0.0.1', port=bridge.port, timeout=0.5)
+        controller.delays = [2.0]       # answered 1 s after the exchange gave up (0.5 + 0.5 s)
+        with pytest.raises(LinkTimeout):
+            pid.send_message('*X01')
+        # The next exchange first waits for a quiet line; the late reply comes in the
+        # middle of that wait (at 1 s), so the request goes out at 1.5 s: the
+        # controller answers it at once, and it must be given the time to.
+        return pid.send_message('*X01')
+
+    assert (yield in_worker(scenario)) == 'X011.500'
+
+
+@pytest_twisted.inlineCallbacks
+def test_pid_error_reply_is_returned_as_socs_does(pd, bridges):
+    bridge = bridges(PIDController())
+
+    def scenario():
+        pid = pd.PID(ip='127.0.0.1', port=bridge.port, timeout=0.5)
+        t0 = time.monotonic()
+        reply = pid.send_message('*R05')       # a read the controller rejects: '?43'
+        return reply, time.monotonic() - t0, pid.return_messages([reply])[0].msg
+
+    reply, took, decoded = yield in_worker(scenario)
+    assert (reply, decoded) == ('?43', 'Command Error')   # socs: the same, after its 0.5 s
+    assert took < 0.5 + 0.5
+
 @pytest_twisted.inlineCallbacks
 def test_pid_reply_held_by_the_bridge_is_not_returned(pd, bridges):
     controller = PIDController(freq=2.0)
@@ -170,12 +225,16 @@ def test_pid_late_reply_to_another_read_is_not_taken(pd, bridges):
 # -- gripper -------------------------------------------------------------------
 
 @pytest_twisted.inlineCallbacks
-def test_gripper_down_at_start_then_up(cli, bridges):
+def test_gripper_down_at_start_fails_as_socs_then_an_outage_is_reconnected(cli, bridges):
     port = free_port()
     bridge = bridges(Gripper(), port, start=False)
 
     def scenario():
-        client = cli.GripperClient('127.0.0.1', port, timeout=0.5)   # socs: ConnectionRefusedError
+        with pytest.raises(ConnectionError):   # socs: ConnectionRefusedError (see the agent test below)
+            cli.GripperClient('127.0.0.1', port, timeout=0.5)
+        bridge.start()
+        client = cli.GripperClient('127.0.0.1', port, timeout=0.5)
+        bridge.stop()
         with pytest.raises(TimeoutError):   # what the agent's monitor_state catches
             client.get_state()
         bridge.start()
@@ -188,6 +247,60 @@ def test_gripper_down_at_start_then_up(cli, bridges):
 
     assert (yield in_worker(scenario)) == {'result': 'ON', 'log': []}
 
+
+
+class _AgentStandIn:
+    """What HWPGripperAgent touches of OCS's agent (feeds, log)."""
+
+    class log:   # noqa: N801 (an attribute, as OCSAgent.log)
+        messages: list[str] = []
+
+        @classmethod
+        def info(cls, msg, **kwargs):
+            cls.messages.append(msg)
+
+        warn = error = info
+
+    def register_feed(self, *args, **kwargs):
+        pass
+
+    def publish_to_feed(self, *args, **kwargs):
+        pass
+
+
+class _Session:
+    data: dict = {}
+    degraded = False
+
+    def __init__(self, polls: int) -> None:
+        self._left = polls
+
+    @property
+    def status(self) -> str:
+        self._left -= 1
+        return 'running' if self._left >= 0 else 'done'
+
+
+@pytest_twisted.inlineCallbacks
+def test_gripper_agent_with_its_server_down_at_init_keeps_monitoring(cli):
+    # SOCS's agent, unchanged: init_connection fails when the server is down (as on socs,
+    # ConnectionRefusedError), so monitor_state waits for a client. A client that is
+    # built anyway makes monitor_state's first poll time out and then crash: it reads
+    # the reply variable that its `except TimeoutError` left unset.
+    import argparse
+
+    from socs.agents.hwp_gripper.agent import HWPGripperAgent
+    args = argparse.Namespace(mcu_ip='127.0.0.1', control_port=free_port(), warm_grip_distance=[],
+                              adjustment_distance=[], supervisor_id='supervisor', freq_tol=0.1)
+    agent = HWPGripperAgent(_AgentStandIn(), args)
+
+    def scenario():
+        with pytest.raises(ConnectionError):
+            agent.init_connection(_Session(1), {})
+        return agent.monitor_state(_Session(2), {})
+
+    assert (yield in_worker(scenario)) is None
+    assert agent.client is None
 
 @pytest_twisted.inlineCallbacks
 def test_gripper_silent_server_is_bounded(cli, bridges):

@@ -16,14 +16,16 @@ connection is turned away by the bridge.
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 
 import pytest
 import pytest_twisted
 
 from socs_bridge_fakes import DWL, PMX, FakeBridge, Sherborne, free_port
+from socs_tcp import compat
 from socs_tcp._socs import moxa
-from socs_tcp._socs._byte_link import LinkTimeout
+from socs_tcp._socs._byte_link import LinkError, LinkTimeout
 from socs_tcp.compat import CompatError
 from tests.conftest import in_worker
 
@@ -79,6 +81,22 @@ def test_install_refuses_another_shape(monkeypatch):
         moxa.install()
     assert mx.Serial_TCPServer is Other
 
+
+
+def test_install_refuses_an_unchecked_socs_release_unless_forced(monkeypatch):
+    mx = importlib.import_module('socs.common.moxa_serial')
+    original = mx.Serial_TCPServer
+    monkeypatch.setattr(compat, '_socs_version', lambda: '0.7.0')
+    monkeypatch.delenv(compat.FORCE_ENV, raising=False)
+    with pytest.raises(CompatError, match=r'socs 0\.7\.0 is outside'):
+        moxa.install()
+    assert mx.Serial_TCPServer is original
+    monkeypatch.setenv(compat.FORCE_ENV, '1')
+    moxa.install()
+    try:
+        assert mx.Serial_TCPServer is moxa.SerialTCPServer
+    finally:
+        moxa.uninstall()
 
 def test_bad_arguments_raise_at_once(installed):
     with pytest.raises(TypeError, match='port'):
@@ -371,3 +389,47 @@ def test_api_kept_and_the_rest_of_a_cut_line_is_dropped(installed, bridges):
         port.sock.close()
 
     yield in_worker(scenario)
+
+
+@pytest_twisted.inlineCallbacks
+def test_pmx_reads_a_reply_whose_pieces_each_come_within_the_timeout(installed, bridges):
+    # The Moxa forwards the reply in two pieces 0.25 s apart, the first 0.4 s after the
+    # request: each wait is shorter than the 0.5 s timeout, the whole reply is not.
+    instrument = _Trickle()
+    bridge = bridges(instrument)
+
+    def scenario():
+        from socs.common import pmx
+        driver = pmx.PMX(tcp_ip='127.0.0.1', tcp_port=bridge.port, timeout=0.5)
+        instrument.pieces = [[(0.40, b'12.'), (0.65, b'5\n')]]
+        return driver.check_voltage()
+
+    message, volts = yield in_worker(scenario)
+    assert volts == 12.5, message   # socs: 12.5 too (it waits the timeout for each byte)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_bridge_that_goes_away_while_the_line_is_drained_costs_no_busy_loop(installed, bridges):
+    instrument = DWL(x=1.0, y=2.0)
+    bridge = bridges(instrument)
+    request = b'\x06\x01\x02\xaa' + b'\x00' * 8
+
+    def scenario():
+        from socs.common import moxa_serial as mx
+        port = mx.Serial_TCPServer(('127.0.0.1', bridge.port), 0.5, encoded=False)
+        instrument.delays = [None]              # unanswered: the next write drains the line first
+        port.write(request)
+        with pytest.raises(LinkTimeout):
+            port.read(12)
+        stopper = threading.Timer(0.1, bridge.stop)   # the bridge goes down during that drain
+        stopper.start()
+        wall, cpu = time.monotonic(), time.thread_time()
+        port.write(request)                     # logged, not raised: the next read fails
+        wall, cpu = time.monotonic() - wall, time.thread_time() - cpu
+        stopper.join()
+        with pytest.raises(LinkError):
+            port.read(12)
+        return wall, cpu
+
+    wall, cpu = yield in_worker(scenario)
+    assert cpu < 0.2 * wall, (wall, cpu)        # it waits on the connection, it does not spin

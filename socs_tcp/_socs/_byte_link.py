@@ -124,7 +124,9 @@ class ByteLink:
                 break
             try:
                 if self.wait_input(until):
-                    dropped += self.flush()
+                    # recv, not flush: a lost connection also reads as input waiting,
+                    # and only recv says so (flush would find nothing, again and again)
+                    dropped += len(self.interface.recv(65536))
                     last = time.monotonic()
             except ConnectionError:
                 break

@@ -64,17 +64,20 @@ def redirected(host: str, port: int) -> Address:
     return target
 
 
-def claim(address: Address, user: object) -> None:
-    """Make ``user`` the one user of the bridge at ``address`` in this process.
+def claim(address: Address, user: object) -> object | None:
+    """Make ``user`` the one user of the bridge at ``address`` in this process; return the previous one.
 
-    The previous user's connection is closed first (its ``_rest()``): it
-    reconnects, claiming the bridge back, only when it is used again.
+    The previous user's connection is closed first (its ``_rest()``): a
+    :class:`LineLink` or a ``socket://`` port reconnects, claiming the bridge
+    back, only when it is used again; a Moxa server closes for good.
     """
     with _lock:
         previous = _users.get(address, lambda: None)()
         _users[address] = weakref.ref(user)
-    if previous is not None and previous is not user:
-        previous._rest()
+    if previous is None or previous is user:
+        return None
+    previous._rest()
+    return previous
 
 
 def release(address: Address, user: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from twisted.logger import Logger
@@ -46,3 +47,24 @@ def require(what: str, cls: object, expected: dict[str, tuple[str, ...]]) -> Non
     if os.environ.get(compat.FORCE_ENV, '') != '1':
         raise compat.CompatError(message)
     log.warn('{error} Forced: switching anyway.', error=message)
+
+
+def require_class(what: str, cls: object, methods: tuple[str, ...], leading: tuple[str, ...]) -> None:
+    """:func:`require` the ``methods``, and a constructor whose parameters start with ``leading``, in order.
+
+    The order matters where SOCS's drivers pass the arguments positionally.
+
+    Raises
+    ------
+    socs_tcp.compat.CompatError
+        As :func:`require`; or ``cls`` is not a class, or its constructor's
+        parameters do not start with ``leading`` (``SOCS_TCP_FORCE`` does not
+        accept these).
+    """
+    require(what, cls, {name: () for name in methods})
+    if not isinstance(cls, type):
+        raise compat.CompatError(f'{what} is not a class but {cls!r}: refusing to replace it')
+    params = list(inspect.signature(cls.__init__).parameters)
+    if params[:len(leading)] != list(leading):
+        raise compat.CompatError(f'{what}.__init__{tuple(params)} is not '
+                                 f'({", ".join(leading)}): refusing to replace it')

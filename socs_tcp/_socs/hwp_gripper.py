@@ -4,7 +4,8 @@
 transport is a :class:`~socs_tcp._socs._byte_link.ByteLink`; every command method
 is SOCS's own (they all go through ``send_command``). What changes:
 
-- construction never raises: a gripper server that is down is connected in
+- construction fails, as SOCS's, when the gripper server cannot be reached
+  (with a :class:`LinkTimeout`); once connected, outages are reconnected in
   the background;
 - every exchange is bounded by ``timeout`` (SOCS had no timeout at all: a
   silent server blocked the agent for ever). Every failure is a
@@ -21,7 +22,6 @@ is SOCS's own (they all go through ``send_command``). What changes:
 from __future__ import annotations
 
 import importlib
-import inspect
 import io
 import pickle
 import time
@@ -29,6 +29,7 @@ import time
 from twisted.logger import Logger
 
 from socs_tcp._socs._byte_link import ByteLink, LinkTimeout
+from socs_tcp._socs._shape import require_class
 
 __all__ = ['install', 'uninstall']
 
@@ -79,8 +80,23 @@ def _make_class(base: type) -> type:
             self.data = b''
 
         def _init_connection(self, ip, port):
-            """Return the line to ``ip:port``; it connects in the background if it cannot now."""
-            return ByteLink(ip, port, self.timeout, quiet=SETTLE)
+            """Return the line to ``ip:port``, connected; later outages reconnect in the background.
+
+            Raises
+            ------
+            LinkTimeout
+                No connection within ``timeout`` (SOCS: ``ConnectionRefusedError``).
+                The agent's ``init_connection`` then fails and leaves its client
+                unset, which ``monitor_state`` waits out; given a client that
+                cannot answer, ``monitor_state`` crashes on its first poll (after
+                its ``except TimeoutError`` it reads a reply it never got).
+            """
+            line = ByteLink(ip, port, self.timeout, quiet=SETTLE)
+            if not line.interface.connected:
+                why = line.interface.stats.get('last_error') or 'refused or unreachable'
+                line.close()
+                raise LinkTimeout(f'gripper server at {line.address}: cannot connect: {why}')
+            return line
 
         def send_command(self, command):
             """Send ``command`` (str or bytes) and return the server's unpickled reply.
@@ -168,18 +184,6 @@ _original: type | None = None
 _installed: type | None = None
 
 
-def _check_shape(cls: object) -> None:
-    from socs_tcp.compat import CompatError
-    missing = [m for m in _METHODS if not callable(getattr(cls, m, None))]
-    if not isinstance(cls, type) or missing:
-        raise CompatError(f'{_MODULE}.{_NAME} does not have the shape socs_tcp replaces '
-                          f'(missing: {", ".join(missing) or "a class"})')
-    params = list(inspect.signature(cls.__init__).parameters)
-    if params[:3] != ['self', 'ip', 'port']:
-        raise CompatError(f'{_MODULE}.{_NAME}.__init__{tuple(params)} is not '
-                          f'(self, ip, port): refusing to replace it')
-
-
 def install() -> None:
     """Make ``gripper_client.GripperClient`` a subclass of SOCS's on socs_tcp.
 
@@ -193,7 +197,7 @@ def install() -> None:
     current = getattr(module, _NAME, None)
     if _installed is not None and current is _installed:
         return
-    _check_shape(current)
+    require_class(f'{_MODULE}.{_NAME}', current, _METHODS, ('self', 'ip', 'port'))
     _original, _installed = current, _make_class(current)
     setattr(module, _NAME, _installed)
     log.info('{module}.{name} runs on socs_tcp', module=_MODULE, name=_NAME)

@@ -8,24 +8,26 @@ is SOCS's own, only the connection and ``send_message`` change:
   connected in the background (SOCS raised ``RuntimeError`` and the agent's
   main process died);
 - each exchange is bounded (the 0.5 s SOCS leaves the controller to answer,
-  plus ``timeout``), tried once, and fails with a :class:`LinkError` or
-  :class:`LinkTimeout` (SOCS retried by recursing without bound). The getters'
+  plus ``timeout``, from when the request went out; after an unanswered
+  request the line must first be quiet, which ``ByteLink.drain`` bounds),
+  tried once, and fails with a :class:`LinkError` or :class:`LinkTimeout`
+  (SOCS retried by recursing without bound). The getters'
   ``retry_multiple_times`` catches it, and so does the agent's action loop;
 - the reply returned answers this request: input is flushed before it, the
   line is drained after an unanswered one, a reply to a read (``*R01``,
-  ``*R02``, ``*X01``) must echo its command, and of glued replies the last is
-  taken (the controller answers in order).
+  ``*R02``, ``*X01``) must echo its command (or be an error reply, ``?43``),
+  and of glued replies the last is taken (the controller answers in order).
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import time
 
 from twisted.logger import Logger
 
 from socs_tcp._socs._byte_link import ByteLink, LinkError, LinkTimeout
+from socs_tcp._socs._shape import require_class
 
 __all__ = ['install', 'uninstall']
 
@@ -51,11 +53,15 @@ def _expected(msg: str) -> str | None:
 
 
 def _choose(text: str, expected: str | None) -> str | None:
-    """The reply in ``text``: the last piece that answers the request, or None."""
+    """The reply in ``text``: the last piece that answers the request, or None.
+
+    An error reply (``?43``: the controller rejected the command) answers
+    any request: SOCS's driver returns it and its decoder reports the error.
+    """
     pieces = [p.strip() for p in text.replace('\n', '\r').split('\r')]
     pieces = [p for p in pieces if p]
     if expected is not None:
-        pieces = [p for p in pieces if p.startswith(expected)]
+        pieces = [p for p in pieces if p.startswith(expected) or p.startswith('?')]
     return pieces[-1] if pieces else None
 
 
@@ -100,11 +106,13 @@ def _make_class(base: type) -> type:
 
 def _exchange(line: ByteLink, msg: str) -> str:
     expected = _expected(msg)
-    started = time.monotonic()
     try:
         line.send_request((msg + '\r\n').encode())
     except ConnectionError as exc:
         raise LinkError(f'PID controller at {line.address}: {exc}') from None
+    # From the moment the request went out: waiting for a quiet line before it
+    # (after an unanswered request) must not eat the controller's time to answer.
+    started = time.monotonic()
     careful = line.owed
     deadline = started + ANSWER_TIME + line.timeout
 
@@ -142,18 +150,6 @@ _original: type | None = None
 _installed: type | None = None
 
 
-def _check_shape(cls: object) -> None:
-    from socs_tcp.compat import CompatError
-    missing = [m for m in _METHODS if not callable(getattr(cls, m, None))]
-    if not isinstance(cls, type) or missing:
-        raise CompatError(f'{_MODULE}.{_NAME} does not have the shape socs_tcp replaces '
-                          f'(missing: {", ".join(missing) or "a class"})')
-    params = list(inspect.signature(cls.__init__).parameters)
-    if params[:4] != ['self', 'ip', 'port', 'verb']:
-        raise CompatError(f'{_MODULE}.{_NAME}.__init__{tuple(params)} is not '
-                          f'(self, ip, port, verb): refusing to replace it')
-
-
 def install() -> None:
     """Make ``pid_controller.PID`` a subclass of SOCS's on socs_tcp.
 
@@ -167,7 +163,7 @@ def install() -> None:
     current = getattr(module, _NAME, None)
     if _installed is not None and current is _installed:
         return
-    _check_shape(current)
+    require_class(f'{_MODULE}.{_NAME}', current, _METHODS, ('self', 'ip', 'port', 'verb'))
     _original, _installed = current, _make_class(current)
     setattr(module, _NAME, _installed)
     log.info('{module}.{name} runs on socs_tcp', module=_MODULE, name=_NAME)

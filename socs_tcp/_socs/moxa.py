@@ -5,7 +5,9 @@ and the wiregrid Kikusui (``socs.common.pmx.PMX``, SCPI lines) reach their
 instruments through a Moxa serial-to-Ethernet server. :class:`SerialTCPServer`
 keeps ``Serial_TCPServer``'s whole API and changes what goes wrong:
 
-- reads wait on the connection (never spin) and end by the timeout;
+- reads wait on the connection (never spin) and end by the timeout; a line
+  read, as SOCS's, by the timeout after its last byte (at most twice the
+  timeout in all), so a reply that comes in pieces is not cut;
 - ``encoded=False`` always yields ``bytes``, ``encoded=True`` always ``str``
   (``readbuf`` and ``readpacket`` return what SOCS's did);
 - a reply that comes after its request timed out is never returned for a
@@ -35,14 +37,14 @@ so the swap works whenever it is made.
 from __future__ import annotations
 
 import importlib
-import inspect
-import threading
 import time
 import weakref
 
 from twisted.logger import Logger
 
 from socs_tcp._socs._byte_link import ByteLink, LinkError, LinkTimeout
+from socs_tcp._socs._line import claim, release
+from socs_tcp._socs._shape import require_class
 
 __all__ = ['SerialTCPServer', 'install', 'uninstall']
 
@@ -60,9 +62,8 @@ _REPLY_HEADERS = {
 }
 
 
-# One live server per (host, port): a Moxa port takes one client.
-_live: dict[tuple[str, int], weakref.ref] = {}
-_live_lock = threading.Lock()
+#: A line read ends by this many timeouts, however its bytes trickle in.
+LINE_WAIT_LIMIT = 2
 
 
 class SerialTCPServer:
@@ -95,14 +96,12 @@ class SerialTCPServer:
         self._timeout = _positive(timeout)
         self._write_error: ConnectionError | None = None
         self._expect: bytes | None = None   # the reply header the last request asks for
-        key = (port[0], int(port[1]))
-        owed = _retire(key)
+        self._key = (port[0], int(port[1]))
+        previous = claim(self._key, self)   # one client per Moxa port: the previous one closes first
         self._line = ByteLink(port[0], port[1], self._timeout)
-        self._line.owed = owed   # the old connection's unanswered reply may reach this one
+        # the old connection's unanswered reply may reach this one
+        self._line.owed = previous is not None and (previous._line.owed or bool(previous._line.rx))
         self.sock = _Sock(self._line)
-        with _live_lock:
-            _live[key] = weakref.ref(self)
-        self._key = key
 
     # -- timeout -----------------------------------------------------------
 
@@ -273,8 +272,7 @@ class SerialTCPServer:
             return b'' if partial else None
         careful = line.owed
         try:
-            line.collect(time.monotonic() + self._timeout,
-                         None if careful else (lambda rx: term in rx))
+            self._collect_line(term, careful)
         except ConnectionError as exc:
             log.warn('{address}: connection lost: {error}', address=line.address, error=str(exc))
         rx = line.rx
@@ -297,6 +295,32 @@ class SerialTCPServer:
         line.owed = True   # the reply is incomplete: its rest may still come
         return pieces[-1] if partial else None
 
+    def _collect_line(self, term: bytes, careful: bool) -> None:
+        """Read into ``rx`` until a line ends in ``term``, or no byte came for ``timeout`` seconds.
+
+        SOCS's line reads waited ``timeout`` for each byte, so a reply that
+        comes in pieces (a serial server forwards what it has) is read whole
+        as long as no gap reaches the timeout; one deadline for the whole
+        line would cut it and hand out its first digits as a reading. The
+        wait ends by ``LINE_WAIT_LIMIT`` timeouts in all. ``careful`` (after
+        an unanswered request): listen for the whole timeout first, and the
+        last line must be whole.
+        """
+        line, timeout = self._line, self._timeout
+        start = time.monotonic()
+        listen_until = start + timeout if careful else start
+        quiet_until, limit = start + timeout, start + LINE_WAIT_LIMIT * timeout
+        while True:
+            now = time.monotonic()
+            if now >= listen_until and (line.rx.endswith(term) if careful else term in line.rx):
+                return
+            until = min(max(quiet_until, listen_until), limit)
+            if now >= until:
+                return
+            if line.wait_input(until):
+                line.rx += line.interface.recv(65536)
+                quiet_until = time.monotonic() + timeout
+
     def _check_write(self) -> None:
         error, self._write_error = self._write_error, None
         if error is not None:
@@ -310,15 +334,17 @@ class SerialTCPServer:
     def _out(self, data: bytes) -> str | bytes:
         return data.decode(errors='replace') if self.encoded else data
 
+    def _rest(self) -> None:
+        """A new server for this Moxa port is being built: close this one's connection for good."""
+        self._line.close()
+
     def __del__(self) -> None:
         line = getattr(self, '_line', None)
         if line is not None:
             line.close()
         key = getattr(self, '_key', None)
-        with _live_lock:
-            ref = _live.get(key)
-            if ref is not None and ref() in (None, self):
-                del _live[key]
+        if key is not None:
+            release(key, self)
 
     def __repr__(self) -> str:
         return f'<SerialTCPServer {self._line.address} encoded={self.encoded}>'
@@ -334,18 +360,6 @@ class _Sock:
         line = self._line()
         if line is not None:
             line.close()
-
-
-def _retire(key: tuple[str, int]) -> bool:
-    """Close the live server for ``key`` (one client per port); return whether it owed a reply."""
-    with _live_lock:
-        ref = _live.pop(key, None)
-    old = ref() if ref is not None else None
-    if old is None:
-        return False
-    owed = old._line.owed or bool(old._line.rx)
-    old._line.close()
-    return owed
 
 
 def _reply_at(rx: bytearray, n: int, header: bytes | None, last: bool) -> int | None:
@@ -402,18 +416,6 @@ def _as_bytes(value: object, name: str) -> bytes:
 _original: type | None = None
 
 
-def _check_shape(cls: object) -> None:
-    from socs_tcp.compat import CompatError
-    missing = [m for m in _METHODS if not callable(getattr(cls, m, None))]
-    if not isinstance(cls, type) or missing:
-        raise CompatError(f'{_MODULE}.{_NAME} does not have the shape socs_tcp replaces '
-                          f'(missing: {", ".join(missing) or "a class"})')
-    params = list(inspect.signature(cls.__init__).parameters)
-    if params[:4] != ['self', 'port', 'timeout', 'encoded']:
-        raise CompatError(f'{_MODULE}.{_NAME}.__init__{tuple(params)} is not '
-                          f'(self, port, timeout, encoded): refusing to replace it')
-
-
 def install() -> None:
     """Make ``socs.common.moxa_serial.Serial_TCPServer`` this module's class.
 
@@ -427,7 +429,7 @@ def install() -> None:
     current = getattr(module, _NAME, None)
     if current is SerialTCPServer:
         return
-    _check_shape(current)
+    require_class(f'{_MODULE}.{_NAME}', current, _METHODS, ('self', 'port', 'timeout', 'encoded'))
     _original = current
     setattr(module, _NAME, SerialTCPServer)
     log.info('{module}.{name} runs on socs_tcp', module=_MODULE, name=_NAME)
