@@ -7,10 +7,12 @@ header's length field). Each answers two questions about a buffer:
 ``ready(buf)`` (is a complete frame at its front?) and ``extract(buf)``
 (remove that frame and return it, or return None and leave ``buf`` as it is).
 
-Every frame has a maximum length. A buffer that holds more than that and
-still no complete frame makes both raise `FrameTooLong` (Twisted's
-``LineReceiver`` calls ``lineLengthExceeded`` there and drops the
-connection): whoever feeds the buffer then stops, so memory stays bounded.
+Every frame has a maximum length. A complete frame longer than that, or a
+buffer that holds more than that and still no complete frame, makes both
+raise `FrameTooLong` (Twisted's ``LineReceiver`` calls ``lineLengthExceeded``
+in both cases and drops the connection): whoever feeds the buffer then
+stops, so memory stays bounded, and a reply is never longer than its limit
+because of how it happened to arrive.
 
 A frame is also a callable (``frame(buf)`` is ``frame.extract(buf)``): the
 form the simulated-device server takes as ``framer``.
@@ -33,11 +35,14 @@ MBAP_HEADER = struct.Struct('>HHH')
 
 
 class FrameTooLong(ValueError):
-    """The buffer holds more than a frame's maximum length and no complete frame."""
+    """A frame is longer than its maximum length: complete, or not yet complete past the limit."""
 
-    def __init__(self, max_length: int, buffered: int, what: str) -> None:
-        super().__init__(f'frame longer than {max_length} bytes (max_length) '
-                         f'without {what}: {buffered} bytes buffered')
+    def __init__(self, max_length: int, buffered: int, what: str, length: int | None = None) -> None:
+        if length is None:
+            why = f'without {what}: {buffered} bytes buffered'
+        else:
+            why = f'({length} bytes up to {what})'
+        super().__init__(f'frame longer than {max_length} bytes (max_length) {why}')
         self.max_length = max_length
 
 
@@ -93,6 +98,8 @@ class Frame:
 
     def _checked_end(self, buf: bytearray) -> int:
         end = self._end(buf)
+        if end > self.max_length:
+            raise FrameTooLong(self.max_length, len(buf), self._missing, length=end)
         if end < 0 and len(buf) > self.max_length:
             raise FrameTooLong(self.max_length, len(buf), self._missing)
         return end
@@ -174,15 +181,18 @@ class Terminated(Frame):
         return f'the terminator {self.terminator!r}'
 
     def ready(self, buf: bytearray) -> bool:
-        if self.terminator in buf:
-            return True
-        if len(buf) > self.max_length:
+        found = buf.find(self.terminator)
+        if found > self.max_length:
+            raise FrameTooLong(self.max_length, len(buf), self._missing, length=found)
+        if found < 0 and len(buf) > self.max_length:
             raise FrameTooLong(self.max_length, len(buf), self._missing)
-        return False
+        return found >= 0
 
     def extract(self, buf: bytearray) -> bytes | None:
         terminator = self.terminator
         found = buf.find(terminator)
+        if found > self.max_length:   # complete, but longer than allowed (as LineReceiver)
+            raise FrameTooLong(self.max_length, len(buf), self._missing, length=found)
         if found < 0:
             if len(buf) > self.max_length:
                 raise FrameTooLong(self.max_length, len(buf), self._missing)

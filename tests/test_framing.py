@@ -46,6 +46,13 @@ def test_every_frame_has_a_maximum_length_as_line_receiver():
     assert line.extract(bytearray(b'abcd\n')) == b'abcd'      # exactly the limit, then its terminator
     with pytest.raises(FrameTooLong, match='longer than 4 bytes'):
         line.ready(bytearray(b'abcde'))
+    # A complete frame longer than the limit is refused too, however it arrived (in one read here).
+    for check in (line.ready, line.extract):
+        with pytest.raises(FrameTooLong, match='longer than 4 bytes'):
+            check(bytearray(b'abcde\n'))
+    from socs_tcp._framing import Mbap
+    with pytest.raises(FrameTooLong, match='longer than 10 bytes'):   # announced: 6 + 5 bytes
+        Mbap(max_length=10).extract(bytearray(b'\x00\x01\x00\x00\x00\x05\x01\x03\x02\x00\x01'))
     with pytest.raises(ValueError, match='size must be 1..8'):
         Exactly(9, max_length=8)
     assert Chunk(3).extract(bytearray(b'abcdef')) == b'abc'   # a chunk is never too long

@@ -218,3 +218,28 @@ def test_max_frame_length_is_checked_and_bounds_read_exactly():
         TCPInterface('127.0.0.1', 1, 1, max_frame_length=0)
     with pytest.raises(TypeError, match='max_frame_length'):
         TCPInterface('127.0.0.1', 1, 1, max_frame_length='big')
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_whole_reply_longer_than_max_frame_length_fails_even_when_it_arrives_in_one_read(listener):
+    """The limit is the frame's length, not how much was buffered before its end (as LineReceiver)."""
+    def device():
+        peer, _ = listener.accept()
+        with peer:
+            peer.recv(64)
+            peer.sendall(b'SOCS-TCP,SIM-PSU-3005,SN00042,1.2\n')   # 34 bytes and the terminator, one write
+            peer.recv(64)   # until the client drops the connection
+
+    serving = threading.Thread(target=device)
+    serving.start()
+
+    def body():
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 5, read_termination=b'\n',
+                           max_frame_length=8)
+        try:
+            with pytest.raises(ConnectionError, match='max_frame_length=8'):
+                dev.query(b'*IDN?\n')
+        finally:
+            dev.close()
+            serving.join(5)
+    yield in_worker(body)
