@@ -21,6 +21,10 @@ line; each is answered by one line, ``OK ...`` or ``ERR ...``:
 ``blackhole on|off``        vanish from the network: open connections go silent,
                             new ones hang; ``off`` (or ``start``) comes back
 ``reset``                   clear every reply fault (silent, delay, fragments, ...)
+``late <seconds>|off``      bridges only: the instrument answers the next request
+                            that late, to whichever client is connected then
+                            (held for the next connection if none is)
+``one-client on|off``       bridges only: take one TCP client at a time
 ``help``                    list the commands
 ==========================  ==================================================
 
@@ -49,7 +53,7 @@ log = Logger(namespace='socs_tcp.sim.control')
 
 HELP = ('status | drop | hangup | drop-after <n> | silent on|off | delay <s> | '
         'fragments <n> [<s>]|off | garbage <hex> | stop | start | restart <s> | '
-        'blackhole on|off | reset | help')
+        'blackhole on|off | reset | late <s>|off | one-client on|off | help')
 
 
 class CommandError(ValueError):
@@ -170,6 +174,8 @@ class ControlChannel:
                  f'fragments={faults.fragment_size or 0}',
                  f'blackhole={int(srv.blackholed)}',
                  f'restart_pending={int(self._restart_call is not None and self._restart_call.active())}']
+        if hasattr(srv, 'bridge_status'):
+            parts.append(srv.bridge_status())
         model = getattr(srv, 'model', None)
         if model is not None and hasattr(model, 'describe'):
             parts.append(model.describe())
@@ -267,6 +273,23 @@ class ControlChannel:
         self._arity(args, 0, 'reset')
         self.server.reset_faults()
         return 'faults cleared'
+
+    def _bridge(self, command: str):
+        if not hasattr(self.server, 'set_late'):
+            raise CommandError(f'{command}: this simulator is not a bridge')
+        return self.server
+
+    def _cmd_late(self, *args):
+        self._arity(args, 1, 'late <seconds>|off')
+        seconds = 0.0 if args[0].lower() == 'off' else _seconds(args[0], 'late')
+        self._bridge('late').set_late(seconds)
+        return f'next reply {seconds:g} s late' if seconds else 'late off'
+
+    def _cmd_one_client(self, *args):
+        self._arity(args, 1, 'one-client on|off')
+        on = _on_off(args[0], 'one-client')
+        self._bridge('one-client').set_one_client(on)
+        return f'one client {"on" if on else "off"}'
 
 
 class _ControlProtocol(LineOnlyReceiver):
@@ -412,3 +435,11 @@ class SimControl:
     def reset(self) -> str:
         """Clear every reply fault."""
         return self.send('reset')
+
+    def late(self, seconds: float) -> str:
+        """Bridges: the next reply comes ``seconds`` late (0: cancel), to the client connected then."""
+        return self.send(f'late {float(seconds)!r}' if seconds else 'late off')
+
+    def one_client(self, on: bool = True) -> str:
+        """Bridges: take one TCP client at a time (or any number)."""
+        return self.send(f'one-client {"on" if on else "off"}')
