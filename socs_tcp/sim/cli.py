@@ -2,7 +2,8 @@
 
 KIND is ``compressor`` or ``psu`` (the sample agents' devices) or one of the
 SOCS devices of `socs_tcp.sim.devices` (``cryomech-cpa``, ``lakeshore372``,
-``pfeiffer-tpg366``).
+``pfeiffer-tpg366``, ``prologix``, ``moxa-dwl``, ``moxa-pmx``,
+``pfeiffer-tc400``, ``hwp-pid``).
 
 Prints ``PORT <n>`` (the device port) and, with ``--control-port``,
 ``CONTROL <n>`` (the fault-control port, see `socs_tcp.sim.control`)
