@@ -13,7 +13,7 @@ from unittest.mock import MagicMock
 import pytest
 from ocs.ocs_agent import OpSession, ParamError, ParamHandler
 
-from socs_tcp import NotConnected
+from socs_tcp import NotConnected, _mbap
 from socs_tcp.agents import polled_device
 from socs_tcp.agents.compressor import drivers as cpa
 from socs_tcp.agents.compressor.agent import CompressorAgent
@@ -61,6 +61,19 @@ def test_write_request_and_its_echo():
     cpa.parse_write_reply(frame, 7, 1, 1, 0x00FF)      # a write is acknowledged by its echo
     with pytest.raises(ReplyError, match='echoes register 1=1'):
         cpa.parse_write_reply(cpa.build_write_request(7, 1, 1, 1), 7, 1, 1, 0x00FF)
+
+
+def test_mbap_frames_carry_their_pdu_length_and_refuse_what_no_frame_can_carry():
+    frame = _mbap.pack_frame(0x1234, 7, b'\x04\x00\x01\x00\x02')
+    assert frame == b'\x12\x34\x00\x00\x00\x06\x07\x04\x00\x01\x00\x02'   # by hand
+    assert _mbap.unpack_header(frame) == (0x1234, 0, 6, 7)
+    assert _mbap.LENGTH_PREFIX.size + _mbap.unpack_header(frame).length == len(frame)
+    with pytest.raises(ValueError, match='1..253 bytes, got 0'):
+        _mbap.pack_frame(1, 1, b'')
+    with pytest.raises(ValueError, match='got 254'):
+        _mbap.pack_frame(1, 1, bytes(254))
+    with pytest.raises(struct.error):
+        _mbap.pack_frame(0x10000, 1, b'\x04')
 
 
 def test_status_block_decodes_words_low_first_and_identity():

@@ -305,12 +305,12 @@ def test_drop_connections_aborts_all_but_keeps_listening(make_server):
 
 
 @pytest_twisted.inlineCallbacks
-def test_hang_up_closes_cleanly_unlike_drop_and_keeps_listening(make_server):
+def test_hangup_closes_cleanly_unlike_drop_and_keeps_listening(make_server):
     srv = make_server(upper)
     port = yield srv.start()
     a = yield connect(port)
     yield srv.when_connections(1, timeout=WAIT)
-    yield srv.hang_up()
+    yield srv.hangup()
     assert srv.connection_count == 0
     assert isinstance((yield a.wait_lost()), ConnectionDone)   # FIN, not a reset
     assert (yield answered(port, b'ok')) == b'OK\n'
@@ -485,7 +485,7 @@ def test_blocking_twin_hangs_up_from_a_worker_thread(make_server):
     def worker():
         with socket.create_connection(('127.0.0.1', port), timeout=WAIT) as s:
             srv.blocking.when_connections(1, timeout=WAIT)
-            srv.blocking.hang_up()              # returns once the connection is gone
+            srv.blocking.hangup()              # returns once the connection is gone
             return srv.connection_count, s.recv(100)
 
     assert (yield threads.deferToThread(worker)) == (0, b'')   # end of stream, not a reset

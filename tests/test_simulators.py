@@ -16,8 +16,10 @@ from twisted.internet import reactor, task, threads
 
 from socs_tcp.agents.compressor import drivers as cpa
 from socs_tcp.agents.compressor.simulator import CompressorSimulator
-from socs_tcp.agents.power_supply.simulator import PowerSupplyModel
-from socs_tcp.sim.control import ControlChannel, SimControl, SimControlError
+from socs_tcp.agents.power_supply.simulator import PowerSupplyModel, PowerSupplySimulator
+from socs_tcp.sim import cli as sim_cli
+from socs_tcp.sim._commands import COMMANDS
+from socs_tcp.sim.control import HELP, ControlChannel, SimControl, SimControlError
 from socs_tcp.sim.devices.cryomech_cpa import IDLING, RUNNING, STARTING, STOPPING, CompressorModel
 
 # -- compressor model ---------------------------------------------------------------
@@ -208,16 +210,101 @@ def test_control_blackhole_on_then_off(channel):
 
 @pytest.mark.parametrize('line, error', [
     ('bogus', "ERR unknown command 'bogus'"),
-    ('silent maybe', "ERR silent must be 'on' or 'off'"),
-    ('delay -1', 'ERR delay must be a finite number >= 0'),
+    ('silent maybe', "ERR silent must be 'on' or 'off', got 'maybe' (usage: silent on|off)"),
+    ('delay -1', "ERR seconds must be a finite number of seconds >= 0, got '-1' (usage: delay <seconds>)"),
     ('delay', 'ERR usage: delay <seconds>'),
-    ('garbage xyz', 'ERR garbage must be hex digits'),
+    ('delay 1 2', 'ERR usage: delay <seconds>'),
+    ('status now', 'ERR usage: status'),
+    ('garbage xyz', "ERR hex must be hex digits, got 'xyz' (usage: garbage <hex>)"),
+    ('fragments some', "ERR size must be an integer or 'off'"),
     ('drop-after 0', 'ERR n must be > 0'),
 ])
 @pytest_twisted.inlineCallbacks
 def test_control_rejects_bad_commands_with_err(channel, line, error):
     answer = yield channel.execute(line)
     assert answer.startswith(error), answer
+
+
+# -- the fault commands, defined once -------------------------------------------------------
+
+def test_every_control_command_has_one_channel_handler_and_one_client_method():
+    names = {c.method_name for c in COMMANDS}
+    handlers = {name[len('_cmd_'):] for name in vars(ControlChannel) if name.startswith('_cmd_')}
+    methods = {name for name in vars(SimControl) if not name.startswith('_')} - {'send'}
+    assert handlers == names
+    assert methods == names          # one name per command: no second spelling (hang_up)
+    assert HELP.split(' | ') == [c.usage for c in COMMANDS]
+
+
+@pytest_twisted.inlineCallbacks
+def test_sim_control_methods_send_what_the_channel_reads(channel):
+    sim = channel.server
+    ctl = SimControl('127.0.0.1', channel.start())
+    sock = yield threads.deferToThread(socket.create_connection, ('127.0.0.1', sim.port), 3)
+    try:
+        yield sim.when_connections(1, timeout=3)
+        assert (yield threads.deferToThread(ctl.hangup)) == 'closed 1 connections'
+        assert (yield threads.deferToThread(sock.recv, 10)) == b''      # FIN, not a reset
+    finally:
+        sock.close()
+    assert (yield threads.deferToThread(ctl.fragments, 3, 0.5)) == 'fragments 3 0.5'
+    assert (sim.faults.fragment_size, sim.faults.fragment_interval) == (3, 0.5)
+    assert (yield threads.deferToThread(ctl.fragments, None)) == 'fragments off'
+    assert sim.faults.fragment_size is None
+    yield threads.deferToThread(ctl.garbage, b'\x00\xff')
+    yield threads.deferToThread(ctl.drop_after, 2)
+    yield threads.deferToThread(ctl.delay, 0.125)
+    yield threads.deferToThread(ctl.silent, True)
+    faults = sim.faults
+    assert (faults.garbage, faults.drop_countdown, faults.delay, faults.silent) == \
+        (b'\x00\xff', 2, 0.125, True)
+    assert (yield threads.deferToThread(ctl.help)) == HELP
+
+
+@pytest.mark.parametrize('call, error', [
+    (lambda ctl: ctl.garbage(b''), ValueError),
+    (lambda ctl: ctl.drop_after('2'), TypeError),
+    (lambda ctl: ctl.delay(-1), ValueError),
+    (lambda ctl: ctl.fragments(2.5), TypeError),
+])
+def test_sim_control_refuses_bad_values_before_sending(call, error):
+    with socket.socket() as s:                   # nothing listens there: a send would fail
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    with pytest.raises(error):
+        call(SimControl('127.0.0.1', port, timeout=1))
+
+
+def simulate_help(capsys, *args):
+    with pytest.raises(SystemExit) as exit:
+        sim_cli.main([*args, '--help'])
+    assert exit.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_simulate_help_lists_each_devices_commands_and_every_fault_control(capsys):
+    out = simulate_help(capsys)
+    lines = [line.strip() for line in out.splitlines()]
+    for c in COMMANDS:
+        assert any(line.startswith(c.usage) and line.endswith(c.summary) for line in lines), c.name
+    for device in sim_cli.DEVICES:
+        assert f'{device}:' in lines
+        for request, what in sim_cli._simulator_class(device).command_set:
+            assert any(line.startswith(request) and line.endswith(what) for line in lines), request
+
+
+def test_simulate_device_help_lists_that_devices_commands_only(capsys):
+    out = simulate_help(capsys, 'psu')
+    assert 'psu:' in out and 'SYST:ERR?' in out and 'hangup' in out
+    assert 'lakeshore372:' not in out and 'KRDG?' not in out
+
+
+def test_psu_command_set_is_what_the_model_understands():
+    model = PowerSupplyModel()
+    for request, _what in PowerSupplySimulator.command_set:
+        reply = ask(model, request)
+        assert (reply is not None) == request.endswith('?'), request
+        assert ask(model, 'SYST:ERR?') == '0,"No error"', request
 
 
 # -- socs-tcp simulate, as a process --------------------------------------------------------

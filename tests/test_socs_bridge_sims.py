@@ -407,8 +407,8 @@ def test_control_channel_sets_the_bridge_faults(serve):
         assert (yield control.execute('one-client on')) == 'OK one client on'
         status = yield control.execute('status')
         assert 'late=0.5' in status and 'one_client=1' in status and 'setpoint=' in status
-        assert (yield control.execute('late off')) == 'OK late off'
-        assert (yield control.execute('late soon')).startswith('ERR late must be a number')
+        assert (yield control.execute('late 0')) == 'OK late off'
+        assert (yield control.execute('late soon')).startswith('ERR seconds must be')
         assert (yield control.execute('reset')) == 'OK faults cleared'
         echo = ControlChannel(types.SimpleNamespace())
         assert (yield echo.execute('late 1')) == 'ERR late: this simulator is not a bridge'
@@ -454,6 +454,37 @@ def test_simulate_runs_each_bridge_device_with_its_control_channel():
             assert proc.wait(timeout=10) == 0
             proc.stdout.close()
             proc.stderr.close()
+
+
+def _command_bytes(kind: str, request: str) -> bytes:
+    if kind == 'moxa-dwl':
+        return bytes.fromhex(request)
+    return request.encode()
+
+
+@pytest.mark.parametrize('kind, sim_class, answer', [
+    ('prologix', prologix.PrologixSimulator, lambda m, r: m.answer(r.decode())),
+    ('moxa-dwl', moxa.MoxaDWLSimulator, lambda m, r: m.answer(r)),
+    ('moxa-pmx', moxa.MoxaPMXSimulator, lambda m, r: m.answer(r.decode())),
+    ('pfeiffer-tc400', tc400.PfeifferTC400Simulator, lambda m, r: m.answer(r)),
+    ('hwp-pid', hwp_pid.HWPPIDSimulator, lambda m, r: m.answer(r.decode())),
+])
+def test_each_bridge_command_set_is_what_its_instrument_understands(kind, sim_class, answer):
+    model = sim_class().model
+    if kind == 'prologix':
+        model.answer('++auto 1')
+    for request, what in sim_class.command_set:
+        if kind == 'prologix':
+            target = prologix.CG635_ADDRESS if what.startswith('CG635') else prologix.PSU_ADDRESS
+            if not request.startswith('++'):
+                model.answer(f'++addr {target}')
+        reply = answer(model, _command_bytes(kind, request))
+        if '?' in request or kind in ('pfeiffer-tc400', 'hwp-pid') or request == '++ver':
+            assert reply not in (None, '?43', '?46'), request
+            if kind == 'pfeiffer-tc400':
+                assert b'NO_DEF' not in reply and b'_RANGE' not in reply, request
+        elif kind == 'moxa-dwl':
+            assert (reply is None) == ('no reply' in what), request
 
 
 def test_every_simulated_socs_device_is_run_by_a_simulate_test():

@@ -127,6 +127,16 @@ def test_ls372_identifies_and_reports_its_scanner():
     assert ls.answer(state, 'SCAN?') == '05,0'
 
 
+def test_ls372_command_set_is_what_the_bridge_understands():
+    state = ls.LS372State()
+    for request, _what in ls.Lakeshore372Simulator.command_set:
+        word, args = ls._split(request)
+        if word.endswith('?'):
+            assert ls._query(state, word, args) is not None, request
+        else:
+            ls._setting(state, word, args)       # raises for what the bridge ignores
+
+
 def test_ls372_input_settings_round_trip_in_the_devices_formats():
     state = ls.LS372State()
     assert ls.answer(state, 'INSET? 1') == '1,007,003,21,1'
@@ -236,6 +246,16 @@ def test_tpg_acknowledges_known_mnemonics_then_transmits_on_enq():
     assert tpg.answer(state, tpg.ENQ).startswith(b'0,')           # still PR2's data
     assert tpg.answer(state, b'PR5') == tpg.ACK
     assert tpg.answer(state, tpg.ENQ) == b'5,+0.0000E+00'          # no sensor
+
+
+def test_tpg_command_set_is_what_the_controller_understands():
+    state = tpg.TPG366State(seed=1)
+    for request, _what in tpg.PfeifferTPG366Simulator.command_set:
+        if request.startswith('\\x05'):
+            assert tpg.answer(state, tpg.ENQ) not in (None, tpg.NAK)
+        else:
+            assert tpg.answer(state, request.encode()) == tpg.ACK, request
+            assert tpg.answer(state, tpg.ENQ) not in (None, tpg.NAK), request
 
 
 def test_tpg_pressures_vary_and_the_vacuum_pumps_down():

@@ -1,8 +1,8 @@
 """Driver for a pulse-tube compressor with a Cryomech CPA style register map.
 
 The compressor speaks Modbus-TCP: each frame starts with a 7-byte MBAP header
-(transaction id, protocol id 0, length of what follows, unit id), then the
-PDU. This driver uses two functions:
+(transaction id, protocol id 0, length of what follows, unit id; see
+`socs_tcp._mbap`), then the PDU. This driver uses two functions:
 
 - 0x04 *read input registers*: ``[fc, start_hi, start_lo, count_hi, count_lo]``,
   answered by ``[fc, byte_count, reg0_hi, reg0_lo, ...]``;
@@ -25,17 +25,12 @@ import struct
 import threading
 import time
 
-from socs_tcp import DeviceTimeout, TCPInterface
+from socs_tcp import DeviceTimeout, TCPInterface, _mbap
 from socs_tcp.agents.errors import DeviceReportedError, ReplyError
 
 READ_INPUT_REGISTERS = 0x04
 WRITE_SINGLE_REGISTER = 0x06
 EXCEPTION_FLAG = 0x80
-
-MBAP = struct.Struct('>HHHB')   # transaction id, protocol id, length, unit id
-MBAP_SIZE = MBAP.size           # 7
-#: Largest ``length`` field a Modbus-TCP frame can carry (unit id + 253-byte PDU).
-MAX_MBAP_LENGTH = 254
 
 #: Status block, as on the CPA: registers 1..33 read in one request.
 FIRST_REGISTER = 1
@@ -115,8 +110,8 @@ def build_read_request(transaction_id: int, unit_id: int, start: int, count: int
     """
     if not 1 <= count <= 125:
         raise ValueError(f'count must be in 1..125, got {count!r}')
-    return (MBAP.pack(transaction_id, 0, 6, unit_id)
-            + struct.pack('>BHH', READ_INPUT_REGISTERS, start, count))
+    return _mbap.pack_frame(transaction_id, unit_id,
+                            struct.pack('>BHH', READ_INPUT_REGISTERS, start, count))
 
 
 def build_write_request(transaction_id: int, unit_id: int, address: int, value: int) -> bytes:
@@ -129,8 +124,8 @@ def build_write_request(transaction_id: int, unit_id: int, address: int, value: 
     """
     if not 0 <= value <= 0xFFFF:
         raise ValueError(f'value must be in 0..65535, got {value!r}')
-    return (MBAP.pack(transaction_id, 0, 6, unit_id)
-            + struct.pack('>BHH', WRITE_SINGLE_REGISTER, address, value))
+    return _mbap.pack_frame(transaction_id, unit_id,
+                            struct.pack('>BHH', WRITE_SINGLE_REGISTER, address, value))
 
 
 # -- replies ------------------------------------------------------------------
@@ -143,15 +138,15 @@ def parse_header(header: bytes, transaction_id: int, unit_id: int) -> int:
         If the header is short, the protocol id is not 0, the length is out of
         range, or the transaction id or unit id is not the request's.
     """
-    if len(header) < MBAP_SIZE:
+    if len(header) < _mbap.HEADER_SIZE:
         raise ReplyError(f'truncated reply: {len(header)} bytes, a Modbus header has '
-                         f'{MBAP_SIZE}: {bytes(header)!r}')
-    tid, protocol, length, unit = MBAP.unpack_from(header)
-    if protocol != 0:
-        raise ReplyError(f'not a Modbus-TCP reply (protocol id {protocol}, expected 0): '
-                         f'{bytes(header)!r}')
-    if not 2 <= length <= MAX_MBAP_LENGTH:
-        raise ReplyError(f'reply length field {length} out of range 2..{MAX_MBAP_LENGTH}')
+                         f'{_mbap.HEADER_SIZE}: {bytes(header)!r}')
+    tid, protocol, length, unit = _mbap.unpack_header(header)
+    if protocol != _mbap.PROTOCOL_ID:
+        raise ReplyError(f'not a Modbus-TCP reply (protocol id {protocol}, expected '
+                         f'{_mbap.PROTOCOL_ID}): {bytes(header)!r}')
+    if not 2 <= length <= _mbap.MAX_LENGTH:
+        raise ReplyError(f'reply length field {length} out of range 2..{_mbap.MAX_LENGTH}')
     if tid != transaction_id:
         raise ReplyError(f'reply transaction id {tid} does not match request {transaction_id}')
     if unit != unit_id:
@@ -162,7 +157,7 @@ def parse_header(header: bytes, transaction_id: int, unit_id: int) -> int:
 def _parse_pdu(frame: bytes, transaction_id: int, unit_id: int, function: int) -> bytes:
     """Check a whole reply frame; return its PDU after the function code."""
     length = parse_header(frame, transaction_id, unit_id)
-    pdu = frame[MBAP_SIZE:]
+    pdu = frame[_mbap.HEADER_SIZE:]
     if len(pdu) != length - 1:
         raise ReplyError(f'truncated or overlong reply: header announces {length - 1} bytes '
                          f'after the unit id, got {len(pdu)}')
@@ -299,7 +294,7 @@ class Compressor(TCPInterface):
     def _exchange(self, request: bytes, transaction_id: int) -> bytes:
         """Send ``request``; return the whole reply frame once its header checks out."""
         deadline = time.monotonic() + self.timeout
-        header = self.query(request, size=MBAP_SIZE)
+        header = self.query(request, size=_mbap.HEADER_SIZE)
         length = parse_header(header, transaction_id, self.unit_id)
         # The header's unit id is counted by ``length``: read the rest of the PDU,
         # within what is left of this exchange's timeout.

@@ -10,7 +10,7 @@ silent, delay, garbage, stop/start) works on it.
 from __future__ import annotations
 
 from socs_tcp.sim import DeviceServer, mbap_framer
-from socs_tcp.sim.devices.cryomech_cpa import CompressorModel
+from socs_tcp.sim.devices.cryomech_cpa import COMMAND_SET, CompressorModel
 
 __all__ = ['CompressorSimulator']
 
@@ -27,6 +27,8 @@ class CompressorSimulator(DeviceServer):
     model : CompressorModel, optional
         The device state (a default one if not given), kept as ``self.model``.
     """
+
+    command_set = COMMAND_SET
 
     def __init__(self, host: str = '127.0.0.1', port: int = 0,
                  model: CompressorModel | None = None):

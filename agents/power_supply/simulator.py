@@ -211,6 +211,22 @@ class PowerSupplySimulator(DeviceServer):
         The device state (a default one if not given), kept as ``self.model``.
     """
 
+    command_set = (
+        ('*IDN?', 'identity: maker, model, serial, firmware'),
+        ('*RST', 'output off, set points to 0, errors cleared'),
+        ('*CLS', 'clear the error queue'),
+        ('*OPC?', 'answers 1 (operations complete)'),
+        ('MEAS:VOLT?', 'the output voltage now (V)'),
+        ('MEAS:CURR?', 'the output current now (A)'),
+        ('VOLT 5', f'voltage set point, 0-{VOLTAGE_MAX:g} V (or MIN, MAX)'),
+        ('VOLT?', 'voltage set point'),
+        ('CURR 1', f'current limit, 0-{CURRENT_MAX:g} A (or MIN, MAX)'),
+        ('CURR?', 'current limit'),
+        ('OUTP ON', 'switch the output (ON, OFF, 1, 0)'),
+        ('OUTP?', 'output state, 1 or 0'),
+        ('SYST:ERR?', 'oldest queued error: code,"message" (0,"No error" when empty)'),
+    )
+
     def __init__(self, host: str = '127.0.0.1', port: int = 0,
                  model: PowerSupplyModel | None = None):
         self.model = model if model is not None else PowerSupplyModel()

@@ -109,9 +109,9 @@ class BlockingDeviceServer:
         """`DeviceServer.drop_connections`: return once those connections are gone."""
         self._call('drop_connections')
 
-    def hang_up(self) -> None:
-        """`DeviceServer.hang_up`: return once those connections are gone."""
-        self._call('hang_up')
+    def hangup(self) -> None:
+        """`DeviceServer.hangup`: return once those connections are gone."""
+        self._call('hangup')
 
     def send_unsolicited(self, data: bytes | str) -> None:
         """`DeviceServer.send_unsolicited`."""

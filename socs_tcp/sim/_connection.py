@@ -97,7 +97,7 @@ class DeviceConnection(Protocol):
         self._outbox.clear()
         self.transport.abortConnection()
 
-    def hang_up(self):
+    def hangup(self):
         """Close this connection cleanly (FIN), as a device that hangs up; queued replies are dropped."""
         if self.closing:
             return

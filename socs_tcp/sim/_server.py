@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -95,7 +96,17 @@ class DeviceServer:
     ------
     TypeError, ValueError
         For a bad argument, naming it.
+
+    Attributes
+    ----------
+    command_set : tuple of (str, str)
+        What the simulated device understands, for people: pairs of an
+        example request and what it does, one line each. A subclass that
+        simulates a device lists its commands here; ``socs-tcp simulate
+        --help`` shows them.
     """
+
+    command_set: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, handler: Handler, *, terminator: bytes | str = b'\n',
                  reply_terminator=_DEFAULT, framer: Framer | None = None,
@@ -375,7 +386,7 @@ class DeviceServer:
         d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
-    def hang_up(self) -> defer.Deferred:
+    def hangup(self) -> defer.Deferred:
         """Close every open connection cleanly (FIN) now, as a device that hangs up.
 
         Unlike `drop_connections` (a reset), the peer reads the end of the
@@ -388,7 +399,7 @@ class DeviceServer:
         """
         conns = list(self._connections)
         for conn in conns:
-            conn.hang_up()
+            conn.hangup()
         d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
         return d.addCallback(lambda _: None)
 

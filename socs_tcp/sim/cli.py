@@ -10,6 +10,9 @@ Prints ``PORT <n>`` (the device port) and, with ``--control-port``,
 on stdout, one line each, flushed, once the simulator is listening; so a
 script can start it with ``--port 0`` and read where it went. Logs go to
 stderr. SIGTERM and SIGINT stop it cleanly (exit status 0).
+
+``--help`` lists each device's commands and the fault controls;
+``socs-tcp simulate DEVICE --help`` lists that device's only.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from twisted.logger import (
 
 from socs_tcp import _arguments as arguments
 from socs_tcp._arguments import command_line
+from socs_tcp.sim._commands import help_lines
 from socs_tcp.sim.devices import SIMULATORS
 
 log = Logger(namespace='socs_tcp.sim.cli')
@@ -41,10 +45,50 @@ DEVICES = {
 }
 
 
+def _simulator_class(device: str) -> type:
+    module, name = DEVICES[device]
+    return getattr(importlib.import_module(module), name)
+
+
+def device_help(device: str) -> list[str]:
+    """The lines ``--help`` shows for ``device``: its kind, then its command set."""
+    command_set = getattr(_simulator_class(device), 'command_set', ())
+    if not command_set:
+        return [f'{device}:', '  (its commands are in its module\'s docstring)']
+    width = max(len(request) for request, _ in command_set)
+    return [f'{device}:'] + [f'  {request:<{width}}  {what}' for request, what in command_set]
+
+
+def help_epilog(devices: list[str]) -> str:
+    """Each device's command set, then every fault control, one line each."""
+    lines = ['device commands (an example request, then what it does):']
+    for device in devices:
+        lines += ['  ' + line for line in device_help(device)]
+    lines += ['', 'fault controls (one line each on the --control-port channel; e.g. '
+                  '`nc 127.0.0.1 <CONTROL>`, or socs_tcp.sim.control.SimControl):']
+    lines += help_lines('  ')
+    return '\n'.join(lines)
+
+
+class _HelpAction(argparse.Action):
+    """``--help``: after a device name, that device's commands only; otherwise every device's."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help='show this help (after DEVICE: that device only) and exit'):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        device = getattr(namespace, 'device', None)
+        parser.epilog = help_epilog([device] if device in DEVICES else sorted(DEVICES))
+        parser.print_help()
+        parser.exit()
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='socs-tcp simulate', description=__doc__,
+        prog='socs-tcp simulate', description=__doc__, add_help=False,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-h', '--help', action=_HelpAction)
     parser.add_argument('device', choices=sorted(DEVICES), help='which device to simulate')
     parser.add_argument('--host', default='127.0.0.1',
                         help='interface to listen on (default 127.0.0.1)')
@@ -73,8 +117,7 @@ def make_simulator(device: str, host: str = '127.0.0.1', port: int = 0):
     """
     if device not in DEVICES:
         raise ValueError(f'device must be one of {sorted(DEVICES)}, got {device!r}')
-    module, name = DEVICES[device]
-    return getattr(importlib.import_module(module), name)(host=host, port=port)
+    return _simulator_class(device)(host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> int:

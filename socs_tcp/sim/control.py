@@ -1,41 +1,21 @@
 """Run-time fault control for a running simulator: a line protocol on its own port.
 
 An operator (``nc 127.0.0.1 PORT``), the demo or a test sends one command per
-line; each is answered by one line, ``OK ...`` or ``ERR ...``:
+line; each is answered by one line, ``OK ...`` or ``ERR ...``. The commands
+(defined once, in `socs_tcp.sim._commands`; ``help`` lists them, and so does
+``socs-tcp simulate --help``) are these::
 
-==========================  ==================================================
-``status``                  ``OK listening=1 connections=1 requests=42 ...``
-                            (server state, faults, then the device's state)
-``drop``                    abort every open device connection (keeps listening)
-``hangup``                  close every open device connection cleanly (FIN),
-                            as a device that hangs up (keeps listening)
-``drop-after <n>``          abort the connection carrying the n-th next request
-``silent on|off``           read requests but never answer them
-``delay <seconds>``         answer each request that much later
-``fragments <n> [<s>]``     send replies in n-byte chunks, s seconds apart;
-                            ``fragments off`` sends them whole again
-``garbage <hex>``           put these bytes in front of the next reply (once)
-``stop``                    the device goes away: stop listening, drop connections
-``start``                   listen again (same port)
-``restart <seconds>``       ``stop`` now, ``start`` after that many seconds
-``blackhole on|off``        vanish from the network: open connections go silent,
-                            new ones hang; ``off`` (or ``start``) comes back
-``reset``                   clear every reply fault (silent, delay, fragments, ...)
-``late <seconds>|off``      bridges only: the instrument answers the next request
-                            that late, to whichever client is connected then
-                            (held for the next connection if none is)
-``one-client on|off``       bridges only: take one TCP client at a time
-``help``                    list the commands
-==========================  ==================================================
+{table}
 
-These are the fault commands of every simulated device here: the
-simulators ``socs-tcp simulate`` runs, the benchmarks' echo devices
+They are the fault commands of every simulated device here: the simulators
+``socs-tcp simulate`` runs, the benchmarks' echo devices
 (``python -m socs_tcp.sim.echo --control``), the demo and the tests.
 
 `ControlChannel` is the server side (it runs in the simulator's reactor);
-`SimControl` is a blocking client for scripts, the demo and tests. Don't call
-`SimControl` from the reactor thread of the process that runs the channel: it
-would wait for an answer that reactor can't send.
+`SimControl` is a blocking client for scripts, the demo and tests, with one
+method per command. Don't call `SimControl` from the reactor thread of the
+process that runs the channel: it would wait for an answer that reactor can't
+send.
 """
 
 from __future__ import annotations
@@ -48,38 +28,16 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from socs_tcp import _arguments as arguments
+from socs_tcp.sim import _commands as commands
+from socs_tcp.sim._commands import CommandError
 
 log = Logger(namespace='socs_tcp.sim.control')
 
-HELP = ('status | drop | hangup | drop-after <n> | silent on|off | delay <s> | '
-        'fragments <n> [<s>]|off | garbage <hex> | stop | start | restart <s> | '
-        'blackhole on|off | reset | late <s>|off | one-client on|off | help')
+# The docstring's command list, from the one definition.
+__doc__ = (__doc__ or '').replace('{table}', '\n'.join(commands.help_lines('    ')))
 
-
-class CommandError(ValueError):
-    """A control command was malformed (answered with ``ERR``)."""
-
-
-def _number(text: str, name: str, parse=float):
-    """``text`` as a number (checked for range by whoever uses it)."""
-    try:
-        return parse(text)
-    except ValueError:
-        kind = 'an integer' if parse is int else 'a number'
-        raise CommandError(f'{name} must be {kind}, got {text!r}') from None
-
-
-def _seconds(text: str, name: str) -> float:
-    return arguments.seconds(_number(text, name), name, allow_zero=True)
-
-
-def _on_off(text: str, name: str) -> bool:
-    word = text.lower()
-    if word in ('on', '1', 'true'):
-        return True
-    if word in ('off', '0', 'false'):
-        return False
-    raise CommandError(f"{name} must be 'on' or 'off', got {text!r}")
+#: The answer to ``help``: every command's usage.
+HELP = ' | '.join(c.usage for c in commands.COMMANDS)
 
 
 class ControlChannel:
@@ -139,33 +97,31 @@ class ControlChannel:
         words = line.split()
         if not words:
             return defer.succeed('ERR empty command (try: help)')
-        name, args = words[0].lower(), words[1:]
-        method = getattr(self, '_cmd_' + name.replace('-', '_'), None)
-        if method is None:
-            return defer.succeed(f'ERR unknown command {name!r} (try: help)')
-        d = defer.maybeDeferred(method, *args)
+        try:
+            cmd = commands.command(words[0])
+            values = cmd.parse(words[1:])
+        except CommandError as exc:
+            return defer.succeed(f'ERR {exc}')
+        d = defer.maybeDeferred(getattr(self, '_cmd_' + cmd.method_name), *values)
 
         def ok(text):
             log.info('control: {line} -> OK {text}', line=line, text=text or '')
             return f'OK {text}'.rstrip()
 
         def failed(failure):
-            if failure.check(CommandError, ValueError, TypeError):
+            if failure.check(ValueError, TypeError):
                 return f'ERR {failure.getErrorMessage()}'
             log.failure('control command {line!r} failed', failure, line=line)
             return f'ERR {failure.type.__name__}: {failure.getErrorMessage()}'
 
         return d.addCallbacks(ok, failed)
 
-    @staticmethod
-    def _arity(args, n: int, usage: str) -> None:
-        if len(args) != n:
-            raise CommandError(f'usage: {usage}')
-
-    def _cmd_help(self, *args):
+    # One handler per command of `socs_tcp.sim._commands.COMMANDS`, called
+    # with the values its parameters parsed to.
+    def _cmd_help(self) -> str:
         return HELP
 
-    def _cmd_status(self, *args):
+    def _cmd_status(self) -> str:
         srv = self.server
         faults = srv.faults
         parts = [f'listening={int(srv.listening)}', f'port={srv.port}',
@@ -174,76 +130,52 @@ class ControlChannel:
                  f'fragments={faults.fragment_size or 0}',
                  f'blackhole={int(srv.blackholed)}',
                  f'restart_pending={int(self._restart_call is not None and self._restart_call.active())}']
-        if hasattr(srv, 'bridge_status'):
+        if hasattr(srv, 'bridge_status'):        # a simulator behind a serial/GPIB bridge
             parts.append(srv.bridge_status())
         model = getattr(srv, 'model', None)
         if model is not None and hasattr(model, 'describe'):
             parts.append(model.describe())
         return ' '.join(parts)
 
-    def _cmd_drop(self, *args):
-        self._arity(args, 0, 'drop')
+    def _cmd_drop(self) -> defer.Deferred:
         count = self.server.connection_count
         d = self.server.drop_connections()
         return d.addCallback(lambda _: f'dropped {count} connections')
 
-    def _cmd_hangup(self, *args):
-        self._arity(args, 0, 'hangup')
+    def _cmd_hangup(self) -> defer.Deferred:
         count = self.server.connection_count
-        d = self.server.hang_up()
+        d = self.server.hangup()
         return d.addCallback(lambda _: f'closed {count} connections')
 
-    def _cmd_drop_after(self, *args):
-        self._arity(args, 1, 'drop-after <n>')
-        n = _number(args[0], 'n', int)
+    def _cmd_drop_after(self, n: int) -> str:
         self.server.drop_after(n)
         return f'dropping at request {n} from now'
 
-    def _cmd_silent(self, *args):
-        self._arity(args, 1, 'silent on|off')
-        on = _on_off(args[0], 'silent')
+    def _cmd_silent(self, on: bool) -> str:
         self.server.set_silent(on)
         return f'silent {"on" if on else "off"}'
 
-    def _cmd_delay(self, *args):
-        self._arity(args, 1, 'delay <seconds>')
-        seconds = _seconds(args[0], 'delay')
+    def _cmd_delay(self, seconds: float) -> str:
         self.server.set_delay(seconds)
         return f'delay {seconds:g}'
 
-    def _cmd_fragments(self, *args):
-        if len(args) == 1 and args[0].lower() == 'off':
-            self.server.set_fragments(None)
-            return 'fragments off'
-        if len(args) not in (1, 2):
-            raise CommandError('usage: fragments <size> [<interval>] | fragments off')
-        size = _number(args[0], 'size', int)
-        interval = _seconds(args[1], 'interval') if len(args) == 2 else 0.0
+    def _cmd_fragments(self, size: int | None, interval: float = 0.0) -> str:
         self.server.set_fragments(size, interval)
-        return f'fragments {size} {interval:g}'
+        return 'fragments off' if size is None else f'fragments {size} {interval:g}'
 
-    def _cmd_garbage(self, *args):
-        self._arity(args, 1, 'garbage <hex>')
-        try:
-            data = bytes.fromhex(args[0])
-        except ValueError:
-            raise CommandError(f'garbage must be hex digits, got {args[0]!r}') from None
+    def _cmd_garbage(self, data: bytes) -> str:
         self.server.set_garbage(data)
         return f'garbage {len(data)} bytes before the next reply'
 
-    def _cmd_stop(self, *args):
-        self._arity(args, 0, 'stop')
+    def _cmd_stop(self) -> defer.Deferred:
         self._cancel_restart()
         return self.server.stop().addCallback(lambda _: 'stopped')
 
-    def _cmd_start(self, *args):
-        self._arity(args, 0, 'start')
+    def _cmd_start(self) -> defer.Deferred:
         self._cancel_restart()
         return self.server.start().addCallback(lambda port: f'listening on {port}')
 
-    def _cmd_restart(self, *args):
-        self._arity(args, 1, 'restart <seconds>')
-        seconds = _seconds(args[0], 'seconds')
+    def _cmd_restart(self, seconds: float) -> defer.Deferred:
         self._cancel_restart()
 
         def back():
@@ -260,34 +192,27 @@ class ControlChannel:
 
         return self.server.stop().addCallback(stopped)
 
-    def _cmd_blackhole(self, *args):
-        self._arity(args, 1, 'blackhole on|off')
-        on = _on_off(args[0], 'blackhole')
+    def _cmd_blackhole(self, on: bool) -> defer.Deferred:
         self._cancel_restart()
         d = self.server.set_blackhole(on)
         if on:
             return d.addCallback(lambda _: 'blackholed: connections silent, new ones hang')
         return d.addCallback(lambda _: f'back: listening on {self.server.port}')
 
-    def _cmd_reset(self, *args):
-        self._arity(args, 0, 'reset')
+    def _cmd_reset(self) -> str:
         self.server.reset_faults()
         return 'faults cleared'
 
-    def _bridge(self, command: str):
+    def _bridge(self, name: str):
         if not hasattr(self.server, 'set_late'):
-            raise CommandError(f'{command}: this simulator is not a bridge')
+            raise commands.CommandError(f'{name}: this simulator is not a bridge')
         return self.server
 
-    def _cmd_late(self, *args):
-        self._arity(args, 1, 'late <seconds>|off')
-        seconds = 0.0 if args[0].lower() == 'off' else _seconds(args[0], 'late')
+    def _cmd_late(self, seconds: float) -> str:
         self._bridge('late').set_late(seconds)
         return f'next reply {seconds:g} s late' if seconds else 'late off'
 
-    def _cmd_one_client(self, *args):
-        self._arity(args, 1, 'one-client on|off')
-        on = _on_off(args[0], 'one-client')
+    def _cmd_one_client(self, on: bool) -> str:
         self._bridge('one-client').set_one_client(on)
         return f'one client {"on" if on else "off"}'
 
@@ -378,68 +303,73 @@ class SimControl:
         raise ConnectionError(f'simulator control {self.host}:{self.port}: unexpected answer '
                               f'{text!r} to {command!r}')
 
-    # -- one method per command ------------------------------------------------
-    def status(self) -> dict:
+    def _run(self, name: str, *values: object) -> str:
+        """Send command ``name`` with ``values``, written as `socs_tcp.sim._commands` defines."""
+        return self.send(commands.command(name).line(*values))
+
+    # -- one method per command of socs_tcp.sim._commands.COMMANDS, same name ------
+    def status(self) -> dict[str, str]:
         """The simulator's state as a dict of strings (``listening``, ``connections``, ...)."""
-        return dict(part.split('=', 1) for part in self.send('status').split() if '=' in part)
+        return dict(part.split('=', 1) for part in self._run('status').split() if '=' in part)
 
     def drop(self) -> str:
-        """Abort every open device connection."""
-        return self.send('drop')
+        """Abort every open device connection (the peer sees a reset)."""
+        return self._run('drop')
 
-    def hang_up(self) -> str:
-        """Close every open device connection cleanly (the device hangs up)."""
-        return self.send('hangup')
+    def hangup(self) -> str:
+        """Close every open device connection cleanly (FIN), as a device that hangs up."""
+        return self._run('hangup')
 
     def drop_after(self, n: int) -> str:
         """Abort the connection carrying the ``n``-th next request."""
-        return self.send(f'drop-after {int(n)}')
+        return self._run('drop-after', n)
 
     def silent(self, on: bool = True) -> str:
         """Stop (or resume) answering requests."""
-        return self.send(f'silent {"on" if on else "off"}')
+        return self._run('silent', on)
 
     def delay(self, seconds: float) -> str:
         """Answer each request ``seconds`` late."""
-        return self.send(f'delay {float(seconds)!r}')
+        return self._run('delay', seconds)
 
     def fragments(self, size: int | None, interval: float = 0.0) -> str:
-        """Send replies in ``size``-byte chunks (None: whole)."""
+        """Send replies in ``size``-byte chunks, ``interval`` s apart (None: whole)."""
         if size is None:
-            return self.send('fragments off')
-        return self.send(f'fragments {int(size)} {float(interval)!r}')
+            return self._run('fragments', None)
+        return self._run('fragments', size, interval)
 
     def garbage(self, data: bytes) -> str:
-        """Put ``data`` in front of the next reply."""
-        data = bytes(data)
-        if not data:
-            raise ValueError('data must not be empty')
-        return self.send(f'garbage {data.hex()}')
+        """Put ``data`` (non-empty) in front of the next reply."""
+        return self._run('garbage', data)
 
     def stop(self) -> str:
-        """Take the device away (stop listening, drop connections)."""
-        return self.send('stop')
+        """Take the device away (stop listening, abort every connection)."""
+        return self._run('stop')
 
     def start(self) -> str:
         """Bring the device back on the same port."""
-        return self.send('start')
+        return self._run('start')
 
     def restart(self, seconds: float) -> str:
         """Take the device away now and bring it back after ``seconds``."""
-        return self.send(f'restart {float(seconds)!r}')
+        return self._run('restart', seconds)
 
     def blackhole(self, on: bool = True) -> str:
         """Vanish from the network (open connections silent, new ones hang), or come back."""
-        return self.send(f'blackhole {"on" if on else "off"}')
+        return self._run('blackhole', on)
 
     def reset(self) -> str:
-        """Clear every reply fault."""
-        return self.send('reset')
+        """Turn every reply fault off."""
+        return self._run('reset')
 
     def late(self, seconds: float) -> str:
-        """Bridges: the next reply comes ``seconds`` late (0: cancel), to the client connected then."""
-        return self.send(f'late {float(seconds)!r}' if seconds else 'late off')
+        """Bridges: the next reply comes ``seconds`` late (0: on time), to the client connected then."""
+        return self._run('late', seconds)
 
     def one_client(self, on: bool = True) -> str:
         """Bridges: take one TCP client at a time (or any number)."""
-        return self.send(f'one-client {"on" if on else "off"}')
+        return self._run('one-client', on)
+
+    def help(self) -> str:
+        """Every command's usage, ``|``-separated."""
+        return self._run('help')

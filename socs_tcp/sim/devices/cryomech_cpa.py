@@ -28,12 +28,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from socs_tcp import _mbap
 from socs_tcp.sim import DeviceServer, mbap_framer
 
-__all__ = ['REGISTER_COUNT', 'MODEL_REGISTERS', 'STATE_NAMES', 'TARGETS', 'CompressorModel',
+__all__ = ['COMMAND_SET', 'REGISTER_COUNT', 'MODEL_REGISTERS', 'STATE_NAMES', 'TARGETS', 'CompressorModel',
            'modbus_reply', 'CryomechCPASimulator']
 
-MBAP = struct.Struct('>HHHB')      # transaction id, protocol id, length, unit id
 READ_INPUT_REGISTERS = 0x04
 WRITE_SINGLE_REGISTER = 0x06
 FIRST_REGISTER = 1
@@ -44,6 +44,14 @@ MODEL_REGISTERS = 33
 POWER_REGISTER = 1
 POWER_ON, POWER_OFF = 0x0001, 0x00FF
 ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 1, 2, 3
+
+#: The Modbus requests the CPA serves (``socs-tcp simulate --help`` lists them).
+COMMAND_SET = (
+    ('0x04 read input registers', 'registers 1-53 (1-33: the status block; 34-53 read 0)'),
+    ('0x06 write register 1 = 0x0001', 'power on (idling -> starting -> running)'),
+    ('0x06 write register 1 = 0x00FF', 'power off (running -> stopping -> idling)'),
+    ('any other function', 'Modbus exception 1 (illegal function)'),
+)
 
 IDLING, STARTING, RUNNING, STOPPING = 0, 2, 3, 5
 STATE_NAMES = {IDLING: 'idling', STARTING: 'starting', RUNNING: 'running', STOPPING: 'stopping'}
@@ -218,16 +226,16 @@ def modbus_reply(frame: bytes, read_registers: Callable[[], Sequence[int]],
         address or value). None, as a Modbus server discards them, for frames
         that are too short or whose protocol id is not 0.
     """
-    if len(frame) < MBAP.size + 1:
+    if len(frame) < _mbap.HEADER_SIZE + 1:
         return None
-    tid, protocol, _length, unit = MBAP.unpack_from(frame)
-    if protocol != 0:
+    tid, protocol, _length, unit = _mbap.unpack_header(frame)
+    if protocol != _mbap.PROTOCOL_ID:
         return None
-    pdu = frame[MBAP.size:]
+    pdu = frame[_mbap.HEADER_SIZE:]
     function = pdu[0]
 
     def reply(body: bytes) -> bytes:
-        return MBAP.pack(tid, 0, len(body) + 1, unit) + body
+        return _mbap.pack_frame(tid, unit, body)
 
     def exception(code: int) -> bytes:
         return reply(bytes([function | 0x80, code]))
@@ -270,6 +278,8 @@ class CryomechCPASimulator(DeviceServer):
         on at once, so its readings head for the running values (helium
         ~72 C, ~290/95 psi) as a compressor's do after a start.
     """
+
+    command_set = COMMAND_SET
 
     def __init__(self, host: str = '127.0.0.1', port: int = 0,
                  model: CompressorModel | None = None):

@@ -116,6 +116,18 @@ class HWPPIDSimulator(BridgeServer):
         Take one TCP client at a time.
     """
 
+    # Commands end in CR LF, replies in CR.
+    command_set = (
+        ('*W01400BB8', 'frequency set point 3.000 Hz (hex X.XXX); applied at *Z02'),
+        ('*W02401388', 'direction reverse (*W02400000: forward)'),
+        ('*W0C81', 'action type reverse (83: direct)'),
+        ('*W1700C8', 'P parameter (W18: I, W19: D; W14/W03: feedback scale/offset)'),
+        ('*R01', 'frequency set point: R014VVVVV'),
+        ('*R02', 'direction set point: R024VVVVV'),
+        ('*X01', 'rotation frequency now: X01<Hz>'),
+        ('*Z02', 'reset: apply the set points'),
+    )
+
     def __init__(self, host: str = '127.0.0.1', port: int = 0,
                  controller: PIDController | None = None, one_client: bool = False):
         self.model = controller if controller is not None else PIDController()

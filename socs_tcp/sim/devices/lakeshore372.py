@@ -339,6 +339,40 @@ class Lakeshore372Simulator(DeviceServer):
         The bridge (kept as ``self.model``).
     """
 
+    # Input: 1-16 or A (the control input); heater: 0 sample, 1 warm-up, 2 still.
+    command_set = (
+        ('*IDN?', 'identity: LSCI,MODEL372,serial,firmware'),
+        ('SCAN?', 'scanned channel and autoscan: ch,autoscan'),
+        ('SCAN 3,0', 'scan channel 3, autoscan off (1: on)'),
+        ('KRDG? 1', 'temperature of an input (K)'),
+        ('SRDG? 1', 'resistance of an input (ohm)'),
+        ('RDGST? 1', 'reading status of an input (000: fine)'),
+        ('RDGPWR? 1', 'excitation power of an input (W)'),
+        ('INSET? 1', 'input setup: enabled,dwell,pause,curve,tempco'),
+        ('INSET 1,1,7,3,21,1', 'set an input setup'),
+        ('INTYPE? 1', 'input type: mode,excitation,autorange,range,cs shunt,units'),
+        ('INTYPE 1,0,12,0,22,0,1', 'set an input type'),
+        ('INNAME? 1', 'input name'),
+        ('INNAME 1,"MXC"', 'set an input name (15 characters)'),
+        ('TLIMIT? 1', 'temperature limit of an input (K)'),
+        ('TLIMIT 1,10', 'set a temperature limit'),
+        ('OUTMODE? 0', 'heater mode: mode,input,powerup,polarity,filter,delay'),
+        ('OUTMODE 0,3,1,0,0,1,5', 'set a heater mode'),
+        ('HTRSET? 0', 'heater setup: resistance,max current,max user current,display'),
+        ('HTRSET 0,120,0,0,2', 'set a heater setup'),
+        ('RANGE? 0', 'heater range'),
+        ('RANGE 0 3', 'set a heater range'),
+        ('MOUT? 0', 'heater manual output'),
+        ('MOUT 0,10', 'set a heater manual output'),
+        ('SETP? 0', 'heater set point'),
+        ('SETP 0,0.1', 'set a heater set point'),
+        ('STILL?', 'still heater output (%)'),
+        ('STILL 10', 'set the still heater output (%)'),
+        ('HTR?', 'sample heater output'),
+        ('PID?', 'PID parameters: P,I,D'),
+        ('PID 0,10,20,0', 'set the PID parameters'),
+    )
+
     def __init__(self, host: str = '127.0.0.1', port: int = 0, state: LS372State | None = None):
         self.model = state if state is not None else LS372State()
         super().__init__(self.handle, terminator=TERMINATOR, host=host, port=port)

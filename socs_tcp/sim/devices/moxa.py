@@ -181,6 +181,13 @@ class MoxaDWLSimulator(BridgeServer):
         Take one TCP client at a time.
     """
 
+    # 12-byte binary requests, written here in hex.
+    command_set = (
+        ('06 24 00 00 00 00 00 00 00 00 00 00', 'initialise (no reply)'),
+        ('06 01 02 AA 00 00 00 00 00 00 00 00', 'two-axis angle: 12 bytes, 61 22, Y and X'),
+        ('06 01 01 AA 00 00 00 00 00 00 00 00', 'single-axis angle: 12 bytes, 61 11, X'),
+    )
+
     def __init__(self, host: str = '127.0.0.1', port: int = 0, sensor: DWL | None = None,
                  one_client: bool = False):
         self.model = sensor if sensor is not None else DWL()
@@ -200,6 +207,19 @@ class MoxaPMXSimulator(BridgeServer):
     one_client : bool
         Take one TCP client at a time.
     """
+
+    # Lines end in LF CR as the driver writes them; replies end in LF.
+    command_set = (
+        ('SYST:REM', 'remote control'),
+        ('*IDN?', 'identity'),
+        ('OUTP ON', 'output on/off (OUTP? reads it: 1/0)'),
+        ('VOLT 12', 'voltage set point (VOLT? reads it)'),
+        ('CURR 0.5', 'current set point (CURR? reads it)'),
+        ('VOLT:PROT 30', 'voltage limit (VOLT:PROT? reads it)'),
+        ('CURR:PROT 1', 'current limit (CURR:PROT? reads it)'),
+        ('MEAS:VOLT?', 'measured volts (MEAS:CURR?: amps)'),
+        ('VOLT:EXT:SOUR VOLT', 'external voltage control, VOLT or NONE (VOLT:EXT:SOUR? reads it)'),
+    )
 
     def __init__(self, host: str = '127.0.0.1', port: int = 0, supply: PMX | None = None,
                  one_client: bool = False):

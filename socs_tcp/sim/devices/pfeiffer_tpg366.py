@@ -181,6 +181,19 @@ class PfeifferTPG366Simulator(DeviceServer):
         The controller (kept as ``self.model``).
     """
 
+    # Each mnemonic (ending in CR) is acknowledged (ACK, or NAK if unknown);
+    # ENQ then transmits its data.
+    command_set = (
+        ('PRX', 'status and pressure (mbar) of all six channels'),
+        ('PR1', 'status and pressure of one channel (PR1..PR6)'),
+        ('SEN', 'sensor on/off state of the six channels (SEN,1,2,... switches)'),
+        ('TID', 'gauge types of the six channels'),
+        ('UNI', 'pressure unit (0: mbar)'),
+        ('ERR', 'error status (0000: none)'),
+        ('AYT', 'identity: type, model, serial, firmware'),
+        ('\\x05 (ENQ)', 'transmit the data of the last mnemonic (PRX before any)'),
+    )
+
     def __init__(self, host: str = '127.0.0.1', port: int = 0, state: TPG366State | None = None):
         self.model = state if state is not None else TPG366State()
         super().__init__(self.handle, framer=tpg_framer, reply_terminator=CR + LF,

@@ -247,6 +247,28 @@ class PrologixSimulator(BridgeServer):
         Take one TCP client at a time.
     """
 
+    # Lines end in LF; '++' lines are for the box, the others go to the instrument at ++addr.
+    command_set = (
+        ('++ver', 'the box: its version'),
+        ('++mode 1', 'the box: controller mode (++mode: the mode now)'),
+        ('++auto 1', 'the box: read the reply back after each query (0: wait for ++read)'),
+        ('++addr 5', 'the box: talk to GPIB address 5 (the supply; 23: the CG635)'),
+        ('++read eoi', 'the box: read the instrument\'s pending reply'),
+        ('*IDN?', 'either instrument: its identity'),
+        ('inst:nsel 2', 'supply: select channel 1-3'),
+        ('volt 12.5', 'supply: voltage set point of the selected channel (VOLT? reads it)'),
+        ('curr 1.5', 'supply: current limit of the selected channel (CURR? reads it)'),
+        ('OUTP:ENAB ON', 'supply: master output enable (OFF)'),
+        ('CHAN:OUTP ON', 'supply: selected channel on/off (CHAN:OUTP:STAT? reads it)'),
+        ('MEAS:VOLT? CH2', 'supply: measured volts of a channel (MEAS:CURR? CH2: amps)'),
+        ('*CLS', 'either instrument: clear status'),
+        ('FREQ?', 'CG635: output frequency, Hz (FREQ 10e6 sets it)'),
+        ('STDC?', 'CG635: standard CMOS level, -1..4 (STDC 3 sets it)'),
+        ('RUNS?', 'CG635: running, 0/1'),
+        ('TIMB?', 'CG635: timebase, 0-3'),
+        ('FREQ?;STDC?;RUNS?;TIMB?', 'CG635: several queries, replies joined by ;'),
+    )
+
     def __init__(self, host: str = '127.0.0.1', port: int = 0, box: PrologixBox | None = None,
                  one_client: bool = False):
         self.model = box if box is not None else PrologixBox()

@@ -177,6 +177,16 @@ class PfeifferTC400Simulator(BridgeServer):
         Take one TCP client at a time.
     """
 
+    # Telegrams for address 1, each ending in its checksum and CR.
+    command_set = (
+        ('0010030902=?107', 'read parameter 309, rotation speed now (Hz)'),
+        ('0010030802=?106', 'read 308, set rotation speed (Hz); 303 error, 310 current, '
+                            '313 voltage, 316 power, 324-346 temperatures'),
+        ('0011001006111111015', 'write 10, pumping station on (000000: off)'),
+        ('0011002306111111019', 'write 23, motor on (000000: off)'),
+        ('0011000906111111023', 'write 9, acknowledge errors'),
+    )
+
     def __init__(self, host: str = '127.0.0.1', port: int = 0, controller: TC400 | None = None,
                  one_client: bool = False):
         self.model = controller if controller is not None else TC400()
