@@ -1,0 +1,245 @@
+"""Line-oriented request/reply links to instruments behind a bridge (a Prologix box, a LAN port).
+
+SOCS's GPIB and SCPI drivers ``write()`` a command and ``read()`` its reply
+over a socket of their own. :class:`LineDevice` gives them the same methods on
+a :class:`LineLink`, a socs_tcp connection that
+
+- reads one whole ``\\n``-terminated line per ``read()``, within the timeout;
+- drops input nobody asked for before each request (a reply that came after
+  its request timed out);
+- after a request went unanswered, drains the line until it has been quiet
+  for a while before the next request goes out, on whichever connection: a
+  bridge hands an instrument's late reply to the next TCP connection;
+- keeps one connection per bridge address in the process: opening one closes
+  the other (bridges often take one client; a driver an agent rebuilt after a
+  timeout must not keep its old connection);
+- re-runs the driver's set-up after every reconnect (``on_reconnect``).
+
+Every failure raises :class:`LinkDown`, both a ``ConnectionError`` and a
+``TimeoutError``: SOCS's agents catch it with ``except socket.timeout``
+(scpi_psu, tektronix3021c), ``except OSError`` or ``except ConnectionError``
+(srs_cg635).
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+from twisted.logger import Logger
+
+from socs_tcp import compat
+from socs_tcp._errors import DeviceDisconnected
+from socs_tcp._interface import TCPInterface
+
+log = Logger(namespace='socs_tcp.line')
+
+Address = tuple[str, int]
+
+_lock = threading.Lock()
+_users: dict[Address, weakref.ref] = {}   # bridge address -> the LineLink that last used it
+_unanswered: set[Address] = set()        # addresses whose last request got no reply
+
+
+class LinkDown(DeviceDisconnected, TimeoutError):
+    """The instrument could not be reached, or did not answer within the timeout.
+
+    A ``ConnectionError`` (and socs_tcp's ``DeviceDisconnected``) and a
+    ``TimeoutError``, so ``except socket.timeout`` catches it too.
+    """
+
+
+def redirected(host: str, port: int) -> Address:
+    """Where ``host:port`` really is, after ``SOCS_TCP_REDIRECT`` (drivers with a fixed port)."""
+    import os
+    table = compat.parse_redirects(os.environ.get(compat.REDIRECT_ENV, ''))
+    target = table.get((host, port))
+    if target is None:
+        return host, port
+    log.info('{source} redirected to {target} ({env})', source=f'{host}:{port}',
+             target='{}:{}'.format(*target), env=compat.REDIRECT_ENV)
+    return target
+
+
+def claim(address: Address, user: object) -> None:
+    """Make ``user`` the one user of the bridge at ``address`` in this process.
+
+    The previous user's connection is closed first (its ``_rest()``): it
+    reconnects, claiming the bridge back, only when it is used again.
+    """
+    with _lock:
+        previous = _users.get(address, lambda: None)()
+        _users[address] = weakref.ref(user)
+    if previous is not None and previous is not user:
+        previous._rest()
+
+
+def release(address: Address, user: object) -> None:
+    """``user`` stopped using the bridge at ``address`` for good."""
+    with _lock:
+        if _users.get(address, lambda: None)() is user:
+            del _users[address]
+
+
+class LineLink:
+    """One instrument's line-oriented link through a bridge (see the module's description).
+
+    Parameters
+    ----------
+    host, port
+        The bridge, before ``SOCS_TCP_REDIRECT``.
+    timeout : float
+        Seconds each connect, write and read may take.
+    quiet : float
+        After an unanswered request: how long the line must stay silent
+        before the next request goes out.
+    on_reconnect : callable, optional
+        Run (with no argument) on every connection after the first, before
+        anything else is sent on it: the driver's set-up.
+
+    Raises
+    ------
+    LinkDown
+        No connection within ``timeout``.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float, *, quiet: float,
+                 on_reconnect: Callable[[], None] | None = None) -> None:
+        self.address = redirected(host, port)
+        self.quiet = quiet
+        self._on_reconnect = on_reconnect
+        self._connections = 0
+        self._claim()
+        me = weakref.ref(self)   # the interface must not keep this link (and its driver) alive
+
+        def connected(interface: TCPInterface) -> None:
+            link = me()
+            if link is not None:
+                link._connected(interface)
+
+        self.interface = TCPInterface(*self.address, timeout, on_connect=connected)
+        if not self.interface.connected:
+            why = self.interface.stats.get('last_error') or 'refused or unreachable'
+            self.interface.close()
+            raise LinkDown(f'could not connect to {self._where()} within {timeout} s: {why}')
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` as a new request: unread input is dropped first, nothing else is waited for."""
+        self._claim()
+        try:
+            self.interface.clear()
+            self.interface.send(data)
+        except ConnectionError as exc:
+            raise self._down(f'writing {data!r}', exc) from None
+
+    def read_line(self) -> bytes:
+        """The next whole line (with its ``\\n``), within the timeout."""
+        try:
+            return self.interface.read_until(b'\n')
+        except ConnectionError as exc:
+            with _lock:
+                _unanswered.add(self.address)
+            raise self._down('reading a reply', exc) from None
+
+    def close(self) -> None:
+        """Close the connection for good. Idempotent."""
+        release(self.address, self)
+        self.interface.close()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _claim(self) -> None:
+        claim(self.address, self)
+
+    def _rest(self) -> None:
+        """Close the connection until this link is used again (another link to the bridge opens)."""
+        comm = self.interface.comm
+        if comm is not None:
+            comm.close()
+
+    def _connected(self, interface: TCPInterface) -> None:
+        self._connections += 1
+        with _lock:
+            drain = self.address in _unanswered
+        if drain:
+            self._drain(interface)
+        if self._connections > 1 and self._on_reconnect is not None:
+            self._on_reconnect()
+
+    def _drain(self, interface: TCPInterface) -> None:
+        """Read and drop input until the line has been quiet for ``quiet`` s (at most ``timeout`` s in all)."""
+        start = time.monotonic()
+        end = start + interface.timeout
+        dropped = 0
+        while True:
+            left = end - time.monotonic()
+            wait = min(self.quiet, left)
+            began = time.monotonic()
+            if wait > 0:
+                # select, not a read with a timeout: a read that times out
+                # would mark this new connection as overdue, to be replaced
+                ready, _, _ = select.select([interface.comm], [], [], wait)
+                if ready:
+                    dropped += len(interface.recv(65536))   # a lost connection raises: LinkDown above
+                    continue
+                if time.monotonic() - began >= wait * 0.95 and wait >= self.quiet * 0.95:
+                    break   # quiet for the whole period
+            raise LinkDown(f'{self._where()}: the line did not stay quiet for {self.quiet} s within '
+                           f'{interface.timeout} s after an unanswered request')
+        with _lock:
+            _unanswered.discard(self.address)
+        if dropped:
+            log.info('{where}: dropped {n} bytes of late replies before the next request',
+                     where=self._where(), n=dropped)
+
+    def _down(self, doing: str, exc: ConnectionError) -> LinkDown:
+        return exc if isinstance(exc, LinkDown) else LinkDown(f'{self._where()}: {doing}: {exc}')
+
+    def _where(self) -> str:
+        return '{}:{}'.format(*self.address)
+
+
+class LineDevice:
+    """``conn_socket``/``write``/``read`` of SOCS's GPIB and SCPI drivers, on a :class:`LineLink`.
+
+    Mixed in before SOCS's class, so its constructor and every other method
+    are SOCS's own. ``sock`` is the connection's socket-like ``comm``.
+    """
+
+    #: Seconds a connect, write or read may take (SOCS: ``sock.settimeout(5)``).
+    link_timeout = 5.0
+    #: Seconds of silence that end the drain after an unanswered request.
+    drain_quiet = 1.0
+    #: Seconds to wait after each write (SOCS's pause, that bridges and instruments rely on).
+    write_pause = 0.1
+
+    def link_address(self) -> Address:
+        raise NotImplementedError
+
+    def after_reconnect(self) -> None:
+        """Set-up to send again on every new connection (none by default)."""
+
+    def conn_socket(self) -> None:
+        old = getattr(self, '_link', None)
+        if old is not None:
+            old.close()
+        me = weakref.ref(self)
+
+        def reconnected() -> None:
+            device = me()
+            if device is not None:
+                device.after_reconnect()
+
+        self._link = LineLink(*self.link_address(), self.link_timeout, quiet=self.drain_quiet,
+                              on_reconnect=reconnected)
+        self.sock = self._link.interface.comm
+
+    def write(self, msg: str) -> None:
+        self._link.write((msg + '\n').encode())
+        time.sleep(self.write_pause)
+
+    def read(self) -> str:
+        return self._link.read_line().decode().strip()
