@@ -1,0 +1,240 @@
+"""SOCS's Moxa drivers, unchanged, on socs_tcp's ``Serial_TCPServer``.
+
+The wiregrid tilt sensor's DWL driver and the Kikusui ``PMX`` (both from the
+socs package) talk through ``FakeBridge``, a Moxa-like serial server on
+127.0.0.1 that takes one client and holds the instrument's output for the
+next client. Each scenario is what the agents do: the tilt sensor agent
+catches ``(ValueError, RuntimeError, TypeError)`` and rebuilds its driver
+inside its ``except`` clause, while the old one is still alive.
+
+On plain socs these fail: a peer close makes ``read`` spin for the whole
+timeout, a bridge that is down makes the constructor raise, a late reply is
+read as the answer to the next request, and the rebuilt driver's second
+connection is turned away by the bridge.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+import pytest
+import pytest_twisted
+
+from socs_bridge_fakes import DWL, PMX, FakeBridge, free_port
+from socs_tcp._socs import moxa
+from socs_tcp._socs._bridge_line import LinkTimeout
+from socs_tcp.compat import CompatError
+from tests.conftest import in_worker
+
+TILT_CAUGHT = (ValueError, RuntimeError, TypeError)   # the tilt sensor agent's except clause
+
+
+@pytest.fixture
+def installed():
+    moxa.install()
+    yield
+    moxa.uninstall()
+
+
+@pytest.fixture
+def bridges():
+    started: list[FakeBridge] = []
+
+    def make(instrument, port=0, start=True):
+        bridge = FakeBridge(instrument, port)
+        started.append(bridge)
+        return bridge.start() if start else bridge
+
+    yield make
+    for bridge in started:
+        bridge.stop()
+
+
+def tilt_driver(port):
+    from socs.agents.wiregrid_tiltsensor.drivers import connect
+    return connect('127.0.0.1', port, 'DWL')   # timeout 0.5, as the agent uses it
+
+
+def test_install_swaps_and_restores():
+    mx = importlib.import_module('socs.common.moxa_serial')
+    original = mx.Serial_TCPServer
+    moxa.install()
+    try:
+        assert mx.Serial_TCPServer is moxa.SerialTCPServer
+    finally:
+        moxa.uninstall()
+    assert mx.Serial_TCPServer is original
+
+
+def test_install_refuses_another_shape(monkeypatch):
+    mx = importlib.import_module('socs.common.moxa_serial')
+
+    class Other:
+        def __init__(self, address, timeout=1.0):
+            pass
+
+    monkeypatch.setattr(mx, 'Serial_TCPServer', Other)
+    with pytest.raises(CompatError, match='Serial_TCPServer'):
+        moxa.install()
+    assert mx.Serial_TCPServer is Other
+
+
+def test_bad_arguments_raise_at_once(installed):
+    with pytest.raises(TypeError, match='port'):
+        moxa.SerialTCPServer('127.0.0.1:4001', 0.5)
+    with pytest.raises(ValueError, match='timeout'):
+        moxa.SerialTCPServer(('127.0.0.1', 4001), 0)
+
+
+@pytest_twisted.inlineCallbacks
+def test_peer_close_during_read_does_not_spin(installed, bridges):
+    instrument = DWL(x=1.5, y=-2.25)
+    bridge = bridges(instrument)
+
+    def scenario():
+        sensor = tilt_driver(bridge.port)
+        assert sensor.get_angle()[1] == (1.5, -2.25)
+        instrument.delays = [None]          # the next request goes unanswered ...
+        t0, cpu0 = time.monotonic(), time.thread_time()
+        with_close = _after(0.1, bridge.drop_client)   # ... and the bridge hangs up meanwhile
+        with pytest.raises(TILT_CAUGHT):
+            sensor.get_angle()
+        elapsed, cpu = time.monotonic() - t0, time.thread_time() - cpu0
+        with_close.join()
+        # socs: recv(MSG_PEEK) returns b'' at once, in a loop, for the whole timeout.
+        assert cpu < 0.1, f'the read spun: {cpu:.3f} s of CPU'
+        assert elapsed < 0.5 + 0.05 + 0.3
+        # The agent's recovery: a new driver, while the old one is still alive.
+        old, sensor = sensor, tilt_driver(bridge.port)
+        instrument.x = 0.75
+        assert sensor.get_angle()[1] == (0.75, -2.25)
+        del old
+
+    yield in_worker(scenario)
+    assert bridge.rejected == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_late_reply_held_by_the_bridge_is_never_returned(installed, bridges):
+    instrument = DWL(x=1.0, y=1.0)
+    bridge = bridges(instrument)
+
+    def scenario():
+        sensor = tilt_driver(bridge.port)
+        instrument.delays = [0.8]           # the first angle comes after the 0.5 s timeout
+        with pytest.raises(TILT_CAUGHT):
+            sensor.get_angle()
+        instrument.x, instrument.y = 2.0, -3.0
+        # As the agent does: the new driver is built while the old one (held by
+        # the traceback) is alive; the bridge takes one client.
+        old, sensor = sensor, tilt_driver(bridge.port)
+        angles = sensor.get_angle()[1]
+        assert angles == (2.0, -3.0), f'a late reply was returned: {angles}'
+        del old
+        assert sensor.get_angle()[1] == (2.0, -3.0)
+
+    yield in_worker(scenario)
+    assert bridge.rejected == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_late_reply_arriving_during_the_next_read_is_skipped(installed, bridges):
+    instrument = DWL(x=1.0, y=1.0)
+    bridge = bridges(instrument)
+
+    def scenario():
+        sensor = tilt_driver(bridge.port)
+        sensor.get_angle()
+        instrument.delays = [1.3]   # later than the timeout and the quiet drain after it
+        t0 = time.monotonic()
+        with pytest.raises(TILT_CAUGHT):
+            sensor.get_angle()
+        # socs: ~1.3 s, readbuf's recv() calls wait for the late reply, then TypeError.
+        assert time.monotonic() - t0 < 0.5 + 0.05 + 0.3
+        instrument.x = 4.0
+        try:
+            angles = sensor.get_angle()[1]
+        except TILT_CAUGHT:
+            angles = sensor.get_angle()[1]
+        assert angles == (4.0, 1.0), f'a late reply was returned: {angles}'
+
+    yield in_worker(scenario)
+
+
+@pytest_twisted.inlineCallbacks
+def test_start_while_down_then_outage(installed, bridges):
+    port = free_port()
+    instrument = DWL(x=-0.5, y=0.25)
+    bridge = bridges(instrument, port, start=False)
+
+    def scenario():
+        sensor = tilt_driver(port)          # socs: ConnectionRefusedError, and acq is dead
+        t0 = time.monotonic()
+        with pytest.raises(TILT_CAUGHT):
+            sensor.get_angle()
+        assert time.monotonic() - t0 < 1.5
+        bridge.start()
+        deadline = time.monotonic() + 5
+        while True:                         # the agent's loop: rebuild after each failure
+            try:
+                angles = sensor.get_angle()[1]
+                break
+            except TILT_CAUGHT:
+                assert time.monotonic() < deadline, 'never recovered'
+                old, sensor = sensor, tilt_driver(port)
+                del old
+        assert angles == (-0.5, 0.25)
+        bridge.stop()                       # outage
+        t0 = time.monotonic()
+        with pytest.raises(TILT_CAUGHT):
+            sensor.get_angle()
+        assert time.monotonic() - t0 < 1.5
+        old, sensor = sensor, tilt_driver(port)   # rebuilding while down must not raise
+        del old
+
+    yield in_worker(scenario)
+
+
+@pytest_twisted.inlineCallbacks
+def test_pmx_late_voltage_is_not_read_as_current(installed, bridges):
+    instrument = PMX(volt=12.0, curr=3.5)
+    bridge = bridges(instrument)
+
+    def scenario():
+        from socs.common.pmx import PMX as Driver
+        psu = Driver(tcp_ip='127.0.0.1', tcp_port=bridge.port, timeout=0.5)
+        assert psu.check_voltage_current() == (12.0, 3.5)
+        instrument.delays = [0.8]
+        volt, curr = psu.check_voltage_current()
+        # socs: (-999.0, 12.0): the late voltage answers the current query.
+        assert (volt, curr) == (-999.0, 3.5)
+        assert psu.check_voltage_current() == (12.0, 3.5)
+
+    yield in_worker(scenario)
+
+
+@pytest_twisted.inlineCallbacks
+def test_encoded_false_always_yields_bytes(installed, bridges):
+    instrument = DWL()
+    bridge = bridges(instrument)
+
+    def scenario():
+        port = moxa.SerialTCPServer(('127.0.0.1', bridge.port), 0.2, encoded=False)
+        port.write(b'\x06\x24' + b'\x00' * 10)       # no reply
+        assert port.readexactly(12) == b''            # socs: '' (str)
+        with pytest.raises(LinkTimeout):        # socs: '' + b'' -> TypeError
+            port.read(12)
+        port.write(b'\x06\x01\x02\xaa' + b'\x00' * 8)
+        reply = port.read(5)
+        assert isinstance(reply, bytes) and reply[:2] == b'\x61\x22'
+        port.sock.close()
+
+    yield in_worker(scenario)
+
+
+def _after(delay, fn):
+    import threading
+    thread = threading.Timer(delay, fn)
+    thread.start()
+    return thread
