@@ -103,6 +103,9 @@ class TC400:
         else:
             self.speed = max(self.speed - step, target)
 
+    def _running_up(self) -> bool:
+        return self.station_on and self.motor_on and self.speed < self.set_speed
+
     def value(self, parameter: int) -> str | None:
         """The 6-character data of a read of ``parameter`` (None: not a parameter here)."""
         self._advance()
@@ -114,7 +117,7 @@ class TC400:
             313: 2400,                                      # drive voltage, 0.01 V
             316: round(10 + 40 * running),                  # drive power, W
             324: 32, 326: 35, 330: 28, 342: 30, 346: round(30 + 8 * running),   # deg C
-            336: round(self.acceleration * 60 if self.speed < self.set_speed else 0),
+            336: round(self.acceleration * 60) if self._running_up() else 0,   # rpm/s
         }
         if parameter not in values:
             return None
