@@ -11,15 +11,25 @@ connection). The agent must keep its process and its acquisition alive,
 publish only correct readings, and be back to valid readings within
 `RECOVERY_BOUND`. Plain socs under the same faults:
 ``test_socs_bridge_agents_characterization.py`` (opt-in).
+
+About two minutes (four agents, each started once, three faults each): not
+in the default run but its own CI step,
+``SOCS_TCP_BRIDGE_E2E=1 pytest -m bridge_e2e tests/test_socs_bridge_agents_e2e.py``.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from socs_bridge_agents_harness import AGENTS, SCENARIOS, run_agent_scenarios
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.e2e, pytest.mark.bridge_e2e, pytest.mark.timeout(240),
+    pytest.mark.skipif(not os.environ.get('SOCS_TCP_BRIDGE_E2E'),
+                       reason='its own CI step (~2 min): set SOCS_TCP_BRIDGE_E2E=1'),
+]
 
 #: From the fault's end to a valid reading: one poll period, a reconnect, and
 #: after a late reply the quiet-period drain before the next request.
