@@ -193,6 +193,16 @@ class Outcome:
     def acq_running(self) -> bool:
         return self.acq_status == 'running'
 
+    def why_ended(self) -> str:
+        """The session's last message that says why it ended (a crash's exception line)."""
+        for message in reversed(self.acq_messages):
+            if 'CRASH' in message or 'Traceback' in message:
+                lines = [line.strip() for line in message.splitlines() if line.strip()]
+                error = next((line for line in lines if "<class '" in line), lines[0])
+                return error.replace('[Failure instance: Traceback: ', '')[:110]
+        informative = [m for m in self.acq_messages if not m.startswith('Status is now')]
+        return (informative[-1] if informative else 'no reason given')[:110]
+
     def verdict(self) -> str:
         """One cell of the characterization table."""
         if self.error:
@@ -201,8 +211,7 @@ class Outcome:
             return 'agent process died'
         parts = []
         if not self.acq_running:
-            last = self.acq_messages[-1] if self.acq_messages else ''
-            parts.append(f'acq ended ({self.acq_status}){": " + last[:80] if last else ""}')
+            parts.append(f'acq ended ({self.acq_status}): {self.why_ended()}')
         if self.invalid:
             parts.append(f'{len(self.invalid)} wrong reading(s) published: {self.invalid[0][1]}')
         if self.recovered_after is None:
@@ -236,11 +245,15 @@ def _cpu_seconds(pid: int) -> float | None:
 class AgentRun:
     """One SOCS agent and its simulator on a stack, with SOCS_TCP=1 (``mode='socs_tcp'``) or not."""
 
+    _runs = 0          # instance ids are unique in a stack's site config
+
     def __init__(self, stack, kind: BridgeAgent, mode: str) -> None:
         if mode not in ('socs_tcp', 'socs'):
             raise ValueError(f"mode must be 'socs_tcp' or 'socs', got {mode!r}")
         self.stack, self.kind, self.mode = stack, kind, mode
-        self.instance_id = f'{kind.key.replace("_", "-")}-{mode.replace("_", "-")}'
+        AgentRun._runs += 1
+        self.instance_id = (f'{kind.key.replace("_", "-")}-{mode.replace("_", "-")}'
+                            f'-{AgentRun._runs}')
         self.sim = self.service = self.client = None
 
     def start(self) -> None:
@@ -251,7 +264,8 @@ class AgentRun:
                 raise RuntimeError(f'{kind.agent_class} on plain socs needs 127.0.0.1:'
                                    f'{kind.fixed_port} for its simulator, and it is taken')
             args = ['--port', str(kind.fixed_port)]
-        self.sim = stack.start_simulator(kind.sim_kind, f'{kind.sim_kind}-{self.mode}', args=args)
+        self.sim = stack.start_simulator(kind.sim_kind, f'{kind.sim_kind}-{self.instance_id}',
+                                         args=args)
         port = self.sim.port
         if self.mode == 'socs_tcp':
             env['SOCS_TCP'] = '1'
@@ -355,7 +369,7 @@ class AgentRun:
                 outcome.error = outcome.error or f'reset: {exc}'
         session = self.session()
         outcome.acq_status = session.get('status')
-        outcome.acq_messages = [m[1] for m in session.get('messages', [])][-3:]
+        outcome.acq_messages = [m[1] for m in session.get('messages', [])][-6:]
         outcome.process_alive = self.service.process.running
         cpu1 = _cpu_seconds(pid)
         if cpu0 is not None and cpu1 is not None:
@@ -363,10 +377,18 @@ class AgentRun:
         return outcome
 
 
-def run_agent_scenarios(stack, key: str, mode: str) -> tuple[list[Outcome], str]:
-    """Start one agent in ``mode``, play every scenario; (outcomes, the agent's log)."""
-    with stack.scope():
-        run = AgentRun(stack, AGENTS[key], mode)
-        run.start()
-        outcomes = [run.play(scenario) for scenario in SCENARIOS]
-        return outcomes, run.log
+def run_agent_scenarios(stack, key: str, mode: str,
+                        fresh_each: bool = False) -> tuple[list[Outcome], str]:
+    """Start one agent in ``mode`` and play every scenario on it; (outcomes, the agent's log).
+
+    ``fresh_each``: a new agent and simulator for each scenario, so one that
+    killed acq does not hide what the next one does.
+    """
+    outcomes, logs = [], []
+    for group in ([[s] for s in SCENARIOS] if fresh_each else [list(SCENARIOS)]):
+        with stack.scope():
+            run = AgentRun(stack, AGENTS[key], mode)
+            run.start()
+            outcomes += [run.play(scenario) for scenario in group]
+            logs.append(run.log)
+    return outcomes, '\n'.join(logs)

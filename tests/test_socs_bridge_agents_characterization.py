@@ -3,7 +3,8 @@
 Opt-in (a few minutes): ``SOCS_TCP_CHARACTERIZE=1 pytest
 tests/test_socs_bridge_agents_characterization.py -s``. The scenarios of
 ``test_socs_bridge_agents_e2e.py`` are played on each agent twice, with
-plain socs and with ``SOCS_TCP=1``, and one table row is printed per agent,
+plain socs and with ``SOCS_TCP=1``, each on a freshly started agent (so a
+fault that ended acq does not hide what the next one does), and one table row is printed per agent,
 fault and side. ``SOCS_TCP_CHARACTERIZE_OUT=DIR`` also writes
 ``DIR/socs_bridge_agents.md`` (the table of
 ``bench/results/socs_bridge_agents_characterization.md``). Plain socs's
@@ -36,7 +37,7 @@ def test_characterize_plain_socs_and_socs_tcp(ocs_stack):
     for key, kind in AGENTS.items():
         for mode in ('socs', 'socs_tcp'):
             try:
-                outcomes, _log = run_agent_scenarios(ocs_stack, key, mode)
+                outcomes, _log = run_agent_scenarios(ocs_stack, key, mode, fresh_each=True)
                 results[key, mode] = {o.scenario: o.verdict() for o in outcomes}
             except Exception as exc:      # noqa: BLE001 - e.g. the agent dies at start
                 results[key, mode] = {s: f'not started: {str(exc).splitlines()[0][:120]}'
