@@ -174,7 +174,7 @@ def _recovery_caller(client, period: float, tag: str, give_up: float) -> list[tu
         attempts.append((start, time.monotonic(), outcome))
         if outcome == 'ok':
             return attempts
-        time.sleep(period)   # the seed's loop: time.sleep(1) after a ConnectionError
+        time.sleep(period)   # the agent loop SOCS documents for its TCPInterface: sleep(1) after a ConnectionError
     return attempts
 
 

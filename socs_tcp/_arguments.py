@@ -12,11 +12,17 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 T = TypeVar('T')
 
 
+@overload
+def as_bytes(value: object, name: str, *, encoding: str = ...,
+             allow_none: Literal[False] = ...) -> bytes: ...
+@overload
+def as_bytes(value: object, name: str, *, encoding: str = ...,
+             allow_none: bool = ...) -> bytes | None: ...
 def as_bytes(value: object, name: str, *, encoding: str = 'utf-8',
              allow_none: bool = False) -> bytes | None:
     """Return ``value`` as bytes (a ``str`` is encoded with ``encoding``).

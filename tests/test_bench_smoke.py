@@ -72,6 +72,6 @@ def test_replies_all_correct(quick_run):
 def test_table_and_plot(quick_run):
     done, _, png_path = quick_run
     assert done.stdout.splitlines()[-1].startswith('p50 ratio socs_tcp/socs: ')
-    assert '== Targets (issue 5), socs_tcp ==' in done.stdout
+    assert '== Targets, socs_tcp ==' in done.stdout
     assert png_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert png_path.stat().st_size > 20_000

@@ -242,7 +242,7 @@ def decode_status(registers: list[int]) -> dict:
     if len(registers) < REGISTER_COUNT:
         raise ReplyError(f'status block has {len(registers)} registers, '
                          f'expected {REGISTER_COUNT}')
-    data = {name: registers[i] for name, i in UINT16_FIELDS.items()}
+    data: dict[str, int | float | str] = {name: registers[i] for name, i in UINT16_FIELDS.items()}
     for name, i in FLOAT_AS_INT_FIELDS.items():
         value = _float(registers, i)
         data[name] = int(value) if not math.isnan(value) else -1

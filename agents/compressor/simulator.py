@@ -3,8 +3,8 @@
 The compressor is `socs_tcp.sim.devices.cryomech_cpa.CompressorModel`;
 `CompressorSimulator` serves its 33-register status block over Modbus-TCP
 (function 0x04 reads it, 0x06 writes the power register). It is a
-`socs_tcp.sim.DeviceServer`, so every fault injection of the server (drop,
-silent, delay, garbage, stop/start) works on it.
+`socs_tcp.sim.DeviceServer`, so every fault of the control channel (drop,
+hangup, silent, delay, garbage, stop/start, ...) works on it.
 """
 
 from __future__ import annotations

@@ -176,8 +176,8 @@ class PowerSupplyModel:
             return None
         if not text:
             return None
-        header, _, arg = text.partition(' ')
-        arg = arg.strip() or None
+        header, _, rest = text.partition(' ')
+        arg = rest.strip() or None
         with self._lock:
             for pattern, action in self._commands:
                 if header.endswith('?') != pattern.endswith('?'):

@@ -154,7 +154,7 @@ def scale_section(scale: dict) -> list[str]:
 
 
 def targets_section(targets: list[dict]) -> list[str]:
-    out = ['', '== Targets (issue 5), socs_tcp ==']
+    out = ['', '== Targets, socs_tcp ==']
     for t in targets:
         out.append(f'{t["name"]:<58} {t["shown"]:>24}  {t["target"]:<32} '
                    f'{"PASS" if t["ok"] else "FAIL"}')

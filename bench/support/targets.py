@@ -1,4 +1,4 @@
-"""The targets of issue 5, checked against compare.py's figures.
+"""The performance targets socs_tcp is held to, checked against compare.py's figures.
 
 Each target reads socs_tcp's figure from the results, states the limit and
 says PASS or FAIL. A figure that wasn't measured (section skipped) is left out.

@@ -29,13 +29,14 @@ import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.logger import globalLogPublisher, textFileLogObserver
 
 from socs_tcp._arguments import command_line, seconds
 from socs_tcp._demo.view import LiveView
 from socs_tcp.testing._processes import StopRecord
-from socs_tcp.testing._stack import OcsStack
+from socs_tcp.testing._stack import OcsStack, Simulator
 
 DEFAULT_DURATION = 30.0   # scripted part; startup (~6 s) and shutdown (~7 s) come on top
 DEFAULT_OUTAGE = 5.0
@@ -86,7 +87,7 @@ class AgentWatch:
     """What the demo has seen of one agent's ``acq`` process."""
 
     instance_id: str
-    client: object
+    client: Any          # ocs.ocs_client.OCSClient (untyped)
     fields: dict = field(default_factory=dict)
     timestamps: set = field(default_factory=set)
     connected: bool | None = None
@@ -138,7 +139,8 @@ class Demo:
         self.watches: dict[str, AgentWatch] = {}
         self.facts: dict[str, object] = {}
         self.phase = 'starting'
-        self.sim = None     # the compressor's simulator (the outage is injected there)
+        # the compressor's simulator (the outage is injected there), once started
+        self.sim: Simulator | None = None
 
     # -- helpers -------------------------------------------------------------
     def ok(self, step: str, detail: str) -> None:
@@ -182,7 +184,8 @@ class Demo:
 
     @staticmethod
     def _psu_text(f: dict) -> str:
-        out = {1: 'on', 0: 'off'}.get(f.get('output'), '-')
+        states: dict[object, str] = {1: 'on', 0: 'off'}
+        out = states.get(f.get('output'), '-')
         return (f'output {out:<3}  {_num(f, "voltage", "6.3f")} V (set '
                 f'{_num(f, "voltage_setpoint", "5.2f")})  {_num(f, "current", "5.3f")} A '
                 f'(limit {_num(f, "current_setpoint", "4.2f")})')
@@ -287,6 +290,7 @@ class Demo:
             f'injecting an outage: compressor simulator stops listening and drops its '
             f'clients for {self.args.outage:g} s', 'yellow'))
         t_cut = time.monotonic()
+        assert self.sim is not None, 'the outage follows the start'
         self.sim.control('stop')
         if self.watch_until(lambda: comp.degraded and comp.connected is False,
                             timeout=3 * DEVICE_TIMEOUT + 5):
@@ -312,7 +316,7 @@ class Demo:
         self.view.event(f'compressor simulator listening again after {t_back - t_cut:.1f} s')
         self.phase = 'recovery'
         n_before = comp.readings
-        if self.watch_until(lambda: not comp.degraded and comp.connected
+        if self.watch_until(lambda: not comp.degraded and bool(comp.connected)
                             and comp.readings > n_before, timeout=10 + 2 * DEVICE_TIMEOUT):
             back = time.monotonic() - t_back
             self.facts['recovered_after'] = back
@@ -325,8 +329,9 @@ class Demo:
 
     def psu_task(self) -> None:
         psu = self.watches[PSU]
-        steps = [('set_current', {'current': PSU_AMPS}), ('set_output', {'state': 'on'}),
-                 ('set_voltage', {'voltage': PSU_VOLTS})]
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ('set_current', {'current': PSU_AMPS}), ('set_output', {'state': 'on'}),
+            ('set_voltage', {'voltage': PSU_VOLTS})]
         for name, params in steps:
             good, msg = self.task(psu.client, name, **params)
             self.view.event(f'psu {name}({params}) -> {"ok" if good else "FAILED"}: {msg}')

@@ -179,10 +179,10 @@ _SECONDS = Param('seconds', ValueKind.SECONDS)
 #: Every control command, in the order ``help`` lists them.
 COMMANDS: tuple[ControlCommand, ...] = (
     ControlCommand('status', (), 'the server state, its faults, then the device state (key=value words)'),
-    ControlCommand('drop', (), 'abort every open device connection (the peer sees a reset); keeps listening'),
-    ControlCommand('hangup', (), 'close every open device connection cleanly (FIN), as a device that '
-                                 'hangs up; keeps listening'),
-    ControlCommand('drop-after', (_N,), 'abort the connection carrying the n-th next request, unanswered'),
+    ControlCommand('drop', (), 'drop every open device connection (RST: the peer sees a reset); keeps listening'),
+    ControlCommand('hangup', (), 'hang up every open device connection (FIN: the peer reads the end '
+                                 'of the stream); keeps listening'),
+    ControlCommand('drop-after', (_N,), 'drop the connection carrying the n-th next request, unanswered'),
     ControlCommand('silent', (Param('silent', ValueKind.SWITCH),),
                    'read requests but never answer them (off: answer again)'),
     ControlCommand('delay', (_SECONDS,), 'start each reply that many seconds after its request (0: at once)'),
@@ -190,7 +190,7 @@ COMMANDS: tuple[ControlCommand, ...] = (
                                  Param('interval', ValueKind.SECONDS, optional=True)),
                    'send replies in size-byte chunks, interval seconds apart (off: whole again)'),
     ControlCommand('garbage', (Param('hex', ValueKind.HEX),), 'put these bytes in front of the next reply (once)'),
-    ControlCommand('stop', (), 'the device goes away: stop listening, abort every connection'),
+    ControlCommand('stop', (), 'the device goes away: stop listening, drop every connection'),
     ControlCommand('start', (), 'listen again, on the same port'),
     ControlCommand('restart', (_SECONDS,), 'stop now, start after that many seconds'),
     ControlCommand('blackhole', (Param('blackhole', ValueKind.SWITCH),),

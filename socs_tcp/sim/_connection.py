@@ -11,7 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -42,14 +42,17 @@ class DeviceConnection(Protocol):
     fragmented reply is never overtaken by a later one.
     """
 
+    # Set by connectionMade: a TCP connection (or a test's StringTransport).
+    transport: ITCPTransport
+
     def __init__(self, server: DeviceServer):
         self._server = server
         self._buf = bytearray()
         self._outbox: deque = deque()
         self._timer = None
-        self._lost_waiters: list = []
-        self.closing = False   # abort requested: the slot is free, input ignored
-        self.lost = False
+        self._gone_waiters: list = []
+        self.closing = False   # dropped or hung up: the slot is free, input ignored
+        self.gone = False
 
     # -- Protocol -----------------------------------------------------------
     def connectionMade(self):
@@ -70,7 +73,7 @@ class DeviceConnection(Protocol):
                 request = framer(self._buf)
             except Exception:
                 log.failure('Framing error; dropping the connection')
-                self.abort()
+                self.drop()
                 return
             if request is None:
                 return
@@ -78,19 +81,19 @@ class DeviceConnection(Protocol):
 
     def connectionLost(self, reason=None):
         self.closing = True
-        self.lost = True
+        self.gone = True
         self._outbox.clear()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._server._connection_lost(self)
-        waiters, self._lost_waiters = self._lost_waiters, []
+        self._server._connection_gone(self)
+        waiters, self._gone_waiters = self._gone_waiters, []
         for d in waiters:
             d.callback(None)
 
     # -- used by the server -------------------------------------------------
-    def abort(self):
-        """Drop this connection at once (RST), without sending queued replies."""
+    def drop(self):
+        """Drop this connection at once (RST), discarding queued replies."""
         if self.closing:
             return
         self.closing = True
@@ -98,19 +101,19 @@ class DeviceConnection(Protocol):
         self.transport.abortConnection()
 
     def hangup(self):
-        """Close this connection cleanly (FIN), as a device that hangs up; queued replies are dropped."""
+        """Hang up: end this connection cleanly (FIN), discarding queued replies."""
         if self.closing:
             return
         self.closing = True
         self._outbox.clear()
         self.transport.loseConnection()
 
-    def when_lost(self) -> defer.Deferred:
+    def when_gone(self) -> defer.Deferred:
         """Deferred that fires (with None) once the connection is gone."""
-        if self.lost:
+        if self.gone:
             return defer.succeed(None)
-        d = defer.Deferred()
-        self._lost_waiters.append(d)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._gone_waiters.append(d)
         return d
 
     def write_now(self, data: bytes):
@@ -160,8 +163,8 @@ class DeviceServerFactory(Factory):
     def __init__(self, server: DeviceServer):
         self._server = server
 
-    def buildProtocol(self, addr: IAddress) -> DeviceConnection | None:
-        # Returning None makes Twisted close the new socket at once: a
+    def buildProtocol(self, addr: IAddress | None) -> DeviceConnection | None:
+        # Returning None makes Twisted refuse the new socket (close it at once): a
         # one-client instrument that refuses a second client.
         if not self._server._has_free_slot():
             self._server.rejected_count += 1

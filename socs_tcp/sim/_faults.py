@@ -27,7 +27,7 @@ class Faults:
         Bytes put in front of the next reply sent, then cleared.
     drop_countdown : int or None
         Requests still to be read before the connection carrying the last
-        one is aborted without a reply (None: no drop pending).
+        one is dropped without a reply (None: no drop pending).
     """
 
     delay: float = 0.0

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -30,6 +31,9 @@ from socs_tcp.sim._blackhole import Blackhole
 from socs_tcp.sim._connection import DeviceConnection, DeviceServerFactory
 from socs_tcp.sim._faults import Faults
 from socs_tcp.sim._framing import Framer, TerminatorFramer
+
+if TYPE_CHECKING:
+    from socs_tcp.sim._blocking import BlockingDeviceServer
 
 __all__ = ['DeviceConnection', 'DeviceServer', 'DeviceServerFactory', 'Handler', 'Reply']
 
@@ -81,7 +85,7 @@ class DeviceServer:
         Port to listen on; 0 picks a free one at the first start, which every
         later start reuses.
     max_connections : int, optional
-        Connections beyond this many open ones are closed at once.
+        Connections beyond this many open ones are refused.
     greeting : bytes or str, optional
         Sent to each client as soon as it connects (a prompt or banner).
     max_recorded : int, optional
@@ -145,7 +149,7 @@ class DeviceServer:
         self._reactor = reactor
 
         self._factory = DeviceServerFactory(self)
-        self._listening_port = None          # IListeningPort while listening
+        self._listening_port: IListeningPort | None = None   # while listening
         self._stopping: defer.Deferred | None = None   # old port still closing
         self._listen_after_stop = False
         self._blackhole: Blackhole | None = None
@@ -157,7 +161,7 @@ class DeviceServer:
         self._faults = Faults()
         self._connection_waiters: list = []  # (n, Deferred)
         self._request_waiters: list = []     # (n, Deferred)
-        self._blocking = None
+        self._blocking: BlockingDeviceServer | None = None
         #: Connections refused because of ``max_connections``.
         self.rejected_count = 0
 
@@ -167,7 +171,7 @@ class DeviceServer:
 
     # -- state (plain reads, safe from any thread) ----------------------------
     @property
-    def blocking(self):
+    def blocking(self) -> BlockingDeviceServer:
         """This server for other threads: a `~socs_tcp.sim._blocking.BlockingDeviceServer`."""
         if self._blocking is None:
             from socs_tcp.sim._blocking import BlockingDeviceServer
@@ -207,7 +211,7 @@ class DeviceServer:
 
     @property
     def connection_count(self) -> int:
-        """Connections currently open (an aborted one counts until it's gone)."""
+        """Connections currently open (a dropped one counts until it's gone)."""
         return len(self._connections)
 
     @property
@@ -264,10 +268,11 @@ class DeviceServer:
 
             return self._stopping_or_done().addCallback(resume)
         self._listen_after_stop = False
-        self._listening_port = self._reactor.listenTCP(
-            self._port_number or 0, self._factory, interface=self.host)
+        listening = self._reactor.listenTCP(self._port_number or 0, self._factory,
+                                            interface=self.host)
+        self._listening_port = listening
         if self._port_number is None:
-            self._port_number = self._listening_port.getHost().port
+            self._port_number = listening.getHost().port
         log.debug('Device server listening on {host}:{port}', host=self.host,
                   port=self._port_number)
         return defer.succeed(self._port_number)
@@ -305,12 +310,17 @@ class DeviceServer:
     def _stopping_or_done(self) -> defer.Deferred:
         if self._stopping is None:
             return defer.succeed(None)
-        d = defer.Deferred()
-        self._stopping.addBoth(lambda r: (d.callback(None), r)[1])
+        d: defer.Deferred[None] = defer.Deferred()
+
+        def fire(result: object) -> object:
+            d.callback(None)
+            return result
+
+        self._stopping.addBoth(fire)
         return d
 
     def stop(self) -> defer.Deferred:
-        """Stop listening and abort every connection: the device is off.
+        """Stop listening and drop every connection: the device is off.
 
         Returns
         -------
@@ -347,7 +357,8 @@ class DeviceServer:
         if not on:
             self._faults.silent = False
             return self.start().addCallback(lambda _: None)
-        if self._port_number is None:
+        port = self._port_number
+        if port is None:
             raise ValueError('set_blackhole needs a port: start() the server first')
         self._faults.silent = True
         if self._blackhole is not None:
@@ -356,8 +367,8 @@ class DeviceServer:
         def hold(_):
             # Unless start() or stop() came meanwhile, take the port ourselves.
             if self._listening_port is None and self._blackhole is None:
-                self._blackhole = Blackhole(self.host, self._port_number)
-                log.debug('Device server {port}: blackholed', port=self._port_number)
+                self._blackhole = Blackhole(self.host, port)
+                log.debug('Device server {port}: blackholed', port=port)
 
         return self._stop_listening().addCallback(hold)
 
@@ -368,7 +379,7 @@ class DeviceServer:
 
     # -- connections ----------------------------------------------------------
     def drop_connections(self) -> defer.Deferred:
-        """Abort every open connection now (the peer sees a reset).
+        """Drop every open connection now (RST: the peer sees a reset).
 
         Queued replies are discarded. The server keeps listening.
 
@@ -382,15 +393,16 @@ class DeviceServer:
     def _drop_connections(self) -> defer.Deferred:
         conns = list(self._connections)
         for conn in conns:
-            conn.abort()
-        d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
+            conn.drop()
+        d = defer.gatherResults([c.when_gone() for c in conns], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
     def hangup(self) -> defer.Deferred:
-        """Close every open connection cleanly (FIN) now, as a device that hangs up.
+        """Hang up every open connection now (FIN: the peer reads the end of the stream).
 
-        Unlike `drop_connections` (a reset), the peer reads the end of the
-        stream. Queued replies are discarded. The server keeps listening.
+        Unlike `drop_connections` (a reset), this is how a device ends a
+        connection on purpose. Queued replies are discarded. The server keeps
+        listening.
 
         Returns
         -------
@@ -400,7 +412,7 @@ class DeviceServer:
         conns = list(self._connections)
         for conn in conns:
             conn.hangup()
-        d = defer.gatherResults([c.when_lost() for c in conns], consumeErrors=True)
+        d = defer.gatherResults([c.when_gone() for c in conns], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
     def send_unsolicited(self, data: bytes | str) -> None:
@@ -411,13 +423,13 @@ class DeviceServer:
         TypeError
             If ``data`` is not bytes or str.
         """
-        data = arguments.as_bytes(data, 'data')
+        payload = arguments.as_bytes(data, 'data')
         for conn in self._connections:
-            conn.write_now(data)
+            conn.write_now(payload)
 
     def _has_free_slot(self) -> bool:
-        # A connection being aborted has freed its slot already, as a device
-        # that closed its socket has.
+        # A connection being dropped or hung up has freed its slot already,
+        # as a device that closed its socket has.
         if self.max_connections is None:
             return True
         return sum(not c.closing for c in self._connections) < self.max_connections
@@ -429,7 +441,7 @@ class DeviceServer:
             conn.write_now(self.greeting)
         self._notify_connections()
 
-    def _connection_lost(self, conn: DeviceConnection) -> None:
+    def _connection_gone(self, conn: DeviceConnection) -> None:
         if conn in self._connections:
             self._connections.remove(conn)
         log.debug('Device server: client gone ({n} open)', n=len(self._connections))
@@ -458,15 +470,15 @@ class DeviceServer:
             if faults.drop_countdown <= 0:
                 faults.drop_countdown = None
                 log.debug('Device server: dropping the connection at request {r!r}', r=request)
-                conn.abort()
+                conn.drop()
                 return
         if faults.silent:
             return
         try:
-            reply = self._handler(request)
-            if reply is None:
+            answer = self._handler(request)
+            if answer is None:
                 return
-            reply = arguments.as_bytes(reply, 'handler reply')
+            reply = arguments.as_bytes(answer, 'handler reply')
         except Exception:
             log.failure('Device server handler failed for request {request!r}', request=request)
             return
@@ -479,10 +491,10 @@ class DeviceServer:
 
     # -- faults ---------------------------------------------------------------
     def drop_after(self, n: int | None) -> None:
-        """Abort a connection at the ``n``-th request read from now on.
+        """Drop a connection at the ``n``-th request read from now on.
 
         That request (on whichever connection) is read and recorded but not
-        answered, then its connection is aborted. The fault then clears
+        answered, then its connection is dropped. The fault then clears
         itself (one drop). ``None`` cancels a pending drop.
 
         Raises
@@ -586,7 +598,7 @@ class DeviceServer:
         n = arguments.count(n, 'n', allow_zero=True)
         if timeout is not None:
             timeout = arguments.seconds(timeout, 'timeout', allow_zero=True)
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         if what == 'connections':
             self._connection_waiters.append((n, d))
             self._notify_connections()

@@ -12,7 +12,7 @@ script can start it with ``--port 0`` and read where it went. Logs go to
 stderr. SIGTERM and SIGINT stop it cleanly (exit status 0).
 
 ``--help`` lists each device's commands and the fault controls;
-``socs-tcp simulate DEVICE --help`` lists that device's only.
+``socs-tcp simulate KIND --help`` lists that kind's only.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def device_help(device: str) -> list[str]:
 
 def help_epilog(devices: list[str]) -> str:
     """Each device's command set, then every fault control, one line each."""
-    lines = ['device commands (an example request, then what it does):']
+    lines = ['device commands of each KIND (an example request, then what it does):']
     for device in devices:
         lines += ['  ' + line for line in device_help(device)]
     lines += ['', 'fault controls (one line each on the --control-port channel; e.g. '
@@ -71,10 +71,10 @@ def help_epilog(devices: list[str]) -> str:
 
 
 class _HelpAction(argparse.Action):
-    """``--help``: after a device name, that device's commands only; otherwise every device's."""
+    """``--help``: after a KIND, that kind's commands only; otherwise every kind's."""
 
     def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
-                 help='show this help (after DEVICE: that device only) and exit'):
+                 help='show this help (after KIND: that kind only) and exit'):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
@@ -89,7 +89,8 @@ def make_parser() -> argparse.ArgumentParser:
         prog='socs-tcp simulate', description=__doc__, add_help=False,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-h', '--help', action=_HelpAction)
-    parser.add_argument('device', choices=sorted(DEVICES), help='which device to simulate')
+    parser.add_argument('device', metavar='KIND', choices=sorted(DEVICES),
+                        help=f'which device to simulate: {", ".join(sorted(DEVICES))}')
     parser.add_argument('--host', default='127.0.0.1',
                         help='interface to listen on (default 127.0.0.1)')
     port = command_line(arguments.port, int, allow_zero=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import socket
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort, ITransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -63,16 +64,14 @@ class ControlChannel:
         self.host = host
         self.port = arguments.port(port, allow_zero=True)
         self._reactor = reactor
-        self._listening = None
-        self._restart_call = None
+        self._listening: IListeningPort | None = None
+        self._restart_call: IDelayedCall | None = None
 
     def start(self) -> int:
         """Listen (reactor thread); return the port."""
-        factory = Factory.forProtocol(_ControlProtocol)
-        factory.noisy = False
-        factory.channel = self
-        self._listening = self._reactor.listenTCP(self.port, factory, interface=self.host)
-        self.port = self._listening.getHost().port
+        listening = self._reactor.listenTCP(self.port, _ControlFactory(self), interface=self.host)
+        self._listening = listening
+        self.port = listening.getHost().port
         return self.port
 
     def stop(self) -> defer.Deferred:
@@ -220,6 +219,8 @@ class ControlChannel:
 class _ControlProtocol(LineOnlyReceiver):
     delimiter = b'\n'
     MAX_LENGTH = 4096
+    factory: _ControlFactory
+    transport: ITransport
 
     def lineReceived(self, line: bytes):
         text = line.decode('utf-8', 'replace').strip()
@@ -231,6 +232,18 @@ class _ControlProtocol(LineOnlyReceiver):
     def lineLengthExceeded(self, line):
         self.sendLine(b'ERR line too long')
         self.transport.loseConnection()
+
+
+class _ControlFactory(Factory[_ControlProtocol]):
+    noisy = False
+
+    def __init__(self, channel: ControlChannel):
+        self.channel = channel
+
+    def buildProtocol(self, addr: IAddress | None) -> _ControlProtocol:
+        protocol = _ControlProtocol()
+        protocol.factory = self
+        return protocol
 
 
 class SimControlError(RuntimeError):
@@ -313,15 +326,15 @@ class SimControl:
         return dict(part.split('=', 1) for part in self._run('status').split() if '=' in part)
 
     def drop(self) -> str:
-        """Abort every open device connection (the peer sees a reset)."""
+        """Drop every open device connection (RST: the peer sees a reset)."""
         return self._run('drop')
 
     def hangup(self) -> str:
-        """Close every open device connection cleanly (FIN), as a device that hangs up."""
+        """Hang up every open device connection (FIN: the peer reads the end of the stream)."""
         return self._run('hangup')
 
     def drop_after(self, n: int) -> str:
-        """Abort the connection carrying the ``n``-th next request."""
+        """Drop the connection carrying the ``n``-th next request."""
         return self._run('drop-after', n)
 
     def silent(self, on: bool = True) -> str:
@@ -343,7 +356,7 @@ class SimControl:
         return self._run('garbage', data)
 
     def stop(self) -> str:
-        """Take the device away (stop listening, abort every connection)."""
+        """Take the device away (stop listening, drop every connection)."""
         return self._run('stop')
 
     def start(self) -> str:

@@ -323,7 +323,20 @@ def stop_processes(procs: Iterable[ManagedProcess],
     seen = _escalate(todo, waits)
     for proc in todo:
         _record(proc, proc in already_gone, seen)
-    return [p.stop_record for p in procs]
+    return [record_of(p) for p in procs]
+
+
+def record_of(proc: ManagedProcess) -> StopRecord:
+    """How ``proc`` was stopped.
+
+    Raises
+    ------
+    RuntimeError
+        If it wasn't stopped by `stop_processes` (or `ManagedProcess.stop`).
+    """
+    if proc.stop_record is None:
+        raise RuntimeError(f'{proc.name} (pid {proc.pid}) was not stopped')
+    return proc.stop_record
 
 
 def live_processes() -> list[ManagedProcess]:

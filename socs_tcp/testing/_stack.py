@@ -33,12 +33,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from twisted.logger import Logger
 
 from socs_tcp.testing._crossbar import HOST, Crossbar, CrossbarError, find_executable, free_port
-from socs_tcp.testing._processes import STOP_WAITS, ManagedProcess, StopRecord, stop_processes
+from socs_tcp.testing._processes import STOP_WAITS, ManagedProcess, StopRecord, record_of, stop_processes
 from socs_tcp.testing._site import Address, SiteConfig
+
+if TYPE_CHECKING:
+    from socs_tcp.sim.control import SimControl
 
 log = Logger()
 
@@ -118,13 +122,17 @@ class Service:
         return self.ports['PORT']
 
 
+#: A kind of `Service`, for `OcsStack._launch`.
+_S = TypeVar('_S', bound=Service)
+
+
 class Simulator(Service):
     """A ``socs-tcp simulate <kind>`` process, with its fault-control channel."""
 
     def __init__(self, name: str, kind: str, process: ManagedProcess) -> None:
         super().__init__(name, process, ('PORT', 'CONTROL'))
         self.kind = kind
-        self._control = None
+        self._control: SimControl | None = None
 
     @property
     def control_port(self) -> int:
@@ -295,8 +303,8 @@ class OcsStack:
         """
         return self._launch(name, argv, lambda proc: Service(name, proc, expect), wait, timeout, env)
 
-    def _launch(self, name: str, argv: Sequence[str], make: Callable[[ManagedProcess], Service],
-                wait: bool, timeout: float, env: Mapping[str, str] | None = None) -> Service:
+    def _launch(self, name: str, argv: Sequence[str], make: Callable[[ManagedProcess], _S],
+                wait: bool, timeout: float, env: Mapping[str, str] | None = None) -> _S:
         """Start ``argv`` as service ``name`` (``make`` wraps the process); wait if asked."""
         self._check_open()
         if name in self.services:
@@ -512,7 +520,7 @@ class OcsStack:
         procs = [p for p in self._started[mark:]
                  if self.crossbar is None or p is not self.crossbar.process]
         stop_processes(procs, self.stop_waits)
-        self.stop_records.extend(p.stop_record for p in procs)
+        self.stop_records.extend(record_of(p) for p in procs)
         self.services = {k: s for k, s in self.services.items() if s.process not in procs}
         self.agents = {k: a for k, a in self.agents.items() if a.process not in procs}
 
@@ -540,7 +548,7 @@ class OcsStack:
             stop_processes(others, self.stop_waits)
         finally:
             stop_processes(crossbar, self.stop_waits)
-        self.stop_records = [p.stop_record for p in self._started]
+        self.stop_records = [record_of(p) for p in self._started]
         return list(self.stop_records)
 
     close = stop

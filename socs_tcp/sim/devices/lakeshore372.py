@@ -90,8 +90,8 @@ class Heater:
     setpoint: float = 0.0
 
 
-def _default_inputs() -> dict:
-    inputs = {'A': Input('Input A', 0.0105, enabled=0, dwell=10, mode=1, excitation=4,
+def _default_inputs() -> dict[str | int, Input]:
+    inputs: dict[str | int, Input] = {'A': Input('Input A', 0.0105, enabled=0, dwell=10, mode=1, excitation=4,
                          autorange=0, range=15, units=2)}
     last = STAGES[max(STAGES)][1]
     for ch in CHANNELS:
