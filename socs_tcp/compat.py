@@ -16,6 +16,15 @@ stands on socs_tcp, without a line of it changed::
 runs the agent as ``ocs-agent-cli ARGS...`` would: that is the launcher to put
 in a site's command line or docker entrypoint.
 
+However the agent is started (``ocs-agent-cli``, ``python -m coverage run
+agent.py`` as OCS's test runner does, a systemd unit, SOCS's image),
+``SOCS_TCP=1`` in its environment does the same at interpreter start, for
+this and SOCS's other TCP transports (Prologix GPIB, the SCPI supplies'
+LAN port, pyserial's ``socket://``...); ``SOCS_TCP=tcp,prologix,...``
+selects some. A ``.pth`` file installed with socs_tcp reads the variable;
+unset, nothing is imported. ``socs-tcp agent`` selects all of them unless
+``SOCS_TCP`` says otherwise.
+
 Nothing changes unless asked: importing socs_tcp (or this module) leaves
 ``socs.tcp`` alone.
 

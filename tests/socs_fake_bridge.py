@@ -6,8 +6,8 @@ reply or None``. Like a real bridge it hands a reply to whichever TCP
 connection is open when the reply is ready, and holds it while none is: an
 instrument's late reply reaches the *next* connection. Faults, set at any
 time: ``late[prefix] = seconds`` (replies to requests starting with
-``prefix`` come that late), ``split[prefix] = seconds`` (the reply comes in
-two pieces that far apart), ``silent`` (no replies), ``drop_client()`` (a
+``prefix`` come that late; ``late_once``: the next one only), ``split[prefix] = seconds`` (the reply comes in
+two pieces that far apart), ``silent`` (no replies), ``chatter()`` (noise), ``drop_client()`` (a
 peer close) and ``stop()``/``start()`` (an outage; the same port again).
 ``events`` records ``('open', n)``, ``('client closed', n)``, and
 ``('second client', n)`` when connection ``n`` came while the client had the
@@ -29,6 +29,7 @@ class FakeBridge:
         self.respond = respond
         self.terminator = terminator
         self.late: dict[bytes, float] = {}
+        self.late_once: dict[bytes, float] = {}
         self.silent = False
         self.split: dict[bytes, float] = {}
         self.events: list[tuple[str, int]] = []
@@ -64,6 +65,16 @@ class FakeBridge:
                 pass
             listener.close()
         self.drop_client()
+
+    def chatter(self, seconds: float, every: float = 0.05) -> threading.Thread:
+        """Send a byte of line noise every ``every`` s for ``seconds`` s (a line that never goes quiet)."""
+        def noise() -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                self._deliver(b'~')
+                time.sleep(every)
+        self._spawn(noise)
+        return self._threads[-1]
 
     def drop_client(self) -> None:
         """Close the open connection (a peer close)."""
@@ -157,6 +168,8 @@ class FakeBridge:
         if reply is None:
             return
         delay = next((s for prefix, s in self.late.items() if request.startswith(prefix)), 0.0)
+        for prefix in [p for p in self.late_once if request.startswith(p)]:
+            delay = self.late_once.pop(prefix)
         pause = next((s for prefix, s in self.split.items() if request.startswith(prefix)), 0.0)
         if pause:
             half = len(reply) // 2

@@ -4,7 +4,8 @@
 ``SOCS_TCP=1`` does (:mod:`socs_tcp._socs._activation`), so that the test
 imports SOCS's unchanged drivers afresh, on socs_tcp; afterwards it puts
 SOCS's classes back and forgets them again. The Prologix links get short
-timeouts so that fault tests take a fraction of SOCS's fixed 5 s.
+timeouts so that fault tests take a fraction of SOCS's fixed 5 s, and a
+shorter pause after each write.
 
 ``SOCS_TCP_TESTS_PLAIN=1`` in the environment runs the same tests on plain
 socs instead (no activation), to show what they catch: Prologix's fixed port
@@ -15,8 +16,6 @@ socs instead (no activation), to show what they catch: Prologix's fixed port
 from __future__ import annotations
 
 import os
-import socket
-import sys
 
 import pytest
 
@@ -29,11 +28,8 @@ PLAIN = os.environ.get('SOCS_TCP_TESTS_PLAIN') == '1'
 #: Link timeout in these tests (SOCS: 5 s) and the quiet period that ends a drain.
 TIMEOUT = 0.5
 QUIET = 0.2
-
-
-def forget_serial_handlers() -> None:
-    for name in [n for n in sys.modules if n.startswith('serial')]:
-        del sys.modules[name]
+#: The pause after each write (SOCS: 0.1 s; the fake box needs none).
+WRITE_PAUSE = 0.02
 
 
 @pytest.fixture
@@ -46,6 +42,7 @@ def on_transports(monkeypatch):
     if not PLAIN:
         monkeypatch.setattr(LineDevice, 'link_timeout', TIMEOUT)
         monkeypatch.setattr(LineDevice, 'drain_quiet', QUIET)
+        monkeypatch.setattr(LineDevice, 'write_pause', WRITE_PAUSE)
         _activation.activate(['tcp', 'prologix', 'scpi_psu', 'serial'])
     try:
         yield
@@ -59,11 +56,3 @@ def prologix_bridge(respond, monkeypatch) -> FakeBridge:
     bridge = FakeBridge(respond, port=1234 if PLAIN else 0)
     monkeypatch.setenv(compat.REDIRECT_ENV, f'127.0.0.1:1234=127.0.0.1:{bridge.port}')
     return bridge
-
-
-def caught_by(exc: BaseException, *classes: type) -> bool:
-    """Whether an agent's ``except classes:`` catches ``exc``."""
-    return isinstance(exc, classes)
-
-
-SOCKET_TIMEOUT = socket.timeout

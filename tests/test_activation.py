@@ -174,15 +174,6 @@ def test_an_agent_started_by_coverage_runs_on_socs_tcp_and_says_so_once(tmp_path
     assert (tmp_path / '.coverage').exists()     # coverage really ran the agent
 
 
-def test_without_the_variable_the_same_agent_stays_on_socs(tmp_path):
-    pytest.importorskip('pfeiffer_vacuum_protocol')
-    (tmp_path / 'agent.py').write_text(AGENT)
-    done = python('', args=('-u', 'agent.py'), cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    bases = json.loads(next(x for x in done.stdout.splitlines() if x.startswith('BASES '))[6:])
-    assert not [b for b in bases if b.startswith('socs_tcp')] and 'SOCS_TCP' not in done.stdout
-
-
 def test_a_wheel_ships_the_pth_file_at_its_root(tmp_path):
     done = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation',
                            '-w', str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=120)
@@ -191,6 +182,12 @@ def test_a_wheel_ships_the_pth_file_at_its_root(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read(PTH).decode() == (ROOT / PTH).read_text()
         assert 'socs_tcp/_socs/_activation.py' in archive.namelist()
+
+
+def test_the_docker_images_build_context_has_what_ships_the_pth_file():
+    from tests.test_docker_config import build_context_files
+    files = {p.relative_to(ROOT).as_posix() for p in build_context_files()}
+    assert {'setup.py', PTH, 'MANIFEST.in'} <= files     # MANIFEST.in: an sdist has it too
 
 
 @pytest.fixture
@@ -215,3 +212,39 @@ def test_a_module_imported_already_is_switched_at_once_and_switched_back(fresh_s
 def test_activate_refuses_an_unknown_name(fresh_socs):
     with pytest.raises(_registry.SelectionError, match="unknown transport 'tcpp'"):
         _activation.activate(['tcpp'])
+
+
+class NotPrologix:                       # a PrologixInterface of another shape: no configure()
+    def __init__(self, ip_address, gpibAddr):
+        pass
+
+    def conn_socket(self):
+        pass
+
+    def write(self, msg):
+        pass
+
+    def read(self):
+        pass
+
+
+def test_a_socs_class_of_another_shape_is_refused_naming_what_differs(fresh_socs, monkeypatch):
+    from socs_tcp import compat
+    monkeypatch.delenv(compat.FORCE_ENV, raising=False)
+    import socs.common.prologix_interface as module
+    monkeypatch.setattr(module, 'PrologixInterface', NotPrologix)
+    with pytest.raises(compat.CompatError, match=r'PrologixInterface has no configure\(\)'):
+        _activation.activate(['prologix'])
+    assert module.PrologixInterface is NotPrologix and _activation.taken_over() == []
+    monkeypatch.setenv(compat.FORCE_ENV, '1')
+    _activation.activate(['prologix'])
+    assert issubclass(module.PrologixInterface, NotPrologix)
+
+
+def test_a_pyserial_without_a_handler_list_is_refused(fresh_socs, monkeypatch):
+    import serial
+
+    from socs_tcp import compat
+    monkeypatch.setattr(serial, 'protocol_handler_packages', ('serial.urlhandler',))
+    with pytest.raises(compat.CompatError, match='protocol_handler_packages is not a list'):
+        _activation.activate(['serial'])

@@ -177,10 +177,12 @@ def test_install_says_clearly_when_socs_is_not_installed(monkeypatch):
 PROBE_AGENT = '''
 import json, sys
 import socs.tcp
+from socs.agents.srs_cg635.drivers import SRSCG635Interface
 from socs_tcp._reactor_owner import reactor_owner
 
 def main(args=None):
     print('PROBE ' + json.dumps({'args': args, 'base': socs.tcp.TCPInterface.__module__,
+                                 'prologix': SRSCG635Interface.__mro__[1].__module__,
                                  'owner': reactor_owner().value}), flush=True)
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -195,7 +197,7 @@ def launch(launcher: list[str], tmp_path: Path, *args: str, env: dict | None = N
     agent.write_text(PROBE_AGENT)
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ('INSTANCE_ID', 'SITE_HUB', 'SITE_HTTP', 'SITE_HOST',
-                             'CROSSBAR_TIMEOUT', compat.FORCE_ENV)}
+                             'CROSSBAR_TIMEOUT', compat.FORCE_ENV, 'SOCS_TCP')}
     full_env.update(env or {})
     return subprocess.run([*launcher, '--agent', str(agent), '--entrypoint', 'main', *args],
                           capture_output=True, text=True, timeout=60, env=full_env,
@@ -218,10 +220,23 @@ def test_socs_tcp_agent_hands_over_exactly_what_ocs_agent_cli_gets(tmp_path):
     assert seen_ours['args'] == seen_theirs['args']
     assert seen_ours['args'][:2] == ['--extra', 'x'] and 'probe-1' in seen_ours['args']
     assert seen_ours['base'] == 'socs_tcp._interface' and seen_theirs['base'] == 'socs.tcp'
+    assert seen_ours['prologix'] == 'socs_tcp._socs.prologix'
+    assert seen_theirs['prologix'] == 'socs.common.prologix_interface'
     assert seen_ours['owner'] == 'application'
-    # one line, once the reactor runs, naming the base in use; none from ocs-agent-cli
+    # one line, once the reactor runs, naming the transports and base in use; none from ocs-agent-cli
     assert ours.stdout.count('TCP base: socs_tcp') == 1, ours.stdout
+    assert ours.stdout.count('SOCS_TCP: on socs_tcp: tcp (socs.tcp.TCPInterface), prologix (') == 1
     assert 'TCP base' not in theirs.stdout
+
+
+def test_socs_tcp_agent_takes_the_transports_socs_tcp_selects(tmp_path):
+    only = launch([str(BIN / 'socs-tcp'), 'agent'], tmp_path, '--instance-id', 'p',
+                  env={'SOCS_TCP': 'prologix'})
+    seen = probe(only)
+    assert seen['base'] == 'socs.tcp' and seen['prologix'] == 'socs_tcp._socs.prologix'
+    bad = launch([str(BIN / 'socs-tcp'), 'agent'], tmp_path, '--instance-id', 'p',
+                 env={'SOCS_TCP': 'tcp,prologic'})
+    assert bad.returncode == 2 and "'prologic' is not a transport" in bad.stderr
 
 
 def test_socs_tcp_agent_exits_2_with_the_reason_when_socs_is_missing(tmp_path):

@@ -251,3 +251,155 @@ def test_input_nobody_asked_for_is_dropped_before_each_request(on_transports, mo
     finally:
         bridge.close()
     assert volt == 12.5     # SOCS: float('volt 12.5\n12.5') raised ValueError
+
+
+@pytest.fixture
+def blackhole():
+    """A port on 127.0.0.1 whose accept queue is full: the kernel drops new SYNs, connects hang."""
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):       # fill the queue (Linux takes backlog + 1), the next one hangs
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+        fillers.append(filler)
+    yield listener.getsockname()[1]
+    for sock in [*fillers, listener]:
+        sock.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_connecting_is_bounded_by_the_timeout(on_transports, monkeypatch, blackhole):  # noqa: F811
+    from socs_tcp import compat
+    monkeypatch.setenv(compat.REDIRECT_ENV, f'127.0.0.1:1234=127.0.0.1:{blackhole}')
+
+    def body():
+        started = time.monotonic()
+        _, exc = outcome(clock)
+        return exc, time.monotonic() - started
+    exc, took = yield in_worker(body)
+    # SOCS connects before it sets any timeout: minutes of SYN retries
+    assert isinstance(exc, socket.timeout) and took < TIMEOUT + MARGIN, (exc, took)
+
+
+# -- SOCS's agents: their acq loops, as OCS runs them (a mocked OCSAgent, as SOCS's own tests) --
+
+def run_acq(agent, process, params, bound: float = 8.0):
+    """Call the agent's acq ``process`` (test_mode: it returns after one good reading), bounded."""
+    import threading
+    from unittest import mock
+
+    from ocs.ocs_agent import OpSession
+    watchdog = threading.Timer(bound, lambda: setattr(agent, 'monitor', False))
+    watchdog.start()
+    try:
+        return process(OpSession(1, 'acq', app=mock.MagicMock()), params)
+    finally:
+        watchdog.cancel()
+
+
+def mocked_ocs_agent():
+    from unittest import mock
+
+    import txaio
+    txaio.use_twisted()
+    agent = mock.MagicMock()
+    agent.log = txaio.make_logger()
+    return agent
+
+
+def published(ocs_agent) -> list[dict]:
+    return [c.args[1]['data'] for c in ocs_agent.publish_to_feed.call_args_list]
+
+
+@pytest_twisted.inlineCallbacks
+def test_srs_cg635_acq_rides_out_a_peer_close_and_a_late_reply_publishing_only_right_values(clock_box):
+    from unittest import mock
+
+    from ocs.ocs_agent import OpSession
+    from socs.agents.srs_cg635.agent import SRSCG635Agent
+    ocs_agent = mocked_ocs_agent()
+    srs = SRSCG635Agent(ocs_agent, '127.0.0.1', GPIB)
+
+    def body():
+        assert srs.init(OpSession(1, 'init', app=mock.MagicMock()), {'auto_acquire': False})[0]
+        done = [run_acq(srs, srs.acq, {'wait': 0, 'test_mode': True})]
+        clock_box.drop_client()
+        clock_box.wait_for(lambda: noticed_close(srs.clock))
+        done.append(run_acq(srs, srs.acq, {'wait': 0, 'test_mode': True}))
+        clock_box.late_once[b'FREQ?;STDC?;RUNS?;TIMB?'] = TIMEOUT + 0.2
+        done.append(run_acq(srs, srs.acq, {'wait': 0, 'test_mode': True}))
+        return done
+    done = yield in_worker(body)
+    # SOCS: after the peer close '' -> ValueError -> clear() -> BrokenPipeError: acq crashed
+    assert done == [(True, 'Finished monitoring clock')] * 3
+    values = published(ocs_agent)
+    assert len(values) == 3 and all(v == {'Frequency': 122880000.0, 'Standard_CMOS_Output': 3,
+                                          'Running_State': 1, 'Timebase': 3} for v in values), values
+
+
+@pytest_twisted.inlineCallbacks
+def test_scpi_psu_monitor_rides_out_a_peer_close_and_a_late_reply_publishing_only_right_values(psu_box):
+    from unittest import mock
+
+    from ocs.ocs_agent import OpSession
+    from socs.agents.scpi_psu.agent import ScpiPsuAgent
+    ocs_agent = mocked_ocs_agent()
+    psu = ScpiPsuAgent(ocs_agent, '127.0.0.1', gpib_slot=GPIB)
+    params = {'wait': 0, 'channels': [1], 'test_mode': True}
+
+    def body():
+        assert psu.init(OpSession(1, 'init', app=mock.MagicMock()), {'auto_acquire': False})[0]
+        done = [run_acq(psu, psu.monitor_output, params)]
+        psu_box.drop_client()
+        psu_box.wait_for(lambda: noticed_close(psu.psu))
+        done.append(run_acq(psu, psu.monitor_output, params))
+        psu_box.late_once[b'MEAS:VOLT? CH1'] = TIMEOUT + 0.2
+        done.append(run_acq(psu, psu.monitor_output, params))
+        return done
+    done = yield in_worker(body)
+    assert done == [(True, 'Finished monitoring current')] * 3
+    values = published(ocs_agent)
+    assert len(values) == 3 and all(v == {'Voltage_1': 12.5, 'Current_1': 0.25} for v in values), values
+
+
+@pytest_twisted.inlineCallbacks
+def test_line_noise_is_a_failure_the_agents_catch_not_a_crash(clock_box):
+    clock_box.respond = lambda request: b'\xff\xfe\x80\n' if request == b'RUNS?' else CG635.get(request)
+
+    def body():
+        c = clock()
+        _, exc = outcome(c.get_runs)
+        return exc, c.get_freq()
+    exc, freq = yield in_worker(body)
+    # SOCS: UnicodeDecodeError, a ValueError that no Prologix agent catches
+    assert isinstance(exc, socket.timeout) and 'not text' in str(exc)
+    assert freq == 122880000.0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_line_that_never_goes_quiet_after_an_unanswered_request_fails_within_the_bound(on_transports):  # noqa: F811
+    supply = FakeBridge(DIRECT_PSU.get)
+    try:
+        def body():
+            from socs.agents.scpi_psu.drivers import ScpiPsuInterface
+            psu = ScpiPsuInterface('127.0.0.1', port=supply.port)
+            supply.silent = True
+            _, timed_out = outcome(lambda: psu.get_volt(1))
+            supply.silent = False
+            noise = supply.chatter(TIMEOUT * 3)
+            started = time.monotonic()
+            _, noisy = outcome(lambda: psu.get_volt(1))
+            took = time.monotonic() - started
+            noise.join(TIMEOUT * 4)
+            return timed_out, noisy, took, psu.get_volt(1)
+        timed_out, noisy, took, volt = yield in_worker(body)
+    finally:
+        supply.close()
+    assert isinstance(timed_out, socket.timeout)
+    # the next request is not sent into the noise: it fails as the agents expect, bounded
+    assert isinstance(noisy, socket.timeout) and 'did not stay quiet' in str(noisy), noisy
+    assert took < TIMEOUT + MARGIN
+    assert volt == 12.5

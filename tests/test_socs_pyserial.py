@@ -38,6 +38,11 @@ def tc400(request: bytes) -> bytes | None:
     return telegram(address, param, VALUES.get(param, '000000'))
 
 
+def data_request(param: int) -> bytes:
+    body = f'{ADDRESS:03d}00{param:03d}02=?'
+    return (body + f'{sum(map(ord, body)) % 256:03d}\r').encode()
+
+
 def request_prefix(param: int) -> bytes:
     return f'{ADDRESS:03d}00{param:03d}'.encode()
 
@@ -169,3 +174,21 @@ def test_other_urls_stay_pyserials_and_a_bad_socket_url_fails_at_once(on_transpo
     for url in ('socket://127.0.0.1:70000', 'socket://:4001', 'socket://127.0.0.1:4001?logging=debug'):
         with pytest.raises(serial.SerialException, match='socket://<host>:<port>'):
             serial.serial_for_url(url)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_port_api_the_protocol_code_uses_behaves_as_pyserials(moxa):
+    def body():
+        import serial
+        port = serial.serial_for_url(f'socket://127.0.0.1:{moxa.port}', baudrate=9600, timeout=TIMEOUT)
+        try:
+            port.write(data_request(313))
+            moxa.wait_for(lambda: port.in_waiting > 0)
+            waiting = port.in_waiting
+            port.reset_input_buffer()
+            after_reset = port.in_waiting
+            return waiting, after_reset, port.read(1), port.is_open
+        finally:
+            port.close()
+    waiting, after_reset, read, was_open = yield in_worker(body)
+    assert waiting > 0 and after_reset == 0 and read == b'' and was_open

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from socs_tcp._socs._registry import ENV, TRANSPORTS, SelectionError, parse_selection
 
-__all__ = ['activate', 'deactivate', 'from_environment', 'taken_over', 'selected']
+__all__ = ['activate', 'deactivate', 'describe', 'from_environment', 'taken_over', 'selected']
 
 log = Logger(namespace='socs_tcp.activation')
 

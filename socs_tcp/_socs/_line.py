@@ -23,6 +23,7 @@ Every failure raises :class:`LinkDown`, both a ``ConnectionError`` and a
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 import time
@@ -54,7 +55,6 @@ class LinkDown(DeviceDisconnected, TimeoutError):
 
 def redirected(host: str, port: int) -> Address:
     """Where ``host:port`` really is, after ``SOCS_TCP_REDIRECT`` (drivers with a fixed port)."""
-    import os
     table = compat.parse_redirects(os.environ.get(compat.REDIRECT_ENV, ''))
     target = table.get((host, port))
     if target is None:
@@ -170,25 +170,23 @@ class LineLink:
             self._on_reconnect()
 
     def _drain(self, interface: TCPInterface) -> None:
-        """Read and drop input until the line has been quiet for ``quiet`` s (at most ``timeout`` s in all)."""
-        start = time.monotonic()
-        end = start + interface.timeout
-        dropped = 0
-        while True:
+        """Read and drop input until the line has been quiet for ``quiet`` s (at most ``timeout`` s in all).
+
+        It waits with ``select`` on ``comm``, not with a read that times out:
+        such a read would mark this new connection as overdue, to be replaced.
+        A connection lost meanwhile raises from ``recv`` (a ``ConnectionError``).
+        """
+        end = time.monotonic() + interface.timeout
+        quiet_since, dropped = time.monotonic(), 0
+        while (silent := time.monotonic() - quiet_since) < self.quiet:
             left = end - time.monotonic()
-            wait = min(self.quiet, left)
-            began = time.monotonic()
-            if wait > 0:
-                # select, not a read with a timeout: a read that times out
-                # would mark this new connection as overdue, to be replaced
-                ready, _, _ = select.select([interface.comm], [], [], wait)
-                if ready:
-                    dropped += len(interface.recv(65536))   # a lost connection raises: LinkDown above
-                    continue
-                if time.monotonic() - began >= wait * 0.95 and wait >= self.quiet * 0.95:
-                    break   # quiet for the whole period
-            raise LinkDown(f'{self._where()}: the line did not stay quiet for {self.quiet} s within '
-                           f'{interface.timeout} s after an unanswered request')
+            if left <= 0:
+                raise LinkDown(f'{self._where()}: the line did not stay quiet for {self.quiet} s within '
+                               f'{interface.timeout} s after an unanswered request')
+            ready, _, _ = select.select([interface.comm], [], [], min(self.quiet - silent, left))
+            if ready:
+                dropped += len(interface.recv(65536))
+                quiet_since = time.monotonic()
         with _lock:
             _unanswered.discard(self.address)
         if dropped:
@@ -242,4 +240,9 @@ class LineDevice:
         time.sleep(self.write_pause)
 
     def read(self) -> str:
-        return self._link.read_line().decode().strip()
+        line = self._link.read_line()
+        try:
+            return line.decode().strip()
+        except UnicodeDecodeError:
+            # line noise is no reading: fail as the agents expect a failure
+            raise LinkDown(f'{self._link._where()}: a reply that is not text: {line!r}') from None

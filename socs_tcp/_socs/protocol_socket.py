@@ -132,7 +132,7 @@ class Serial(SerialBase):
     def in_waiting(self) -> int:
         """Bytes received and not read yet."""
         self._check_open()
-        return int(self._link.stats.get('buffered', 0))
+        return len(self._pending) + int(self._link.stats.get('buffered', 0))
 
     def read(self, size: int = 1) -> bytes:
         """Up to ``size`` bytes: fewer when the port's timeout is over first (a quiet line)."""
@@ -171,6 +171,7 @@ class Serial(SerialBase):
 
     def reset_input_buffer(self) -> None:
         self._check_open()
+        self._pending = b''
         self._link.clear()
 
     def reset_output_buffer(self) -> None:
