@@ -74,6 +74,24 @@ class DWL(Instrument):
         return None
 
 
+class Sherborne(Instrument):
+    """Sherborne tilt sensor: ``!148:SYS?\\r`` (X) and ``!149:SYS?\\r`` (Y); 16-byte replies."""
+
+    def __init__(self, x: float = 0.0, y: float = 0.0) -> None:
+        super().__init__()
+        self.x, self.y = x, y
+
+    def split(self) -> list[bytes]:
+        *requests, self._input = self._input.split(b'\r')
+        return [r for r in requests if r]
+
+    def answer(self, request: bytes) -> bytes | None:
+        axes = {b'!148:SYS?': self.x, b'!149:SYS?': self.y}
+        if request in axes:
+            return f'{axes[request]:+015.4f}\r'.encode()
+        return None
+
+
 class PMX(Instrument):
     """Kikusui PMX: SCPI lines ending in ``\\n\\r``; answers ``value\\n``."""
 
@@ -147,10 +165,11 @@ class FakeBridge:
                 due = self._pending[0][0] - now if self._pending else 0.02
                 rlist = [listener] + ([client] if client is not None else [])
                 readable, _, _ = select.select(rlist, [], [], max(0.0, min(due, 0.02)))
-                if listener in readable:
-                    self._accept(listener)
+                # In the order the bytes came: a client's close before a new client.
                 if client is not None and client in readable:
                     self._receive(client)
+                if listener in readable:
+                    self._accept(listener)
                 self._emit()
         finally:
             listener.close()

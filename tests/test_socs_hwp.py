@@ -19,7 +19,7 @@ import pytest_twisted
 
 from socs_bridge_fakes import FakeBridge, Gripper, PIDController, free_port
 from socs_tcp._socs import hwp_gripper, hwp_pid
-from socs_tcp._socs._bridge_line import LinkTimeout
+from socs_tcp._socs._byte_link import LinkTimeout
 from socs_tcp.compat import CompatError
 from tests.conftest import in_worker
 
@@ -155,9 +155,13 @@ def test_pid_late_reply_to_another_read_is_not_taken(pd, bridges):
 
     def scenario():
         pid = pd.PID(ip='127.0.0.1', port=bridge.port, timeout=0.3)
-        controller.delays = [1.0]        # *R01 answered after the exchange gave up
-        with pytest.raises(LinkTimeout):
+        # *R01 is answered after its exchange and the quiet drain after it gave
+        # up; the *X01 after it goes unanswered: the R01 reply must not answer it.
+        controller.delays = [1.5, None]
+        with pytest.raises(LinkTimeout):     # socs: tries again, and recurses
             pid.send_message('*R01')
+        with pytest.raises(LinkTimeout):
+            pid.send_message('*X01')
         return pid.send_message('*X01')
 
     assert (yield in_worker(scenario)) == 'X011.250'

@@ -21,9 +21,9 @@ import time
 import pytest
 import pytest_twisted
 
-from socs_bridge_fakes import DWL, PMX, FakeBridge, free_port
+from socs_bridge_fakes import DWL, PMX, FakeBridge, Sherborne, free_port
 from socs_tcp._socs import moxa
-from socs_tcp._socs._bridge_line import LinkTimeout
+from socs_tcp._socs._byte_link import LinkTimeout
 from socs_tcp.compat import CompatError
 from tests.conftest import in_worker
 
@@ -220,11 +220,13 @@ def test_encoded_false_always_yields_bytes(installed, bridges):
     bridge = bridges(instrument)
 
     def scenario():
-        port = moxa.SerialTCPServer(('127.0.0.1', bridge.port), 0.2, encoded=False)
+        from socs.common import moxa_serial as mx
+        port = mx.Serial_TCPServer(('127.0.0.1', bridge.port), 0.2, encoded=False)
         port.write(b'\x06\x24' + b'\x00' * 10)       # no reply
         assert port.readexactly(12) == b''            # socs: '' (str)
-        with pytest.raises(LinkTimeout):        # socs: '' + b'' -> TypeError
+        with pytest.raises(RuntimeError) as raised:     # socs: '' + b'' -> TypeError
             port.read(12)
+        assert isinstance(raised.value, LinkTimeout)
         port.write(b'\x06\x01\x02\xaa' + b'\x00' * 8)
         reply = port.read(5)
         assert isinstance(reply, bytes) and reply[:2] == b'\x61\x22'
@@ -238,3 +240,88 @@ def _after(delay, fn):
     thread = threading.Timer(delay, fn)
     thread.start()
     return thread
+
+
+@pytest_twisted.inlineCallbacks
+def test_tilt_sensor_acq_rides_out_faults_with_right_values(installed, bridges):
+    """The agent's own acq: late reply, peer close and outage; it keeps running and publishes right angles."""
+    import threading
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from socs.agents.wiregrid_tiltsensor.agent import WiregridTiltSensorAgent
+
+    instrument = DWL(x=1.0, y=2.0)
+    bridge = bridges(instrument)
+    published = []
+    agent = mock.MagicMock()
+    agent.publish_to_feed.side_effect = lambda feed, block: published.append(
+        (block['timestamp'], block['data']['angleX'], block['data']['angleY']))
+    session = SimpleNamespace(data={})
+    result = {}
+    tilt = None
+
+    def run_acq():
+        result.update(r=tilt.acq(session))
+
+    acq = threading.Thread(target=run_acq, daemon=True)
+
+    def wait_for(angles, within):
+        deadline = time.monotonic() + within
+        while not published or published[-1][1:] != angles:
+            assert acq.is_alive(), f'acq ended: {result}'
+            assert time.monotonic() < deadline, f'never published {angles}: {published[-3:]}'
+            time.sleep(0.05)
+
+    def scenario():
+        nonlocal tilt
+        tilt = WiregridTiltSensorAgent(agent, '127.0.0.1', bridge.port, sensor_type='DWL')
+        acq.start()
+        wait_for((1.0, 2.0), 3)
+        changes = []
+        instrument.delays = [0.8]                   # a late reply ...
+        changes.append(time.time())
+        instrument.x = 3.0                          # ... of the old angle
+        wait_for((3.0, 2.0), 5)
+        bridge.drop_client()                        # peer close
+        changes.append(time.time())
+        instrument.y = -1.0
+        wait_for((3.0, -1.0), 5)
+        bridge.stop()                               # outage
+        time.sleep(0.6)
+        changes.append(time.time())
+        instrument.x = -4.0
+        bridge.start()
+        wait_for((-4.0, -1.0), 6)
+        tilt.stop_acq(None)
+        acq.join(5)
+        return changes
+
+    changes = yield in_worker(scenario)
+    assert result['r'][0] is True
+    expected = [(1.0, 2.0), (3.0, 2.0), (3.0, -1.0), (-4.0, -1.0)]
+    for stamp, x, y in published:   # never an angle older than the reading's start
+        assert (x, y) in expected, (stamp, x, y)
+        assert expected.index((x, y)) >= sum(stamp > t for t in changes), (stamp, x, y, changes)
+
+
+@pytest_twisted.inlineCallbacks
+def test_sherborne_late_x_never_answers_a_later_request(installed, bridges):
+    from socs.agents.wiregrid_tiltsensor.drivers import connect
+    instrument = Sherborne(x=1.5, y=-0.25)
+    bridge = bridges(instrument)
+
+    def scenario():
+        sensor = connect('127.0.0.1', bridge.port, 'sherborne')
+        assert sensor.get_angle()[1] == ('+000000001.5000', '-000000000.2500')
+        instrument.delays = [0.7]           # X answered after the timeout: Y is never asked
+        with pytest.raises(TILT_CAUGHT):
+            sensor.get_angle()
+        instrument.x, instrument.y = 2.0, 3.0
+        old, sensor = sensor, connect('127.0.0.1', bridge.port, 'sherborne')
+        angles = sensor.get_angle()[1]      # X and Y asked back to back
+        del old
+        assert angles == ('+000000002.0000', '+000000003.0000'), f'a late reply was returned: {angles}'
+
+    yield in_worker(scenario)
+    assert bridge.rejected == 0

@@ -1,7 +1,7 @@
 """The HWP gripper client (``socs.agents.hwp_gripper.drivers.gripper_client.GripperClient``) on socs_tcp.
 
 :func:`install` replaces SOCS's ``GripperClient`` by a subclass of it whose
-transport is a :class:`~socs_tcp._socs._bridge_line.BridgeLine`; every command method
+transport is a :class:`~socs_tcp._socs._byte_link.ByteLink`; every command method
 is SOCS's own (they all go through ``send_command``). What changes:
 
 - construction never raises: a gripper server that is down is connected in
@@ -28,7 +28,7 @@ import time
 
 from twisted.logger import Logger
 
-from socs_tcp._socs._bridge_line import BridgeLine, LinkTimeout
+from socs_tcp._socs._byte_link import ByteLink, LinkTimeout
 
 __all__ = ['install', 'uninstall']
 
@@ -78,7 +78,7 @@ def _make_class(base: type) -> type:
 
         def _init_connection(self, ip, port):
             """Return the line to ``ip:port``; it connects in the background if it cannot now."""
-            return BridgeLine(ip, port, self.timeout, quiet=SETTLE)
+            return ByteLink(ip, port, self.timeout, quiet=SETTLE)
 
         def send_command(self, command):
             """Send ``command`` (str or bytes) and return the server's unpickled reply.
@@ -106,7 +106,7 @@ def _make_class(base: type) -> type:
             except BaseException:
                 entries.append('Previous connection already closed')
             result = False
-            service = BridgeLine(self.ip, RESTART_PORT, self.timeout)
+            service = ByteLink(self.ip, RESTART_PORT, self.timeout)
             try:
                 service.send_request(b'reset\n')
                 time.sleep(0.5)
@@ -132,7 +132,7 @@ def _make_class(base: type) -> type:
     return GripperClient
 
 
-def _exchange(line: BridgeLine, data: bytes) -> object:
+def _exchange(line: ByteLink, data: bytes) -> object:
     try:
         line.send_request(data)
     except ConnectionError as exc:

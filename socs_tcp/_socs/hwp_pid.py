@@ -1,7 +1,7 @@
 """The HWP PID controller driver (``socs.agents.hwp_pid.drivers.pid_controller.PID``) on socs_tcp.
 
 :func:`install` replaces SOCS's ``PID`` by a subclass of it whose transport is
-a :class:`~socs_tcp._socs._bridge_line.BridgeLine`: every command, getter and decoder
+a :class:`~socs_tcp._socs._byte_link.ByteLink`: every command, getter and decoder
 is SOCS's own, only the connection and ``send_message`` change:
 
 - construction never raises: a controller that is down at start-up is
@@ -25,7 +25,7 @@ import time
 
 from twisted.logger import Logger
 
-from socs_tcp._socs._bridge_line import BridgeLine, LinkError, LinkTimeout
+from socs_tcp._socs._byte_link import ByteLink, LinkError, LinkTimeout
 
 __all__ = ['install', 'uninstall']
 
@@ -75,7 +75,7 @@ def _make_class(base: type) -> type:
         @staticmethod
         def _establish_connection(ip, port, timeout=DEFAULT_TIMEOUT):
             """Return the line to the controller; it connects in the background if it cannot now."""
-            return BridgeLine(ip, port, timeout)
+            return ByteLink(ip, port, timeout)
 
         def send_message(self, msg):
             """Send ``msg`` to the controller and return its reply (str, stripped).
@@ -98,7 +98,7 @@ def _make_class(base: type) -> type:
     return PID
 
 
-def _exchange(line: BridgeLine, msg: str) -> str:
+def _exchange(line: ByteLink, msg: str) -> str:
     expected = _expected(msg)
     started = time.monotonic()
     try:

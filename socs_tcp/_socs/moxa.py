@@ -20,11 +20,12 @@ keeps ``Serial_TCPServer``'s whole API and changes what goes wrong:
 - failures raise only what the agents catch. Construction never raises for a
   bridge that is down (the tilt sensor rebuilds its driver unguarded). A write
   that cannot be delivered is logged and makes the next read fail at once
-  (the DWL constructor writes, unguarded, too). ``read`` that gets nothing
-  raises :class:`LinkTimeout` / :class:`LinkError`, both
-  ``RuntimeError`` (caught by the tilt sensor) and ``ConnectionError``; the
-  line reads used by the PMX return ``''``/``False`` as SOCS's did, which the
-  PMX turns into its ``-999`` readings.
+  (the DWL constructor writes, unguarded, too). ``read(n)`` that does not get
+  its ``n`` bytes raises :class:`LinkTimeout` / :class:`LinkError` (SOCS's
+  raised ``TypeError``), both ``RuntimeError`` (caught by the tilt sensor)
+  and ``ConnectionError``; ``readexactly`` and the line reads used by the PMX
+  return ``''``/``False`` as SOCS's did, which the PMX turns into its
+  ``-999`` readings.
 
 :func:`install` puts the class in place of SOCS's; :func:`uninstall` puts
 SOCS's back. Agents look the class up at call time (``mx.Serial_TCPServer``),
@@ -41,7 +42,7 @@ import weakref
 
 from twisted.logger import Logger
 
-from socs_tcp._socs._bridge_line import BridgeLine, LinkError, LinkTimeout
+from socs_tcp._socs._byte_link import ByteLink, LinkError, LinkTimeout
 
 __all__ = ['SerialTCPServer', 'install', 'uninstall']
 
@@ -96,7 +97,7 @@ class SerialTCPServer:
         self._expect: bytes | None = None   # the reply header the last request asks for
         key = (port[0], int(port[1]))
         owed = _retire(key)
-        self._line = BridgeLine(port[0], port[1], self._timeout)
+        self._line = ByteLink(port[0], port[1], self._timeout)
         self._line.owed = owed   # the old connection's unanswered reply may reach this one
         self.sock = _Sock(self._line)
         with _live_lock:
@@ -164,16 +165,20 @@ class SerialTCPServer:
             return self._out(b'')
 
     def read(self, n: int) -> str | bytes:
-        """Return ``n`` bytes, or fewer if no more came within the timeout.
+        """Return ``n`` bytes.
+
+        SOCS's ``read`` returned ``n`` bytes or raised (its short read added
+        ``bytes`` to ``''``: a ``TypeError``); so does this one, with an
+        error that says what happened, and never a partial reply.
 
         Raises
         ------
         LinkTimeout
-            Nothing came within the timeout.
+            Fewer than ``n`` bytes came within the timeout.
         LinkError
-            The Moxa port could not be reached (nothing was buffered).
+            The Moxa port could not be reached (nothing usable was buffered).
         """
-        return self._out(self._fixed(_count(n), partial=True))
+        return self._out(self._fixed(_count(n)))
 
     def readline(self, term: str | bytes = '\n') -> str | bytes:
         """Return the next line without ``term``; an empty result if none came in time."""
@@ -211,13 +216,13 @@ class SerialTCPServer:
 
     # -- internals ---------------------------------------------------------------
 
-    def _fixed(self, n: int, partial: bool = False) -> bytes:
+    def _fixed(self, n: int) -> bytes:
         """One reply of ``n`` bytes (see the module's notes on late replies).
 
         Raises
         ------
         LinkTimeout
-            No reply (with ``partial``: nothing at all) within the timeout.
+            No whole reply within the timeout.
         LinkError
             The port is unreachable and nothing usable is buffered.
         """
@@ -244,8 +249,6 @@ class SerialTCPServer:
             line.owed = False
             return reply
         line.owed = True   # its reply may still come: the next request drains first
-        if partial and line.rx and not careful:
-            return self._pop(min(n, len(line.rx)))
         if lost is not None:
             raise LinkError(f'{line.address}: {lost}') from None
         raise LinkTimeout(f'{line.address}: no {n}-byte reply within {self._timeout} s '
@@ -296,6 +299,11 @@ class SerialTCPServer:
         line = getattr(self, '_line', None)
         if line is not None:
             line.close()
+        key = getattr(self, '_key', None)
+        with _live_lock:
+            ref = _live.get(key)
+            if ref is not None and ref() in (None, self):
+                del _live[key]
 
     def __repr__(self) -> str:
         return f'<SerialTCPServer {self._line.address} encoded={self.encoded}>'
@@ -304,18 +312,13 @@ class SerialTCPServer:
 class _Sock:
     """What ``Serial_TCPServer.sock`` is: drivers call ``sock.close()`` in ``__del__``."""
 
-    def __init__(self, line: BridgeLine) -> None:
+    def __init__(self, line: ByteLink) -> None:
         self._line = weakref.ref(line)
 
     def close(self) -> None:
         line = self._line()
         if line is not None:
             line.close()
-
-    def settimeout(self, timeout: float) -> None:
-        line = self._line()
-        if line is not None:
-            line.timeout = _positive(timeout)
 
 
 def _retire(key: tuple[str, int]) -> bool:

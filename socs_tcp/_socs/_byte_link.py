@@ -1,4 +1,4 @@
-"""BridgeLine: a request/reply byte line to a device, for drivers that speak raw bytes.
+"""ByteLink: a request/reply byte line to a device, for drivers that speak raw bytes.
 
 SOCS's Moxa serial servers, the HWP PID controller and the HWP gripper are
 reached through hand-written sockets. Their replacements share this one
@@ -28,7 +28,7 @@ from twisted.logger import Logger
 
 from socs_tcp import NotConnected, TCPInterface
 
-log = Logger(namespace='socs_tcp._socs.line')
+log = Logger(namespace='socs_tcp._socs.byte_link')
 
 class LinkError(ConnectionError, RuntimeError):
     """The device could not be reached, or the connection was lost.
@@ -48,7 +48,7 @@ class LinkTimeout(LinkError, TimeoutError):
 FRESH_SETTLE = 0.1
 
 
-class BridgeLine:
+class ByteLink:
     """A byte line to ``host:port`` with a memory of requests that went unanswered.
 
     Parameters
