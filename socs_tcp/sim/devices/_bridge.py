@@ -98,7 +98,7 @@ class BridgeServer(DeviceServer):
         return super().stop()
 
     # -- the bridge ---------------------------------------------------------------
-    def _bridge_handle(self, request: bytes) -> bytes | None:
+    def _bridge_handle(self, request: bytes) -> bytes | str | None:
         reply = self._instrument(request)
         if reply is None or not self._late:
             return reply
