@@ -47,6 +47,17 @@ def docker_services():
         shutil.rmtree(cbdir, ignore_errors=True)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Note which SOCS transports this pytest process itself ran on (tests that
+    use SOCS's drivers in-process, e.g. moxa_serial's and pmx's)."""
+    logs = os.environ.get('SOCS_SUITE_AGENT_LOGS')
+    if not logs or os.environ.get('SOCS_TCP', '').strip() in ('', '0'):
+        return
+    from socs_tcp._socs import _activation
+    Path(logs, '000-pytest-process.log').write_text(
+        f'pytest process {os.getpid()}\n{_activation.describe()}\n')
+
+
 def pytest_configure(config):
     if not config.pluginmanager.hasplugin('pytest_cov'):
         config.pluginmanager.register(_NoCoverage(), 'socs_suite_no_cov')
