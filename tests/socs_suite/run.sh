@@ -17,6 +17,9 @@
 # docker compose service SOCS's CI starts). Needs root, iproute2, and in the
 # venv: socs, crossbar, coverage, pfeiffer-vacuum-protocol (make's .venv has them).
 #
+# SOCS's CI has neither pytest-twisted nor socs_tcp's pytest plugin; both are
+# off here too (pytest-twisted would run every test in the reactor thread).
+#
 # Prints the pytest summary of each run and the agent log lines that name
 # the transports socs_tcp took over (the proof that the second run used it);
 # exits non-zero if a test passes on plain socs and fails with SOCS_TCP=1,
@@ -48,7 +51,9 @@ done
 socs_pkg="$("$python" -c 'import socs, os; print(os.path.dirname(socs.__file__))')"
 
 status=0
-for mode in plain socs_tcp; do
+# SOCS_SUITE_MODES: which runs (default both); a run left out keeps its earlier
+# results in OUT_DIR (e.g. rerun only socs_tcp against a recorded plain run).
+for mode in ${SOCS_SUITE_MODES:-plain socs_tcp}; do
     work="$out/$mode"
     rm -rf "$work"; mkdir -p "$work/agent-logs"
     # SOCS's layout: tests/ beside socs/ (the tests start ../socs/agents/<name>/agent.py)
@@ -62,6 +67,7 @@ for mode in plain socs_tcp; do
         "${env_mode[@]}" PATH="$venv_bin:$PATH" PYTHONPATH="$here" \
         SOCS_SUITE_AGENT_LOGS="$work/agent-logs" OCS_CONFIG_DIR="$work/tests" \
         "$python" -m pytest -p socs_suite_plugin -p no:cacheprovider -o addopts='' \
+        -p no:twisted -p no:socs_tcp \
         --timeout=300 -rA --junitxml="$work/junit.xml" "${FILES[@]}" \
         > "$work/pytest.txt" 2>&1)
     tail -n 1 "$work/pytest.txt"
@@ -74,10 +80,11 @@ comm -23 <(grep '^PASSED' "$out/plain/outcomes.txt" | sed 's/^PASSED //') \
 [ -s "$out/regressions.txt" ] && status=1
 
 echo "== SOCS_TCP=1 agents that logged the takeover"
-if ! grep -h -m1 -E 'SOCS_TCP|socs_tcp' "$out"/socs_tcp/agent-logs/*.log 2>/dev/null | sort | uniq -c; then
+TAKEN='SOCS_TCP: on socs_tcp: .*'
+if ! grep -h -o -m1 -E "$TAKEN" "$out"/socs_tcp/agent-logs/*.log 2>/dev/null | sort | uniq -c; then
     echo "run.sh: no agent of the SOCS_TCP=1 run logged socs_tcp taking over" >&2
     status=1
 fi
-grep -L -E 'SOCS_TCP|socs_tcp' "$out"/socs_tcp/agent-logs/*.log 2>/dev/null | sed 's/^/  no takeover line: /'
+grep -L -E "$TAKEN" "$out"/socs_tcp/agent-logs/*.log 2>/dev/null | sed 's/^/  no takeover line: /'
 echo "== outputs in $out"
 exit $status
