@@ -240,4 +240,6 @@ def _announce() -> None:
         if _announced:
             return
         _announced = True
+        if not _taken and 'socs' not in sys.modules:
+            return   # not a SOCS program (crossbar, a tool): nothing to say
     log.info('{line}', line=describe())
