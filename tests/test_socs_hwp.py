@@ -234,3 +234,30 @@ def test_gripper_late_reply_is_not_returned(cli, bridges):
         return client.inp()
 
     assert (yield in_worker(scenario)) == {'result': 'INP', 'log': []}
+
+
+class _RestartService(PIDController):
+    """The gripper server's restart service: ``reset\\n`` -> ``Success\\n``."""
+
+    def answer(self, request: bytes) -> bytes | None:
+        return b'Success\n' if request == b'reset' else b'?\n'
+
+
+@pytest_twisted.inlineCallbacks
+def test_gripper_restart_with_the_service_down_then_up(cli, bridges, monkeypatch):
+    monkeypatch.setattr(hwp_gripper, 'RESTART_WAIT', 0.05)
+    monkeypatch.setattr(hwp_gripper, 'RESTART_PORT', free_port())
+    bridge = bridges(Gripper())
+
+    def scenario():
+        client = cli.GripperClient('127.0.0.1', bridge.port, timeout=0.5)
+        down = client.restart()                   # socs: ConnectionRefusedError
+        assert client.get_state()['result']['actuators'][0]['axis'] == 1
+        bridges(_RestartService(), hwp_gripper.RESTART_PORT)
+        return down, client.restart(), client.inp()
+
+    down, up, inp = yield in_worker(scenario)
+    assert down['result'] is False and 'Restart command failed' in down['log'][1]
+    assert up == {'result': True, 'log': ['Previous connection closed', 'Restart command response: Success',
+                                          'Control socket reconnected']}
+    assert inp == {'result': 'INP', 'log': []}

@@ -325,3 +325,49 @@ def test_sherborne_late_x_never_answers_a_later_request(installed, bridges):
 
     yield in_worker(scenario)
     assert bridge.rejected == 0
+
+
+class _Trickle(PMX):
+    """A PMX whose next answers come in pieces: ``pieces`` is a list of [(delay, bytes), ...] per answer."""
+
+    def __init__(self) -> None:
+        super().__init__(volt=12.5)
+        self.pieces: list[list[tuple[float, bytes]]] = []
+
+    def feed(self, data: bytes) -> list[tuple[float, bytes]]:
+        out = super().feed(data)
+        if out and self.pieces:
+            return self.pieces.pop(0)
+        return out
+
+
+@pytest_twisted.inlineCallbacks
+def test_api_kept_and_the_rest_of_a_cut_line_is_dropped(installed, bridges):
+    instrument = _Trickle()
+    bridge = bridges(instrument)
+
+    def scenario():
+        from socs.common import moxa_serial as mx
+        port = mx.Serial_TCPServer(('127.0.0.1', bridge.port), 0.3)
+        assert port.timeout == 0.3 and port.gettimeout() == 0.3
+        port.timeout = 0.4
+        assert port.gettimeout() == 0.4
+        port.write('MEAS:VOLT?\n\r')
+        assert port.readline() == '12.5'
+        port.write('OUTP?\n\r')
+        assert port.readexactly(2) == '0\n'
+        port.write('OUTP?\n\r')
+        assert port.readpacket(10) == b'0\n'          # bytes, as SOCS's readpacket
+        port.write('OUTP?\n\r')
+        assert port.readbuf(10) == b'0\n'
+        assert port.readpacket(10) == ''               # nothing came: '' on an encoded port
+        assert port.writeread('OUTP?\n\r') is False     # no '\r' in the reply: readall gives up
+        instrument.pieces = [[(0.005, b'12.'), (0.8, b'5\n')]]
+        port.flushInput()
+        port.write('MEAS:VOLT?\n\r')
+        assert port.readline() == '12.'                # what came by the timeout, as SOCS's
+        port.write('MEAS:VOLT?\n\r')                   # the rest of that line is drained first
+        assert port.readline() == '12.5'               # socs: '5'
+        port.sock.close()
+
+    yield in_worker(scenario)

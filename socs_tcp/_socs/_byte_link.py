@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import select
 import time
-import weakref
 from collections.abc import Callable
 
 from twisted.logger import Logger
@@ -67,17 +66,10 @@ class ByteLink:
     def __init__(self, host: str, port: int, timeout: float, quiet: float | None = None) -> None:
         #: A request went unanswered (or half answered): its reply may still come.
         self.owed = False
-        self._fresh = True
         self.rx = bytearray()
         self._quiet = quiet
-        ref = weakref.ref(self)
-
-        def on_connect(_interface: TCPInterface) -> None:
-            line = ref()
-            if line is not None:
-                line._fresh = True
-
-        self.interface = TCPInterface(host, port, timeout, on_connect=on_connect)
+        self._connects = 0   # connections made so far: one more means a fresh connection
+        self.interface = TCPInterface(host, port, timeout)
         self.address = f'{host}:{self.interface.port}'
 
     @property
@@ -101,12 +93,13 @@ class ByteLink:
         interface = self.interface
         if not interface.connected:
             interface.send(b'')  # connect now, so that what the bridge held is drained below
+        connects = interface.stats['connects']   # counts reconnects made in the background too
+        fresh, self._connects = connects != self._connects, connects
         if self.owed:
             quiet = self.timeout if self._quiet is None else min(self._quiet, self.timeout)
             self.drain(quiet, why='an earlier request went unanswered')
-        elif self._fresh:
+        elif fresh:
             self.drain(min(FRESH_SETTLE, self.timeout), why='new connection')
-        self._fresh = False
         self.flush()
         interface.send(data)
 
@@ -172,11 +165,7 @@ class ByteLink:
         while complete is None or not complete(self.rx):
             if not self.wait_input(deadline):
                 return complete is None
-            try:
-                self.rx += self.interface.recv(65536)
-            except ConnectionError:
-                self._fresh = True
-                raise
+            self.rx += self.interface.recv(65536)
         return True
 
     def close(self) -> None:

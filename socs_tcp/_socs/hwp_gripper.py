@@ -47,6 +47,8 @@ DEFAULT_TIMEOUT = 30.0
 SETTLE = 1.0
 #: The port of the gripper server's restart service (as SOCS's ``restart``).
 RESTART_PORT = 5656
+#: Seconds ``restart`` waits for the server's processes to come back (as SOCS's).
+RESTART_WAIT = 10.0
 
 
 def _replies(data: bytes | bytearray) -> tuple[list[object], int]:
@@ -118,7 +120,7 @@ def _make_class(base: type) -> type:
                 entries.append(f'Restart command failed: {exc}')
             finally:
                 service.close()
-            time.sleep(10)   # as SOCS: the server's processes restart meanwhile
+            time.sleep(RESTART_WAIT)
             self.control_socket = self._init_connection(self.ip, self.port)
             entries.append('Control socket reconnected')
             return {'result': result, 'log': entries}

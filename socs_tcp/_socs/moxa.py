@@ -181,13 +181,17 @@ class SerialTCPServer:
         return self._out(self._fixed(_count(n)))
 
     def readline(self, term: str | bytes = '\n') -> str | bytes:
-        """Return the next line without ``term``; an empty result if none came in time."""
-        line = self._line_until(_as_bytes(term, 'term'))
-        return self._out(b'' if line is None else line)
+        """Return the next line without ``term``.
+
+        If ``term`` did not come within the timeout, returns what came (as
+        SOCS's did; it may be empty), and the rest of that reply, should it
+        come later, is dropped before the next request.
+        """
+        return self._out(self._line_until(_as_bytes(term, 'term'), partial=True))
 
     def readall(self) -> str | bytes | bool:
         """Return input up to ``'\\r'`` (removed); ``False`` if it did not come in time."""
-        line = self._line_until(b'\r')
+        line = self._line_until(b'\r', partial=False)
         return False if line is None else self._out(line)
 
     def readbuf(self, n: int, max_loop: int = 10) -> bytes:
@@ -254,33 +258,44 @@ class SerialTCPServer:
         raise LinkTimeout(f'{line.address}: no {n}-byte reply within {self._timeout} s '
                             f'({len(line.rx)} bytes came)')
 
-    def _line_until(self, term: bytes) -> bytes | None:
-        """The reply line ending in ``term`` (removed), or None (timeout, lost link)."""
+    def _line_until(self, term: bytes, partial: bool) -> bytes | None:
+        """The reply line ending in ``term`` (removed).
+
+        If it did not come whole in time (or the link is down): with
+        ``partial``, what came of it (SOCS's ``readline`` returned that, and
+        instruments that end no reply are read this way), else None.
+        """
         line = self._line
         try:
             self._check_write()
-            careful = line.owed
-            line.collect(time.monotonic() + self._timeout,
-                         None if careful else (lambda rx: term in rx))
         except LinkError as exc:
             log.warn('{address}: {error}', address=line.address, error=str(exc))
-            return None
+            return b'' if partial else None
+        careful = line.owed
+        try:
+            line.collect(time.monotonic() + self._timeout,
+                         None if careful else (lambda rx: term in rx))
         except ConnectionError as exc:
             log.warn('{address}: connection lost: {error}', address=line.address, error=str(exc))
-        end = line.rx.rfind(term) if line.owed else line.rx.find(term)
-        if end < 0:
-            line.owed = True
-            return None
-        start = 0
-        if line.owed:  # an instrument answers in order: an earlier line is a late reply
-            previous = line.rx.rfind(term, 0, end)
-            if previous >= 0:
-                start = previous + len(term)
-                log.info('{address}: dropped {k} bytes of late replies', address=line.address, k=start)
-        reply = bytes(line.rx[start:end])
-        del line.rx[:end + len(term)]
-        line.owed = False
-        return reply
+        rx = line.rx
+        if not careful and term in rx:
+            end = rx.find(term)
+            reply = bytes(rx[:end])
+            del rx[:end + len(term)]
+            line.owed = False
+            return reply
+        pieces = bytes(rx).split(term)
+        rx.clear()
+        # After an unanswered request the instrument's answers come in order:
+        # the last one is this request's, and the lines before it are late.
+        if len(pieces) > 2:
+            log.info('{address}: dropped {k} late reply lines', address=line.address,
+                     k=len(pieces) - 2)
+        if careful and len(pieces) > 1 and pieces[-1] == b'':
+            line.owed = False
+            return pieces[-2]
+        line.owed = True   # the reply is incomplete: its rest may still come
+        return pieces[-1] if partial else None
 
     def _check_write(self) -> None:
         error, self._write_error = self._write_error, None
