@@ -34,11 +34,10 @@ class FakeClock:
 
 @pytest.fixture
 def serve():
-    """``sim = yield serve(sim)``: start a simulator; stopped after the test.
+    """``sim = yield serve(sim)``: start a simulator on a free port; stopped after the test.
 
-    ``fixed_port=True`` listens on the driver's fixed port on a random
-    127.x.y.z address (SOCS's Prologix driver always connects to 1234), so
-    tests never collide on it.
+    (SOCS's Prologix driver always connects to port 1234: those tests use
+    `_on_private_loopback` instead, port 1234 of a random 127.x.y.z.)
     """
     started = []
 
