@@ -4,22 +4,22 @@ The controller's Ethernet module takes ASCII commands ending in CR LF, each
 ``*`` + a letter + a two-digit target (+ a value), and answers with the
 command's letter and target (+ a value), ending in CR:
 
-=============  ==============================  ================================
-command        meaning                         reply
-=============  ==============================  ================================
-``*W014VVVVV``  frequency set point (X.XXX Hz,  ``W01``
-               hex)
-``*W024VVVVV``  direction set point (0 or 5.0) ``W02``
-``*W0C8x``     action type (81 reverse, 83     ``W0C``
-               direct)
-``*W17/18/19`` P, I, D                         ``W17`` ...
-``*W14 / *W03`` feedback scale / offset        ``W14`` / ``W03``
-``*R01``       frequency set point             ``R014VVVVV``
-``*R02``       direction set point             ``R024VVVVV``
-``*X01``       rotation frequency now          ``X01<decimal>``
-``*Z02``       reset: apply the set points     ``Z02``
-other          -                               ``?43`` (command error)
-=============  ==============================  ================================
+================  ===============================  ================================
+command           meaning                          reply
+================  ===============================  ================================
+``*W014VVVVV``    frequency set point (X.XXX Hz,   ``W01``
+                  hex)
+``*W024VVVVV``    direction set point (0 or 5.0)   ``W02``
+``*W0C8x``        action type (81 reverse, 83      ``W0C``
+                  direct)
+``*W17/18/19``    P, I, D                          ``W17`` ...
+``*W14 / *W03``   feedback scale / offset          ``W14`` / ``W03``
+``*R01``          frequency set point              ``R014VVVVV``
+``*R02``          direction set point              ``R024VVVVV``
+``*X01``          rotation frequency now           ``X01<decimal>``
+``*Z02``          reset: apply the set points      ``Z02``
+other             -                                ``?43`` (command error)
+================  ===============================  ================================
 
 A written set point takes effect at the next ``*Z02`` reset, as on the
 controller; the rotor then approaches it exponentially (``time_constant``).
