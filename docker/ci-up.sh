@@ -17,7 +17,8 @@
 #      the compose network and one on the host (published port); OCSClient on
 #      the host sees each agent's acq running with fresh readings; each SOCS
 #      agent launched by `socs-tcp agent` says in its log that it runs on
-#      socs_tcp; a device stopped through its simulator's published control
+#      socs_tcp, each agent with SOCS_TCP=1 in its environment which SOCS
+#      transports socs_tcp took over; a device stopped through its simulator's published control
 #      port turns the agent's acq degraded, and starting it clears that; no
 #      container restarted; `compose down` within DOWN_BOUND seconds;
 #   5. always (also on failure or Ctrl-C): compose down, dockerd stopped by
@@ -66,7 +67,7 @@ declare -a TIMINGS=()
 declare -a AGENTS=()     # "service instance device control" per agent
 declare -a PORTS=()      # "service host:port" per published port
 declare -a BASES=()      # images to pull or stand in for
-declare -a LAUNCHED=()   # "service instance" per agent launched by `socs-tcp agent`
+declare -a LAUNCHED=()   # "service instance how" per agent on socs_tcp (how: socs-tcp-agent | socs-tcp-env)
 HUB=()                   # realm address_root host_url network_url image
 T_STEP=0
 T_START=$(date +%s.%N)
@@ -140,7 +141,7 @@ read_plan() {
             base) BASES+=("$rest") ;;
             hub) read -ra HUB <<<"$rest" ;;
             agent) AGENTS+=("$rest") ;;
-            launcher) LAUNCHED+=("${rest% *}") ;;
+            launcher) LAUNCHED+=("$rest") ;;
         esac
     done <"$WORK/plan"
     local entry
@@ -149,7 +150,11 @@ read_plan() {
         echo "  agent service $service: instance $instance, device $device, fault control $control"
     done
     for entry in "${LAUNCHED[@]}"; do
-        echo "  agent service ${entry% *}: launched by socs-tcp agent"
+        read -r service instance how <<<"$entry"
+        case "$how" in
+            socs-tcp-agent) echo "  agent service $service $instance: launched by socs-tcp agent" ;;
+            *) echo "  agent service $service $instance: SOCS_TCP set in its environment" ;;
+        esac
     done
     echo "  images to pull or stand in for: ${BASES[*]}"
 }
@@ -256,17 +261,31 @@ acq_on_host() {
 # (socs_tcp.compat.describe()) when socs.tcp.TCPInterface is socs_tcp's.
 TCP_BASE='TCP base: socs_tcp [^ ]+ \(socs\.tcp\.TCPInterface is socs_tcp\.TCPInterface( with SOCS_TCP_REDIRECT)?; socs [0-9][^)]*\)'
 
+# TAKEN_OVER: the line an agent with SOCS_TCP set logs once its reactor runs:
+# the SOCS transports now on socs_tcp (none yet: the switch did not act).
+TAKEN_OVER='SOCS_TCP: on socs_tcp: [a-z_]+ \('
+
 # on_socs_tcp: every agent launched by `socs-tcp agent` (an unchanged SOCS
 # agent) says in its log that socs.tcp.TCPInterface is socs_tcp's; any other
-# "TCP base:" line (socs missing, not switched) fails.
+# "TCP base:" line (socs missing, not switched) fails. Every agent started
+# with SOCS_TCP in its environment (by SOCS's own entrypoint) says which of
+# its transports socs_tcp took over.
 on_socs_tcp() {
-    local entry service instance line
+    local entry service instance how line
     if ((${#LAUNCHED[@]} == 0)); then
-        echo "  no agent is launched by socs-tcp agent here"
+        echo "  no agent runs on socs_tcp here"
         return 0
     fi
     for entry in "${LAUNCHED[@]}"; do
-        read -r service instance <<<"$entry"
+        read -r service instance how <<<"$entry"
+        if [[ "$how" == socs-tcp-env ]]; then
+            line=$(compose logs --no-color "$service" 2>&1 | grep -oE 'SOCS_TCP: on socs_tcp: .*' | head -n 1 || true)
+            [[ -n "$line" ]] || fail "$service ($instance) has SOCS_TCP set but never logged the transports taken over" "$service"
+            grep -qE "^$TAKEN_OVER" <<<"$line" ||
+                fail "$service ($instance): SOCS_TCP took nothing over: '$line'" "$service"
+            echo "  $service ($instance): $line"
+            continue
+        fi
         line=$(compose logs --no-color "$service" 2>&1 | grep -oE 'TCP base: .*' | head -n 1 || true)
         [[ -n "$line" ]] || fail "$service ($instance) never logged its 'TCP base:' line" "$service"
         grep -qE "^$TCP_BASE\$" <<<"$line" ||

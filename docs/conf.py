@@ -28,6 +28,7 @@ extensions = [
     'sphinxarg.ext',
     'myst_parser',
     'simulator_pages',
+    'link_states',
 ]
 
 source_suffix = {'.rst': 'restructuredtext'}

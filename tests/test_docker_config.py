@@ -48,6 +48,7 @@ COMPOSE_FILES = (COMPOSE_FILE, SOCS_COMPOSE_FILE)
 SITE_CONFIG = DOCKER / 'config' / 'default.yaml'
 DOCKERFILE = DOCKER / 'Dockerfile'
 SOCS_DOCKERFILE = DOCKER / 'socs-on-socs-tcp.Dockerfile'
+PROLOGIX_PORT = 1234        # socs.common.prologix_interface connects there, always
 DOCKERIGNORE = ROOT / '.dockerignore'
 
 # The OCS images run Python 3.10 (Ubuntu 22.04) up to v0.12.x.
@@ -210,13 +211,15 @@ def test_every_site_config_instance_has_an_agent_service():
 def test_agents_point_at_a_simulator_service_and_its_port():
     compose, site = load_compose(), load_site_config()
     sims = simulator_services(compose)
-    assert set(sims) == {'compressor-sim', 'psu-sim', 'cpa-sim'}
+    assert set(sims) == {'compressor-sim', 'psu-sim', 'cpa-sim', 'prologix-sim'}
     for name, svc in agent_services(compose).items():
         inst = instance_for(site, svc['hostname'], environment(svc)['INSTANCE_ID'])
         argv = flat_arguments(inst)
         host, port = option(argv, '--ip-address'), option(argv, '--port')
         assert host in sims, f'{name}: --ip-address {host!r} is not a simulator service {sorted(sims)}'
         sim_port = option(sims[host]['entrypoint'], '--port')
+        if port is None and sims[host]['entrypoint'][3] == 'prologix':
+            port = str(PROLOGIX_PORT)      # SOCS's Prologix driver has no port option
         assert port == sim_port, f'{name}: --port {port} but {host} listens on {sim_port}'
         # Started only once the device it reads is up.
         assert host in svc.get('depends_on', {}), f'{name} does not depend on {host}'
@@ -441,8 +444,10 @@ def test_documented_socs_dockerfile_is_the_one_ci_builds():
 
 def test_socs_agent_service_changes_only_the_entrypoint():
     agents = socs_agent_services()
-    assert set(agents) == {'cpa-agent'}
+    assert set(agents) == {'cpa-agent', 'srs-cg635-agent'}
     for name, svc in agents.items():
+        if name == 'srs-cg635-agent':
+            continue          # SOCS's own entrypoint, switched by SOCS_TCP=1 (test below)
         assert svc['entrypoint'] == ['dumb-init', 'socs-tcp', 'agent'], name
         # Configured as any OCS agent container: no socs_tcp switches (SOCS_TCP_FORCE,
         # SOCS_TCP_REDIRECT), nothing but the instance and the hub.
@@ -450,10 +455,28 @@ def test_socs_agent_service_changes_only_the_entrypoint():
         assert 'command' not in svc, f'{name}: the arguments come from the site config'
 
 
+def test_socs_agent_on_socs_own_entrypoint_is_switched_by_socs_tcp_1_only():
+    # SOCS's image runs agents with `dumb-init ocs-agent-cli`: the clock agent
+    # keeps that, and SOCS_TCP=1 is the one line that differs from a stock
+    # SOCS service (no launcher of ours, no SOCS_TCP_REDIRECT).
+    svc = socs_agent_services()['srs-cg635-agent']
+    assert svc['entrypoint'] == ['dumb-init', 'ocs-agent-cli']
+    assert environment(svc) == {'INSTANCE_ID': 'clock', 'SITE_HUB': 'ws://crossbar:8001/ws',
+                                'SITE_HTTP': 'http://crossbar:8001/call', 'SOCS_TCP': '1'}
+    assert 'command' not in svc
+    inst = instance_for(load_site_config(), svc['hostname'], 'clock')
+    assert inst['agent-class'] == 'SRSCG635Agent'
+    assert flat_arguments(inst) == ['--ip-address', 'prologix-sim', '--gpib-slot', '23',
+                                    '--mode', 'acq']
+    sim = load_compose()['services']['prologix-sim']
+    assert sim['entrypoint'][3] == 'prologix'
+    assert option(sim['entrypoint'], '--port') == str(PROLOGIX_PORT)
+
+
 def test_socs_agent_instance_uses_the_agents_own_options():
     # CryomechCPAAgent's own argparse (socs.agents.cryomech_cpa.agent), as for a real CPA.
     site = load_site_config()
-    (svc,) = socs_agent_services().values()
+    svc = socs_agent_services()['cpa-agent']
     inst = instance_for(site, svc['hostname'], environment(svc)['INSTANCE_ID'])
     assert inst['agent-class'] == 'CryomechCPAAgent'
     assert flat_arguments(inst) == ['--ip-address', 'cpa-sim', '--port', '502', '--mode', 'acq']
@@ -830,7 +853,8 @@ def test_check_plan_covers_every_agent_its_device_and_fault_port(tmp_path):
     agents = {row[1]: row[2:] for row in plan if row[0] == 'agent'}
     assert agents == {'compressor-agent': ['compressor', 'compressor-sim', '127.0.0.1:7020'],
                       'psu-agent': ['psu', 'psu-sim', '127.0.0.1:7025'],
-                      'cpa-agent': ['cpa', 'cpa-sim', '127.0.0.1:7502']}
+                      'cpa-agent': ['cpa', 'cpa-sim', '127.0.0.1:7502'],
+                      'srs-cg635-agent': ['clock', 'prologix-sim', '127.0.0.1:7234']}
     (hub,) = [row[1:] for row in plan if row[0] == 'hub']
     site = load_site_config()['hub']
     assert hub == [site['wamp_realm'], site['address_root'], site['wamp_server'],
@@ -838,8 +862,10 @@ def test_check_plan_covers_every_agent_its_device_and_fault_port(tmp_path):
     ports = sorted(row[2] for row in plan if row[0] == 'port')
     assert ports == sorted(p.rsplit(':', 1)[0] for svc in load_compose()['services'].values()
                            for p in svc.get('ports', []))
-    # The SOCS agent's log is checked for the socs_tcp switch; the sample agents are ours.
-    assert [row[1:] for row in plan if row[0] == 'launcher'] == [['cpa-agent', 'cpa', 'socs-tcp-agent']]
+    # The SOCS agents' logs are checked for the socs_tcp switch, whichever way it was
+    # made (our launcher, or SOCS_TCP=1 under SOCS's entrypoint); the sample agents are ours.
+    assert [row[1:] for row in plan if row[0] == 'launcher'] == [
+        ['cpa-agent', 'cpa', 'socs-tcp-agent'], ['srs-cg635-agent', 'clock', 'socs-tcp-env']]
 
 
 def test_check_plan_of_the_main_file_alone(tmp_path):
@@ -855,13 +881,19 @@ def test_check_plan_finds_the_launcher_in_the_dockerfile_too(tmp_path):
     # A SOCS agent service that leaves the entrypoint to its image (ours: socs-tcp agent).
     compose = load_compose()
     del compose['services']['cpa-agent']['entrypoint']
+    del compose['services']['srs-cg635-agent']
     plan = _plan(write_merged_config(compose, tmp_path))
     assert [row[1:] for row in plan if row[0] == 'launcher'] == [['cpa-agent', 'cpa', 'socs-tcp-agent']]
-    # With SOCS's stock entrypoint it is a plain ocs-agent-cli agent: nothing to look for.
-    compose = load_compose()
+    # With SOCS's stock entrypoint it is a plain ocs-agent-cli agent: nothing to look for,
+    # unless SOCS_TCP (not 0) is in its environment.
     compose['services']['cpa-agent']['entrypoint'] = ['dumb-init', 'ocs-agent-cli']
     plan = _plan(write_merged_config(compose, tmp_path))
     assert not [row for row in plan if row[0] == 'launcher']
+    for value, expected in (('0', []), ('prologix,tcp', [['cpa-agent', 'cpa', 'socs-tcp-env']])):
+        compose['services']['cpa-agent']['environment'] = [
+            *compose['services']['cpa-agent']['environment'], f'SOCS_TCP={value}']
+        plan = _plan(write_merged_config(compose, tmp_path))
+        assert [row[1:] for row in plan if row[0] == 'launcher'] == expected, value
 
 
 def test_check_plan_reads_compose_v2_long_forms(tmp_path):

@@ -45,13 +45,27 @@ def _passthrough_args(entrypoint: list[str]) -> list[str]:
 
 
 def _entrypoint_launcher(svc: dict) -> list[str] | None:
-    """The launcher a service's entrypoint runs instead of the image's ocs-agent-cli
-    (``socs-tcp agent``, from this environment), or None when it sets none."""
+    """The launcher a service's entrypoint runs (``socs-tcp agent``, or SOCS's own
+    ``ocs-agent-cli``, from this environment), or None when it sets none."""
     entrypoint = [w for w in svc.get('entrypoint') or [] if w != 'dumb-init']
     if not entrypoint:
         return None
-    assert entrypoint == ['socs-tcp', 'agent'], f'unexpected agent entrypoint {entrypoint}'
-    return [str(Path(sys.executable).parent / 'socs-tcp'), 'agent']
+    assert entrypoint in (['socs-tcp', 'agent'], ['ocs-agent-cli']), \
+        f'unexpected agent entrypoint {entrypoint}'
+    return [str(Path(sys.executable).parent / entrypoint[0]), *entrypoint[1:]]
+
+
+#: SOCS's Prologix driver connects to this port of the box, always.
+PROLOGIX_PORT = 1234
+
+
+def _agent_env(svc: dict, sim_kind: str, sim_port: int) -> dict[str, str]:
+    """The service's SOCS_TCP switch, and where a fixed-port driver finds its simulator here."""
+    env = {k: v for k, v in environment(svc).items() if k.startswith('SOCS_TCP')}
+    if sim_kind == 'prologix':
+        assert env.get('SOCS_TCP'), 'only socs_tcp can point the Prologix driver at a free port'
+        env['SOCS_TCP_REDIRECT'] = f'127.0.0.1:{PROLOGIX_PORT}=127.0.0.1:{sim_port}'
+    return env
 
 
 def _join(stack: OcsStack, instance_id: str, process, timeout: float):
@@ -110,11 +124,14 @@ def test_compose_topology_runs_and_agents_publish(tmp_path):
             if launcher is None:
                 stack.start_agent(iid)
             else:
+                sim_service = next(x for x in sims if x in svc['depends_on'])
+                env = _agent_env(svc, sims[sim_service]['entrypoint'][3],
+                                 started[sim_service].port)
                 stack.crossbar.wait_ready()
                 stack.write_site_config()
                 launched[iid] = stack.start_service(
                     f'agent-{iid}', [*launcher, '--instance-id', iid, '--site-host', inst.host],
-                    expect=(), wait=False).process
+                    expect=(), wait=False, env=env).process
         clients = stack.wait_agents(timeout=45) if stack.agents else {}
         clients.update({iid: _join(stack, iid, proc, 45) for iid, proc in launched.items()})
 
@@ -123,9 +140,11 @@ def test_compose_topology_runs_and_agents_publish(tmp_path):
             inst = site.instances[iid]
             # It talks to the simulator its service depends on, on that simulator's port.
             sim_service = next(s for s in sims if s in svc['depends_on'])
-            assert inst.option('--port') == str(started[sim_service].port)
+            if sims[sim_service]['entrypoint'][3] != 'prologix':     # no port option there
+                assert inst.option('--port') == str(started[sim_service].port)
             if iid in launched:
-                _check_socs_agent(clients[iid], launched[iid], started[sim_service])
+                _check_socs_agent(clients[iid], launched[iid], started[sim_service],
+                                  switched_by_env=bool(environment(svc).get('SOCS_TCP')))
                 continue
             # --mode acq in the site config started acq: readings arrive, then new ones.
             first = _wait_for_acq(clients[iid], None, timeout=20)
@@ -137,9 +156,10 @@ def test_compose_topology_runs_and_agents_publish(tmp_path):
             assert later['timestamp'] > first['timestamp']
 
 
-def _check_socs_agent(client, process, sim, timeout: float = 20) -> None:
-    """A SOCS agent (its acq keeps nothing in session.data): acq runs, not
-    degraded, polls its device, and its log says it runs on socs_tcp."""
+def _check_socs_agent(client, process, sim, timeout: float = 20,
+                      switched_by_env: bool = False) -> None:
+    """A SOCS agent: acq runs, not degraded, polls its device, and its log says
+    it runs on socs_tcp (with SOCS_TCP set: which transports were taken over)."""
     deadline = time.monotonic() + timeout
     while True:
         session = client.acq.status().session
@@ -148,7 +168,11 @@ def _check_socs_agent(client, process, sim, timeout: float = 20) -> None:
         assert time.monotonic() < deadline, f'acq not running: {session}\n{process.log_tail()}'
         time.sleep(0.25)
     before = _requests(sim)
-    time.sleep(2)   # CryomechCPAAgent polls at 2.5 Hz
+    time.sleep(2.5)   # CryomechCPAAgent polls at 2.5 Hz, SRSCG635Agent at 1 Hz
     assert _requests(sim) > before, f'the agent stopped polling its device:\n{process.log_tail()}'
+    if switched_by_env:
+        assert re.search(r'SOCS_TCP: on socs_tcp: [a-z_]+ \(', process.read_log()), \
+            process.log_tail()
+        return
     assert re.search(r'TCP base: socs_tcp \S+ \(socs\.tcp\.TCPInterface is socs_tcp\.TCPInterface; socs ',
                      process.read_log()), process.log_tail()

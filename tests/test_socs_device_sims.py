@@ -16,7 +16,6 @@ import pytest_twisted
 
 from socs_tcp.sim.cli import make_simulator
 from socs_tcp.sim.control import SimControl
-from socs_tcp.sim.devices import SIMULATORS
 from socs_tcp.sim.devices import cryomech_cpa as cpa
 from socs_tcp.sim.devices import lakeshore372 as ls
 from socs_tcp.sim.devices import pfeiffer_tpg366 as tpg
@@ -308,7 +307,7 @@ def test_simulate_runs_each_socs_device_with_its_control_channel():
         [sys.executable, '-m', 'socs_tcp.cli', 'simulate', kind, '--host', host, '--port', '0',
          '--control-port', '0', '--control-host', '127.0.0.1'],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for kind in SIMULATORS}
+        for kind in QUERIES}    # the bridges: tests/test_socs_bridge_sims.py
     try:
         for kind, proc in procs.items():
             ports = _announced(proc)

@@ -14,7 +14,7 @@ prints what the script checks, one item a line::
     base IMAGE                             (every image the deployment needs from a registry)
     hub REALM ADDRESS_ROOT HOST_URL NETWORK_URL IMAGE
     agent SERVICE INSTANCE_ID DEVICE_SERVICE CONTROL
-    launcher SERVICE INSTANCE_ID socs-tcp-agent
+    launcher SERVICE INSTANCE_ID socs-tcp-agent|socs-tcp-env
 
 A ``base`` is the FROM of a service's Dockerfile (its ARG defaults and the
 service's build args filled in), or the image of a service that is not
@@ -25,7 +25,10 @@ image (it runs the in-network client). CONTROL is the host address of the
 agent's device simulator's published fault-control port, or ``-`` when it
 has none. A ``launcher`` line names an agent whose entrypoint (the
 service's, else its Dockerfile's) is ``socs-tcp agent``: an unchanged SOCS
-agent, whose log must say it runs on socs_tcp. The shell script drives
+agent, whose log must say it runs on socs_tcp; ``socs-tcp-env`` names an
+agent launched by any entrypoint with ``SOCS_TCP`` set (not ``0``) in its
+environment, whose log must say which SOCS transports socs_tcp took over.
+The shell script drives
 everything else from these lines, so a compose file that adds agents (or a
 second file layered on top) is checked without changing the script.
 
@@ -273,8 +276,11 @@ def plan(args: argparse.Namespace) -> int:
                 control = (_published(services[host], ctl) if ctl else None) or '-'
         print(f"agent {name} {env['INSTANCE_ID']} {device} {control}")
     for name, svc in sorted(agents.items()):
+        env = _environment(svc)
         if _runs_socs_tcp_agent(entrypoints[name]):
-            print(f"launcher {name} {_environment(svc)['INSTANCE_ID']} socs-tcp-agent")
+            print(f"launcher {name} {env['INSTANCE_ID']} socs-tcp-agent")
+        elif env.get('SOCS_TCP', '').strip() not in ('', '0'):
+            print(f"launcher {name} {env['INSTANCE_ID']} socs-tcp-env")
     return 0
 
 

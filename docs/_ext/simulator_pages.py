@@ -20,7 +20,7 @@ PAGE = """\
 Served by ``{module}.{cls}``. Every fault of the :doc:`control channel <../control>` works on it.
 
 .. automodule:: {module}
-   :no-members:
+   :no-members:{no_index}
 """
 
 
@@ -38,10 +38,13 @@ def write_pages(app) -> None:
     out = Path(app.srcdir) / 'simulators' / 'devices'
     out.mkdir(parents=True, exist_ok=True)
     wanted = {}
+    documented: set[str] = set()   # a module serving several kinds is indexed on its first page
     for kind, (module, cls) in sorted(devices().items()):
         title = f'``{kind}``'
+        no_index = '\n   :no-index:' if module in documented else ''
+        documented.add(module)
         wanted[f'{kind}.rst'] = PAGE.format(title=title, underline='=' * len(title), kind=kind,
-                                            module=module, cls=cls)
+                                            module=module, cls=cls, no_index=no_index)
     for old in out.glob('*.rst'):
         if old.name not in wanted:
             old.unlink()

@@ -196,6 +196,11 @@ COMMANDS: tuple[ControlCommand, ...] = (
     ControlCommand('blackhole', (Param('blackhole', ValueKind.SWITCH),),
                    'vanish from the network: open connections go silent, new ones hang (off: come back)'),
     ControlCommand('reset', (), 'turn every reply fault off (silent, delay, fragments, garbage, drop-after)'),
+    ControlCommand('late', (_SECONDS,), 'bridges only: the instrument answers the next request that many '
+                                        'seconds late, to the client connected then (held for the next '
+                                        'connection if none is); 0: on time'),
+    ControlCommand('one-client', (Param('one-client', ValueKind.SWITCH),),
+                   'bridges only: take one TCP client at a time (off: any number)'),
     ControlCommand('help', (), 'list the commands'),
 )
 

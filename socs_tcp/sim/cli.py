@@ -2,8 +2,9 @@
 
 KIND is ``compressor`` or ``psu`` (the sample agents' devices) or one of the
 SOCS devices of `socs_tcp.sim.devices` (``cryomech-cpa``, ``lakeshore372``,
-``pfeiffer-tpg366``), or ``replay FILE``: a recording served as a device
-(`socs_tcp.sim.devices.replay`).
+``pfeiffer-tpg366``, ``prologix``, ``moxa-dwl``, ``moxa-pmx``,
+``pfeiffer-tc400``, ``hwp-pid``), or ``replay FILE``: a recording served as a
+device (`socs_tcp.sim.devices.replay`).
 
 Prints ``PORT <n>`` (the device port) and, with ``--control-port``,
 ``CONTROL <n>`` (the fault-control port, see `socs_tcp.sim.control`)

@@ -129,6 +129,8 @@ class ControlChannel:
                  f'fragments={faults.fragment_size or 0}',
                  f'blackhole={int(srv.blackholed)}',
                  f'restart_pending={int(self._restart_call is not None and self._restart_call.active())}']
+        if hasattr(srv, 'bridge_status'):        # a simulator behind a serial/GPIB bridge
+            parts.append(srv.bridge_status())
         model = getattr(srv, 'model', None)
         if model is not None and hasattr(model, 'describe'):
             parts.append(model.describe())
@@ -199,6 +201,19 @@ class ControlChannel:
     def _cmd_reset(self) -> str:
         self.server.reset_faults()
         return 'faults cleared'
+
+    def _bridge(self, name: str):
+        if not hasattr(self.server, 'set_late'):
+            raise commands.CommandError(f'{name}: this simulator is not a bridge')
+        return self.server
+
+    def _cmd_late(self, seconds: float) -> str:
+        self._bridge('late').set_late(seconds)
+        return f'next reply {seconds:g} s late' if seconds else 'late off'
+
+    def _cmd_one_client(self, on: bool) -> str:
+        self._bridge('one-client').set_one_client(on)
+        return f'one client {"on" if on else "off"}'
 
 
 class _ControlProtocol(LineOnlyReceiver):
@@ -359,6 +374,14 @@ class SimControl:
     def reset(self) -> str:
         """Turn every reply fault off."""
         return self._run('reset')
+
+    def late(self, seconds: float) -> str:
+        """Bridges: the next reply comes ``seconds`` late (0: on time), to the client connected then."""
+        return self._run('late', seconds)
+
+    def one_client(self, on: bool = True) -> str:
+        """Bridges: take one TCP client at a time (or any number)."""
+        return self._run('one-client', on)
 
     def help(self) -> str:
         """Every command's usage, ``|``-separated."""
