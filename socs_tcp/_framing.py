@@ -20,8 +20,9 @@ form the simulated-device server takes as ``framer``.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
+
+from socs_tcp._mbap import LENGTH_PREFIX
 
 #: Longest frame accepted unless a larger ``max_length`` is given (1 MiB).
 DEFAULT_MAX_LENGTH = 1 << 20
@@ -29,9 +30,8 @@ DEFAULT_MAX_LENGTH = 1 << 20
 #: What the simulated-device server calls to cut requests from its input.
 Framer = Callable[[bytearray], bytes | None]
 
-#: Modbus-TCP MBAP header: transaction id, protocol id, length, all big-endian
-#: unsigned 16-bit; the unit id byte that follows is counted by ``length``.
-MBAP_HEADER = struct.Struct('>HHH')
+#: Modbus-TCP MBAP header up to its length field (the one definition is in `socs_tcp._mbap`).
+MBAP_HEADER = LENGTH_PREFIX
 
 
 class FrameTooLong(ValueError):
