@@ -32,12 +32,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import ClassVar
 
 from twisted.logger import Logger
 
 from socs_tcp import compat
 from socs_tcp._errors import DeviceDisconnected
-from socs_tcp._interface import TCPInterface
+from socs_tcp._interface import ConnectionHandle, TCPInterface
 
 log = Logger(namespace='socs_tcp.line')
 
@@ -126,7 +127,7 @@ class LineLink:
         self._claim()
         me = weakref.ref(self)   # the interface must not keep this link (and its driver) alive
 
-        def connected(interface: TCPInterface) -> None:
+        def connected(interface: ConnectionHandle) -> None:
             link = me()
             if link is not None:
                 link._connected(interface)
@@ -202,7 +203,7 @@ class LineLink:
         if comm is not None:
             comm.close()
 
-    def _connected(self, interface: TCPInterface) -> None:
+    def _connected(self, interface: ConnectionHandle) -> None:
         self._connections += 1
         with _lock:
             drain = self.address in _unanswered
@@ -211,7 +212,7 @@ class LineLink:
         if self._connections > 1 and self._on_reconnect is not None:
             self._on_reconnect()
 
-    def _drain(self, interface: TCPInterface) -> None:
+    def _drain(self, interface: ConnectionHandle) -> None:
         """Read and drop input until the line has been quiet for ``quiet`` s (at most ``timeout`` s in all).
 
         It waits with ``select`` on ``comm``, not with a read that times out:
@@ -249,6 +250,8 @@ class LineDevice:
     are SOCS's own. ``sock`` is the connection's socket-like ``comm``.
     """
 
+    #: The SOCS class a replacement built on this one stands in for (set by its ``install()``).
+    _socs_tcp_replaces: ClassVar[type | None] = None
     #: Seconds a connect, write or read may take (SOCS: ``sock.settimeout(5)``).
     link_timeout = 5.0
     #: Seconds of silence that end the drain after an unanswered request.

@@ -19,6 +19,7 @@ the name in SOCS's module a subclass of SOCS's own whose ``conn_socket``,
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from socs_tcp._socs._line import Address, LineDevice
 from socs_tcp._socs._shape import require
@@ -31,7 +32,7 @@ PORT = 1234
 _original: type | None = None
 
 
-def _replacement(base: type) -> type:
+def _replacement(base: type) -> type[LineDevice]:
     class PrologixInterface(LineDevice, base):
         __doc__ = (f'{base.__module__}.{base.__qualname__} on a socs_tcp connection: one reply line per '
                    'read(), set-up re-sent after every reconnect, failures raise socs_tcp LinkDown '
@@ -70,7 +71,7 @@ def install() -> None:
 def uninstall() -> bool:
     """Put SOCS's class back; return whether it was replaced."""
     global _original
-    module = sys.modules.get(TARGET)
+    module: Any = sys.modules.get(TARGET)   # SOCS's module: its attributes are not typed
     if module is None or _original is None:
         return False
     module.PrologixInterface, _original = _original, None

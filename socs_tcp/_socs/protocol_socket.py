@@ -76,6 +76,7 @@ class Serial(SerialBase):
     #: Seconds of silence that end the drain after a short read.
     drain_quiet = 0.2
 
+    is_open: bool   # SerialBase's, set in its __init__ (pyserial has no type hints)
     _link: TCPInterface | None = None
     _short_read = False
     _expected: tuple[bytes, bytes] | None = None   # (address, parameter) of the telegram sent last
@@ -140,8 +141,8 @@ class Serial(SerialBase):
     @property
     def in_waiting(self) -> int:
         """Bytes received and not read yet."""
-        self._check_open()
-        return len(self._pending) + int(self._link.stats.get('buffered', 0))
+        link = self._check_open()
+        return len(self._pending) + int(link.stats.get('buffered', 0))
 
     def read(self, size: int = 1) -> bytes:
         """Up to ``size`` bytes: fewer when the port's timeout is over first (a quiet line)."""
@@ -166,26 +167,26 @@ class Serial(SerialBase):
 
     def write(self, data: bytes) -> int:
         """Send ``data`` as a new request; returns ``len(data)`` (also when the line is down: lost, logged)."""
-        self._check_open()
+        link = self._check_open()
         data = bytes(memoryview(data))   # as pyserial: bytes-like only (a str raises TypeError)
         if self._short_read:
             self._drain()
         if self._expected is not None:
             self._owe(True)   # the last telegram's reply was never read: it may still come
-        self._link.clear()
+        link.clear()
         self._pending = b''
         self._expected = telegram_key(data)
         try:
-            self._link.send(data)
+            link.send(data)
         except ConnectionError as exc:
             log.warn('{where}: write of {n} bytes lost, the line is down ({error}); reconnecting',
                      where=self._where(), n=len(data), error=str(exc))
         return len(data)
 
     def reset_input_buffer(self) -> None:
-        self._check_open()
+        link = self._check_open()
         self._pending = b''
-        self._link.clear()
+        link.clear()
 
     def reset_output_buffer(self) -> None:
         """Nothing waits to be sent: every write is handed to the connection whole."""
@@ -234,8 +235,9 @@ class Serial(SerialBase):
 
     def _read_some(self, size: int, wait: float | None) -> bytes:
         """Whatever input arrives within ``wait`` seconds (None: until some does), at most ``size`` bytes."""
-        comm = self._link.comm
-        if comm is None or not self._link.connected:
+        link = self._open_link()
+        comm = link.comm
+        if comm is None or not link.connected:
             nap = POLL if wait is None else min(wait, POLL)
             if nap > 0:
                 time.sleep(nap)   # down: a quiet line, looked at again every POLL
@@ -245,7 +247,7 @@ class Serial(SerialBase):
         if not ready:
             return b''
         try:
-            return self._link.recv(size)
+            return link.recv(size)
         except ConnectionError:
             return b''   # gone just now: reads quiet from here on, until reconnected
 
@@ -262,18 +264,20 @@ class Serial(SerialBase):
         telegram is handed out as it is too, and so is a partial line when
         the timeout is over.
         """
+        expected = self._expected
+        assert expected is not None, 'read() looks for a matching reply only after a telegram was sent'
         line = bytearray()
         while True:
             line += self._read_some(1, timeout.time_left())
             if line.endswith(b'\r'):
                 key = telegram_key(bytes(line))
-                if key == self._expected:
+                if key == expected:
                     self._owe(False)   # a good exchange: nothing earlier can still be owed
                     break
                 if key is None or not self._owes():
                     break
                 log.info('{where}: dropped {line!r}, a late reply: the request was for parameter {param}',
-                         where=self._where(), line=bytes(line), param=self._expected[1].decode())
+                         where=self._where(), line=bytes(line), param=expected[1].decode())
                 line.clear()
             elif timeout.expired():
                 break
@@ -316,9 +320,23 @@ class Serial(SerialBase):
             log.info('{where}: dropped {n} bytes of late replies before the next request',
                      where=self._where(), n=dropped)
 
-    def _check_open(self) -> None:
+    def _check_open(self) -> TCPInterface:
+        """The open port's connection.
+
+        Raises
+        ------
+        serial.PortNotOpenError
+            The port is not open.
+        """
         if not self.is_open:
             raise PortNotOpenError()
+        return self._open_link()
+
+    def _open_link(self) -> TCPInterface:
+        # open() makes the link before it sets is_open, and close() leaves it
+        # in place: a port that was ever opened has one
+        assert self._link is not None, 'the port was never opened'
+        return self._link
 
     def _where(self) -> str:
         return '{}:{}'.format(*self._address)
