@@ -468,3 +468,28 @@ def test_bytes_that_keep_coming_without_an_end_are_never_returned_in_part(on_tra
     assert isinstance(exc, socket.timeout) and 'no end of the reply' in str(exc), exc
     assert took < TIMEOUT + MARGIN
     assert volt == 12.5     # on a new connection, after the noise was drained
+
+
+@pytest_twisted.inlineCallbacks
+def test_after_an_unanswered_query_the_next_goes_out_on_the_same_connection(on_transports, monkeypatch):  # noqa: F811
+    # As SOCS's device emulator: no reply to a command it does not know, and
+    # one connection only (scpi_psu's monitor_output after its init timed out)
+    bridge = prologix_bridge(unterminated(PSU), monkeypatch)
+    bridge.late[b'MEAS:CURR? CH1'] = TIMEOUT + 0.1   # and a late reply, drained
+    try:
+        def body():
+            from socs.agents.scpi_psu.drivers import PsuInterface
+            psu = PsuInterface('127.0.0.1', GPIB)
+            psu.write('SYST:ERR?')                     # unknown: no reply
+            _, unknown = outcome(psu.read)
+            _, late = outcome(lambda: psu.get_curr(1))
+            volt = psu.get_volt(1)
+            bridge.late.clear()
+            return unknown, late, volt, psu.get_curr(1)
+        unknown, late, volt, curr = yield in_worker(body)
+    finally:
+        bridge.close()
+    assert isinstance(unknown, socket.timeout) and isinstance(late, socket.timeout), (unknown, late)
+    assert (volt, curr) == (12.5, 0.25)
+    # before: each timeout sent the next request on a new connection
+    assert bridge.requests_on(2) == [], bridge.events

@@ -142,7 +142,12 @@ class LineLink:
         """Send ``data`` as a new request: unread input is dropped first, nothing else is waited for."""
         self._claim()
         self._held = b''
+        with _lock:
+            owed = self.address in _unanswered
         try:
+            if owed and self.interface.connected:
+                # on this connection: a new one drains in its on_connect hook
+                self._drain(self.interface)
             self.interface.clear()
             self.interface.send(data)
         except ConnectionError as exc:
@@ -152,16 +157,17 @@ class LineLink:
         """The next reply, within the timeout: a whole line (with its ``\\n``) as soon as it is in.
 
         A reply without a terminator is returned once no byte has come for
-        ``reply_quiet`` seconds; never while bytes keep coming. The first
-        byte is waited for with the interface's own ``recv``, so that a
-        request left unanswered marks the connection as owing a reply (the
-        next request goes out on a new one, after a drain).
+        ``reply_quiet`` seconds; never while bytes keep coming. After a
+        request left unanswered, the next request first drains the line, on
+        the same connection (an instrument's late reply comes on it; a serial
+        or GPIB emulator may take no second connection) or, when it was lost,
+        on the new one.
         """
         line, self._held = self._held, b''
         end = time.monotonic() + self.interface.timeout
         try:
             if not line:
-                line = self.interface.recv(65536)
+                line = self._first_bytes(end)
             last = time.monotonic()
             while (cut := line.find(b'\n')) < 0:
                 now = time.monotonic()
@@ -186,6 +192,18 @@ class LineLink:
             raise self._down('reading a reply', exc) from None
         self._held = line[cut + 1:]
         return line[:cut + 1]
+
+    def _first_bytes(self, end: float) -> bytes:
+        """What arrives first, by ``end``; waited for with ``select``, so that the interface
+        does not count a timeout (it would send the next request on a new connection)."""
+        while (left := end - time.monotonic()) > 0:
+            comm = self.interface.comm
+            if comm is None:
+                raise LinkDown(f'{self._where()}: not connected')
+            ready, _, _ = select.select([comm], [], [], left)
+            if ready:   # input, or the connection gone: then recv raises
+                return self.interface.recv(65536)
+        raise LinkDown(f'{self._where()}: no reply within {self.interface.timeout} s')
 
     def close(self) -> None:
         """Close the connection for good. Idempotent."""
@@ -212,7 +230,7 @@ class LineLink:
         if self._connections > 1 and self._on_reconnect is not None:
             self._on_reconnect()
 
-    def _drain(self, interface: ConnectionHandle) -> None:
+    def _drain(self, interface: TCPInterface | ConnectionHandle) -> None:
         """Read and drop input until the line has been quiet for ``quiet`` s (at most ``timeout`` s in all).
 
         It waits with ``select`` on ``comm``, not with a read that times out:
