@@ -6,8 +6,10 @@ the name in SOCS's module a subclass of SOCS's own whose ``conn_socket``,
 ``write`` and ``read`` run on a :class:`socs_tcp._socs._line.LineLink`
 (everything else, the constructor included, stays SOCS's):
 
-- ``read()`` returns one whole reply line, within 5 s (SOCS's timeout); SOCS's
-  single ``recv(128)`` returned part of a reply, or two glued together;
+- ``read()`` returns one whole reply line, within 5 s (SOCS's timeout), or a
+  reply that ends without a terminator once the line has been quiet for
+  0.2 s (see ``LineDevice.reply_quiet``); SOCS's single ``recv(128)`` returned
+  part of a reply, or two glued together;
 - the ``++mode 1``/``++auto 1``/``++addr N`` set-up is sent again on every
   new connection, before anything else;
 - connecting is bounded by the timeout too;
