@@ -403,3 +403,93 @@ def test_a_line_that_never_goes_quiet_after_an_unanswered_request_fails_within_t
     assert isinstance(noisy, socket.timeout) and 'did not stay quiet' in str(noisy), noisy
     assert took < TIMEOUT + MARGIN
     assert volt == 12.5
+
+
+def unterminated(replies: dict[bytes, bytes]):
+    """Replies without their ``\\n``, as an instrument that ends them with EOI only (or SOCS's emulator)."""
+    return lambda request: None if request not in replies else replies[request].rstrip(b'\n')
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_reply_without_a_terminator_is_returned_whole_once_the_line_is_quiet(on_transports, monkeypatch):  # noqa: F811
+    bridge = prologix_bridge(unterminated(CG635), monkeypatch)
+    # in two pieces 0.1 s apart: bytes still coming, the reply is not over
+    bridge.split[b'FREQ?'] = 0.1
+    try:
+        def body():
+            c = clock()
+            return c.identify(), c.get_freq(), c.get_all_status()
+        idn, freq, status = yield in_worker(body)
+    finally:
+        bridge.close()
+    # before: each read waited for a '\n' that never came, and timed out
+    assert idn == 'Stanford Research Systems,CG635,s/n001,ver1.0'
+    assert freq == 122880000.0          # not its first piece, 1228.0
+    assert status == (122880000.0, 3, 1, 3)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_late_reply_without_a_terminator_never_answers_a_later_query(on_transports, monkeypatch):  # noqa: F811
+    bridge = prologix_bridge(unterminated(CG635), monkeypatch)
+    bridge.late[b'STDC?'] = TIMEOUT + 0.2   # 0.2 s after the driver gave up
+    try:
+        def body():
+            c = clock()
+            started = time.monotonic()
+            _, exc = outcome(c.get_stdc)
+            assert_caught_by_socket_timeout(exc, started, 'STDC? unanswered in time')
+            bridge.late = {b'FREQ?': 0.3}       # and the next query is slow
+            return c.get_freq(), c.get_runs()
+        freq, runs = yield in_worker(body)
+    finally:
+        bridge.close()
+    assert (freq, runs) == (122880000.0, 1)
+
+
+@pytest_twisted.inlineCallbacks
+def test_bytes_that_keep_coming_without_an_end_are_never_returned_in_part(on_transports):  # noqa: F811
+    supply = FakeBridge(unterminated(DIRECT_PSU))
+    try:
+        def body():
+            from socs.agents.scpi_psu.drivers import ScpiPsuInterface
+            psu = ScpiPsuInterface('127.0.0.1', port=supply.port)
+            supply.silent = True
+            psu.write('MEAS:VOLT?')
+            noise = supply.chatter(TIMEOUT * 2)   # a byte every 0.05 s: never quiet for reply_quiet
+            started = time.monotonic()
+            _, exc = outcome(psu.read)
+            took = time.monotonic() - started
+            noise.join(TIMEOUT * 4)
+            supply.silent = False
+            return exc, took, psu.get_volt(1)
+        exc, took, volt = yield in_worker(body)
+    finally:
+        supply.close()
+    assert isinstance(exc, socket.timeout) and 'no end of the reply' in str(exc), exc
+    assert took < TIMEOUT + MARGIN
+    assert volt == 12.5     # on a new connection, after the noise was drained
+
+
+@pytest_twisted.inlineCallbacks
+def test_after_an_unanswered_query_the_next_goes_out_on_the_same_connection(on_transports, monkeypatch):  # noqa: F811
+    # As SOCS's device emulator: no reply to a command it does not know, and
+    # one connection only (scpi_psu's monitor_output after its init timed out)
+    bridge = prologix_bridge(unterminated(PSU), monkeypatch)
+    bridge.late[b'MEAS:CURR? CH1'] = TIMEOUT + 0.1   # and a late reply, drained
+    try:
+        def body():
+            from socs.agents.scpi_psu.drivers import PsuInterface
+            psu = PsuInterface('127.0.0.1', GPIB)
+            psu.write('SYST:ERR?')                     # unknown: no reply
+            _, unknown = outcome(psu.read)
+            _, late = outcome(lambda: psu.get_curr(1))
+            volt = psu.get_volt(1)
+            bridge.late.clear()
+            return unknown, late, volt, psu.get_curr(1)
+        unknown, late, volt, curr = yield in_worker(body)
+    finally:
+        bridge.close()
+    assert isinstance(unknown, socket.timeout) and isinstance(late, socket.timeout), (unknown, late)
+    assert (volt, curr) == (12.5, 0.25)
+    # before: each timeout sent the next request on a new connection
+    assert bridge.requests_on(2) == [], bridge.events

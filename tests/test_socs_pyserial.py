@@ -156,6 +156,40 @@ def test_a_late_reply_is_never_returned_for_a_later_request(moxa):
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_reply_for_another_parameter_is_handed_out_unless_an_earlier_request_is_owed_one(on_transports):  # noqa: F811
+    # A controller that numbers every reply 010 (as SOCS's own TC400 test
+    # does), then one that numbers them right, then 010 again.
+    numbering = {'as': 10}
+
+    def controller(request: bytes) -> bytes:
+        param = int(request[5:8])
+        return telegram(ADDRESS, numbering['as'] or param, VALUES.get(param, '000000'))
+    bridge = FakeBridge(controller, terminator=b'\r')
+    try:
+        def body():
+            t = turbo(bridge.port)
+            # nothing owed: the replies are the controller's answers, as on pyserial
+            # (before: dropped as late replies, and the read came back empty)
+            first = t.get_turbo_drive_voltage(), t.get_turbo_actual_rotation_speed()
+            numbering['as'] = None
+            bridge.late[request_prefix(313)] = TIMEOUT + 0.25
+            fails_as_the_agent_expects(t.get_turbo_drive_voltage)
+            # owed now: the drive voltage's late reply comes while the next
+            # (slower) request waits, and must not answer it
+            bridge.late = {request_prefix(309): 0.4}
+            speed = t.get_turbo_actual_rotation_speed()
+            bridge.late = {}
+            numbering['as'] = 10   # that good exchange paid what was owed
+            return first, speed, t.get_turbo_drive_voltage()
+        first, speed, again = yield in_worker(body)
+    finally:
+        bridge.close()
+    assert first == (24.0, 820)
+    assert speed == 820     # not 2400, the drive voltage's late data
+    assert again == 24.0
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_new_port_to_the_same_server_closes_the_old_one_first(moxa):
     def body():
         old = turbo(moxa.port)

@@ -21,6 +21,7 @@ import importlib.machinery
 import os
 import sys
 import threading
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -211,7 +212,8 @@ def _schedule_announcement() -> None:
     global _announcement_scheduled
     if _announced or _announcement_scheduled:
         return
-    reactor = sys.modules.get(_REACTOR)
+    # the installed reactor replaces twisted.internet.reactor's module object
+    reactor: Any = sys.modules.get(_REACTOR)
     if not hasattr(reactor, 'callWhenRunning'):
         return
     _announcement_scheduled = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from typing import Any, cast
 
 from twisted.logger import Logger
 
@@ -64,7 +65,9 @@ def require_class(what: str, cls: object, methods: tuple[str, ...], leading: tup
     require(what, cls, {name: () for name in methods})
     if not isinstance(cls, type):
         raise compat.CompatError(f'{what} is not a class but {cls!r}: refusing to replace it')
-    params = list(inspect.signature(cls.__init__).parameters)
+    # a class here (checked above): its own constructor, the one SOCS's drivers
+    # call; mypy's objection is to __init__ read off an instance
+    params = list(inspect.signature(cast(Any, cls).__init__).parameters)
     if params[:len(leading)] != list(leading):
         raise compat.CompatError(f'{what}.__init__{tuple(params)} is not '
                                  f'({", ".join(leading)}): refusing to replace it')

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from typing import cast
 
 from twisted.logger import Logger
 
@@ -164,7 +165,8 @@ def install() -> None:
     if _installed is not None and current is _installed:
         return
     require_class(f'{_MODULE}.{_NAME}', current, _METHODS, ('self', 'ip', 'port', 'verb'))
-    _original, _installed = current, _make_class(current)
+    base = cast(type, current)   # require_class refused anything but a class
+    _original, _installed = base, _make_class(base)
     setattr(module, _NAME, _installed)
     log.info('{module}.{name} runs on socs_tcp', module=_MODULE, name=_NAME)
 

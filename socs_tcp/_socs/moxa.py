@@ -39,6 +39,7 @@ from __future__ import annotations
 import importlib
 import time
 import weakref
+from typing import cast
 
 from twisted.logger import Logger
 
@@ -100,7 +101,10 @@ class SerialTCPServer:
         previous = claim(self._key, self)   # one client per Moxa port: the previous one closes first
         self._line = ByteLink(port[0], port[1], self._timeout)
         # the old connection's unanswered reply may reach this one
-        self._line.owed = previous is not None and (previous._line.owed or bool(previous._line.rx))
+        # claim() hands back the address's previous user as an object; a Moxa
+        # port's address is claimed by the Moxa transport's servers
+        before = cast('SerialTCPServer', previous)
+        self._line.owed = previous is not None and (before._line.owed or bool(before._line.rx))
         self.sock = _Sock(self._line)
 
     # -- timeout -----------------------------------------------------------
@@ -186,7 +190,9 @@ class SerialTCPServer:
         SOCS's did; it may be empty), and the rest of that reply, should it
         come later, is dropped before the next request.
         """
-        return self._out(self._line_until(_as_bytes(term, 'term'), partial=True))
+        line = self._line_until(_as_bytes(term, 'term'), partial=True)
+        assert line is not None, 'with partial=True what came is returned, never None'
+        return self._out(line)
 
     def readall(self) -> str | bytes | bool:
         """Return input up to ``'\\r'`` (removed); ``False`` if it did not come in time."""

@@ -6,8 +6,10 @@ the name in SOCS's module a subclass of SOCS's own whose ``conn_socket``,
 ``write`` and ``read`` run on a :class:`socs_tcp._socs._line.LineLink`
 (everything else, the constructor included, stays SOCS's):
 
-- ``read()`` returns one whole reply line, within 5 s (SOCS's timeout); SOCS's
-  single ``recv(128)`` returned part of a reply, or two glued together;
+- ``read()`` returns one whole reply line, within 5 s (SOCS's timeout), or a
+  reply that ends without a terminator once the line has been quiet for
+  0.2 s (see ``LineDevice.reply_quiet``); SOCS's single ``recv(128)`` returned
+  part of a reply, or two glued together;
 - the ``++mode 1``/``++auto 1``/``++addr N`` set-up is sent again on every
   new connection, before anything else;
 - connecting is bounded by the timeout too;
@@ -19,6 +21,7 @@ the name in SOCS's module a subclass of SOCS's own whose ``conn_socket``,
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from socs_tcp._socs._line import Address, LineDevice
 from socs_tcp._socs._shape import require
@@ -31,7 +34,7 @@ PORT = 1234
 _original: type | None = None
 
 
-def _replacement(base: type) -> type:
+def _replacement(base: type) -> type[LineDevice]:
     class PrologixInterface(LineDevice, base):
         __doc__ = (f'{base.__module__}.{base.__qualname__} on a socs_tcp connection: one reply line per '
                    'read(), set-up re-sent after every reconnect, failures raise socs_tcp LinkDown '
@@ -70,7 +73,7 @@ def install() -> None:
 def uninstall() -> bool:
     """Put SOCS's class back; return whether it was replaced."""
     global _original
-    module = sys.modules.get(TARGET)
+    module: Any = sys.modules.get(TARGET)   # SOCS's module: its attributes are not typed
     if module is None or _original is None:
         return False
     module.PrologixInterface, _original = _original, None

@@ -16,10 +16,14 @@ does, whatever happens to the TCP connection underneath:
   ``drain_quiet`` seconds;
 - one connection per serial server port in the process: opening one closes
   the previous (serial servers often take one client);
-- a request in Pfeiffer's telegram format (the TC400 turbo controllers:
-  address, action, parameter number, data, checksum, ``\r``) is answered only
-  by a reply telegram for the same address and parameter: a late reply to an
-  earlier request that arrives after all is dropped, not handed to this one.
+- while an earlier request to the serial server port is still owed a reply
+  (a read came back short, or a request's reply was never read, since the
+  last reply that matched its request), a request in Pfeiffer's telegram
+  format (the TC400 turbo controllers: address, action, parameter number,
+  data, checksum, ``\r``) is answered only by a reply telegram for the same
+  address and parameter: a late reply to the earlier request that arrives
+  after all is dropped, not handed to this one. When nothing is owed, a reply
+  is handed out as it came, as pyserial's handler does.
 
 The port's settings (baud rate, parity...) are the serial server's, as with
 pyserial's handler: they are accepted and ignored.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import re
 import select
+import threading
 import time
 import urllib.parse
 
@@ -36,7 +41,7 @@ from serial.serialutil import PortNotOpenError, SerialBase, SerialException, Tim
 from twisted.logger import Logger
 
 from socs_tcp._interface import TCPInterface
-from socs_tcp._socs._line import claim, redirected, release
+from socs_tcp._socs._line import Address, claim, redirected, release
 
 log = Logger(namespace='socs_tcp.serial')
 
@@ -46,6 +51,10 @@ POLL = 0.05
 #: A Pfeiffer vacuum protocol telegram: address, action (0 or 1), 0, parameter number,
 #: data length, data, checksum, carriage return.
 TELEGRAM = re.compile(rb'(\d{3})[01]0(\d{3})(\d{2})(.*)(\d{3})\r')
+
+_lock = threading.Lock()
+#: Serial server ports on which a request is still owed a reply (see ``Serial._owes``).
+_owed: set[Address] = set()
 
 
 def telegram_key(data: bytes) -> tuple[bytes, bytes] | None:
@@ -67,6 +76,7 @@ class Serial(SerialBase):
     #: Seconds of silence that end the drain after a short read.
     drain_quiet = 0.2
 
+    is_open: bool   # SerialBase's, set in its __init__ (pyserial has no type hints)
     _link: TCPInterface | None = None
     _short_read = False
     _expected: tuple[bytes, bytes] | None = None   # (address, parameter) of the telegram sent last
@@ -131,8 +141,8 @@ class Serial(SerialBase):
     @property
     def in_waiting(self) -> int:
         """Bytes received and not read yet."""
-        self._check_open()
-        return len(self._pending) + int(self._link.stats.get('buffered', 0))
+        link = self._check_open()
+        return len(self._pending) + int(link.stats.get('buffered', 0))
 
     def read(self, size: int = 1) -> bytes:
         """Up to ``size`` bytes: fewer when the port's timeout is over first (a quiet line)."""
@@ -151,28 +161,32 @@ class Serial(SerialBase):
             if timeout.expired():
                 break
         self._short_read = len(data) < size
+        if self._short_read:
+            self._owe(True)
         return bytes(data)
 
     def write(self, data: bytes) -> int:
         """Send ``data`` as a new request; returns ``len(data)`` (also when the line is down: lost, logged)."""
-        self._check_open()
+        link = self._check_open()
         data = bytes(memoryview(data))   # as pyserial: bytes-like only (a str raises TypeError)
         if self._short_read:
             self._drain()
-        self._link.clear()
+        if self._expected is not None:
+            self._owe(True)   # the last telegram's reply was never read: it may still come
+        link.clear()
         self._pending = b''
         self._expected = telegram_key(data)
         try:
-            self._link.send(data)
+            link.send(data)
         except ConnectionError as exc:
             log.warn('{where}: write of {n} bytes lost, the line is down ({error}); reconnecting',
                      where=self._where(), n=len(data), error=str(exc))
         return len(data)
 
     def reset_input_buffer(self) -> None:
-        self._check_open()
+        link = self._check_open()
         self._pending = b''
-        self._link.clear()
+        link.clear()
 
     def reset_output_buffer(self) -> None:
         """Nothing waits to be sent: every write is handed to the connection whole."""
@@ -221,8 +235,9 @@ class Serial(SerialBase):
 
     def _read_some(self, size: int, wait: float | None) -> bytes:
         """Whatever input arrives within ``wait`` seconds (None: until some does), at most ``size`` bytes."""
-        comm = self._link.comm
-        if comm is None or not self._link.connected:
+        link = self._open_link()
+        comm = link.comm
+        if comm is None or not link.connected:
             nap = POLL if wait is None else min(wait, POLL)
             if nap > 0:
                 time.sleep(nap)   # down: a quiet line, looked at again every POLL
@@ -232,31 +247,60 @@ class Serial(SerialBase):
         if not ready:
             return b''
         try:
-            return self._link.recv(size)
+            return link.recv(size)
         except ConnectionError:
             return b''   # gone just now: reads quiet from here on, until reconnected
 
     def _matching_reply(self, timeout: Timeout) -> bytes:
-        """The reply to the telegram sent last, read whole; other telegrams are dropped as late replies.
+        """The reply to the telegram sent last, read whole; late replies to earlier requests are dropped.
 
-        What is not a valid telegram is handed out as it is (the caller's
-        protocol code judges it), and so is a partial line when the timeout
-        is over.
+        Another telegram is dropped as a late reply only while an earlier
+        request is owed one (``_owes``). When nothing is owed, every reply
+        this port could still receive answers the telegram sent last (each
+        earlier request got its reply, and input is dropped before every
+        write), so a reply for another parameter cannot be a late one: it is
+        the device's answer and is handed out as it came, as pyserial's
+        handler does (the protocol code judges it). What is not a valid
+        telegram is handed out as it is too, and so is a partial line when
+        the timeout is over.
         """
+        expected = self._expected
+        assert expected is not None, 'read() looks for a matching reply only after a telegram was sent'
         line = bytearray()
         while True:
             line += self._read_some(1, timeout.time_left())
             if line.endswith(b'\r'):
                 key = telegram_key(bytes(line))
-                if key is None or key == self._expected:
+                if key == expected:
+                    self._owe(False)   # a good exchange: nothing earlier can still be owed
+                    break
+                if key is None or not self._owes():
                     break
                 log.info('{where}: dropped {line!r}, a late reply: the request was for parameter {param}',
-                         where=self._where(), line=bytes(line), param=self._expected[1].decode())
+                         where=self._where(), line=bytes(line), param=expected[1].decode())
                 line.clear()
             elif timeout.expired():
                 break
         self._expected = None
         return bytes(line)
+
+    def _owes(self) -> bool:
+        """Whether an earlier request to this serial server port may still get its reply.
+
+        Set when a read came back short (its reply may still be on its way,
+        or held by the serial server for the next connection, hence per
+        port, not per ``Serial``) or a telegram's reply was never read;
+        cleared by the next reply that matched its request.
+        """
+        with _lock:
+            return self._address in _owed
+
+    def _owe(self, owed: bool) -> None:
+        with _lock:
+            if owed:
+                _owed.add(self._address)
+            else:
+                _owed.discard(self._address)
 
     def _drain(self) -> None:
         """Drop input until the line has been quiet for ``drain_quiet`` s (at most a few periods)."""
@@ -276,9 +320,23 @@ class Serial(SerialBase):
             log.info('{where}: dropped {n} bytes of late replies before the next request',
                      where=self._where(), n=dropped)
 
-    def _check_open(self) -> None:
+    def _check_open(self) -> TCPInterface:
+        """The open port's connection.
+
+        Raises
+        ------
+        serial.PortNotOpenError
+            The port is not open.
+        """
         if not self.is_open:
             raise PortNotOpenError()
+        return self._open_link()
+
+    def _open_link(self) -> TCPInterface:
+        # open() makes the link before it sets is_open, and close() leaves it
+        # in place: a port that was ever opened has one
+        assert self._link is not None, 'the port was never opened'
+        return self._link
 
     def _where(self) -> str:
         return '{}:{}'.format(*self._address)

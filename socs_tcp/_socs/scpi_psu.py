@@ -15,6 +15,7 @@ socket.timeout`` catches. Every other method is SOCS's.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from socs_tcp._socs._line import Address, LineDevice
 from socs_tcp._socs._shape import require
@@ -24,7 +25,7 @@ TARGET = 'socs.agents.scpi_psu.drivers'
 _original: type | None = None
 
 
-def _replacement(base: type) -> type:
+def _replacement(base: type) -> type[LineDevice]:
     class ScpiPsuInterface(LineDevice, base):
         __doc__ = (f'{base.__module__}.{base.__qualname__} on a socs_tcp connection: one reply line per '
                    'read(), failures raise socs_tcp LinkDown (a ConnectionError and a TimeoutError).')
@@ -59,7 +60,7 @@ def install() -> None:
 def uninstall() -> bool:
     """Put SOCS's class back; return whether it was replaced."""
     global _original
-    module = sys.modules.get(TARGET)
+    module: Any = sys.modules.get(TARGET)   # SOCS's module: its attributes are not typed
     if module is None or _original is None:
         return False
     module.ScpiPsuInterface, _original = _original, None
