@@ -18,9 +18,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/pytest
 
-# ruff, the version setup.cfg pins, with the rules in pyproject.toml: the whole tree.
+# ruff, the version setup.cfg pins, with the rules in pyproject.toml: the whole tree;
+# mypy (with mypy-zope, as pinned in setup.cfg) on socs_tcp and agents, configured in pyproject.toml.
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The documentation site, offline, warnings as errors (docs/_build/html/index.html).
 # Its diagrams need graphviz's `dot` (Debian: apt-get install graphviz).
