@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/socs-tcp demo
 
-# The default suite, ~3 min on 2 cores: everything but the tests marked `slow`
+# The default suite, ~3.5 min on 2 cores: everything but the tests marked `slow`
 # (setup.cfg's addopts) and the SOCS bridge agents' tier, which skips itself.
 test: $(VENV)/.installed
 	$(BIN)/pytest
