@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint docs wheel-smoke bench compose-check clean
+.PHONY: demo test test-slow lint docs wheel-smoke bench compose-check clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/socs-tcp demo
 
+# The default suite, ~3.5 min on 2 cores: everything but the tests marked `slow`
+# (setup.cfg's addopts) and the SOCS bridge agents' tier, which skips itself.
 test: $(VENV)/.installed
 	$(BIN)/pytest
+
+# The slow tier, ~2 min: the 30 s soak, the docker topology as processes, the
+# bench smoke run, and end-to-end runs whose path the default suite also takes once.
+test-slow: $(VENV)/.installed
+	$(BIN)/pytest -m slow
 
 # ruff, the version setup.cfg pins, with the rules in pyproject.toml: the whole tree;
 # mypy (with mypy-zope, as pinned in setup.cfg) on socs_tcp and agents, configured in pyproject.toml.

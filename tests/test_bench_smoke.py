@@ -2,6 +2,7 @@
 
 A tiny ``--quick`` configuration (a few seconds): its timings mean nothing,
 but the harness, the JSON layout, the plot and the correctness counts do.
+About 10 s on 2 cores, a tool for maintainers: the slow tier (``make test-slow``).
 """
 
 import json
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parent.parent / 'bench'
 

@@ -7,7 +7,8 @@ pinned, ports are published on loopback only, the build context the
 Dockerfile sees installs a package whose entry points resolve, and the stand-in
 images and the check script (docker/standins/, docker/ci/) follow OCS's
 recipes and read the deployment right. The topology runs as plain processes in
-``test_docker_topology.py``.
+``test_docker_topology.py``; that, and crossbar itself checking the stand-in's
+fixed config template, are in the slow tier (``make test-slow``).
 
 The deployment is two compose files: the sample agents
 (``docker-compose.yml``) and, layered on top, a SOCS agent run unchanged by
@@ -797,6 +798,7 @@ def test_crossbar_template_fix_changes_only_the_ping_size(tmp_path):
     assert at(before, ['workers', 0, 'realms', 0, 'name']) == env['OCS_REALM']
 
 
+@pytest.mark.slow     # two `crossbar check` runs, ~4 s
 @pytest.mark.skipif(shutil.which('crossbar', path=str(Path(sys.executable).parent)) is None,
                     reason='crossbar is not installed next to this Python')
 def test_crossbar_accepts_the_fixed_template_and_refuses_the_original(tmp_path):

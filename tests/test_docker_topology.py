@@ -11,6 +11,10 @@ that very site config under its container hostname's host block. Service
 host names are mapped to 127.0.0.1 and ports to free ones; nothing else is
 changed. If the site config, the plugin tables, the agents' arguments or the
 simulators drift apart, this fails.
+
+In the slow tier (``make test-slow``): by default, test_docker_config.py checks
+that the compose files and the site config agree, and the real crossbar and
+agents run in test_demo.py and test_socs_agents_e2e.py.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import pytest
 from socs_tcp.testing import OcsStack
 from test_docker_config import SITE_CONFIG, agent_services, environment, load_compose, option, simulator_services
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(90)]
 
 #: Options the local run sets itself (free 127.0.0.1 ports); the rest of a
 #: simulator service's command line is passed through.

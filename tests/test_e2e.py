@@ -1,31 +1,28 @@
 """End to end: a real crossbar, both agents launched by ``ocs-agent-cli``,
 driven by ``OCSClient`` the way an operator drives them.
 
-The first test runs ``socs-tcp demo`` itself as a user would; the others share
-one set of simulators and agents (``e2e``, module scope) on the crossbar of the
-``socs_tcp.testing`` plugin's session-wide ``ocs_stack``.
+The tests share one set of simulators and agents (``e2e``, module scope) on
+the crossbar of the ``socs_tcp.testing`` plugin's session-wide ``ocs_stack``.
+
+In the slow tier (``make test-slow``): the default run keeps the same path
+(crossbar, both agents launched by ``ocs-agent-cli``, readings, an outage and
+a task through ``OCSClient``) in ``socs-tcp demo``'s end-to-end test
+(``tests/test_demo.py``).
 """
 
 from __future__ import annotations
 
-import os
-import queue
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import ocs
 import pytest
 
-from socs_tcp.testing import OcsStack, processes_with_env, wait_for
+from socs_tcp.testing import OcsStack, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]
 
 SAMPLE_INTERVAL = 0.5   # agents' --sample-interval: fast enough to keep tests short
 DEVICE_TIMEOUT = 1.0    # agents' --timeout
@@ -105,69 +102,6 @@ def _task(client, name: str, **params):
     if reply.status != ocs.OK:
         return reply
     return op.wait(timeout=15)
-
-
-# -- the demo command -------------------------------------------------------------------
-
-def _read_lines(stream, lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def test_demo_command_runs_every_step_then_stops_cleanly_on_ctrl_c(tmp_path):
-    """``socs-tcp demo --keep-running`` as a user runs it, then Ctrl-C."""
-    # Every process the demo starts inherits this marker, so survivors can be found
-    # whatever their parent became.
-    marker = uuid.uuid4().hex
-    env = dict(os.environ, SOCS_TCP_E2E_DEMO=marker)
-    env.pop('TERM', None)
-    # Run the console script's code with the default SIGINT handler, whatever this
-    # process inherited (a shell may start background jobs with SIGINT ignored).
-    launcher = ('import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); '
-                'from socs_tcp.cli import main; sys.exit(main())')
-    started = time.monotonic()
-    demo = subprocess.Popen(
-        [sys.executable, '-c', launcher, 'demo', '--duration', '0', '--outage', '3',
-         '--keep-running', '--workdir', str(tmp_path)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=env)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_read_lines, args=(demo.stdout, lines), daemon=True).start()
-    out: list[str] = []
-    try:
-        deadline = time.monotonic() + 60
-        while not any('running until Ctrl-C' in line for line in out):
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            assert line is not None, 'demo exited early:\n' + ''.join(out)
-            out.append(line)
-        demo.send_signal(signal.SIGINT)
-        demo.wait(timeout=30)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
-    while (line := lines.get(timeout=5)) is not None:
-        out.append(line)
-    text = ''.join(out)
-    elapsed = time.monotonic() - started
-    # all steps done, then Ctrl-C in --keep-running mode is the normal way out
-    assert demo.returncode == 0, f'exit {demo.returncode}\n{text}'
-    assert re.search(r'readings arriving \(compressor-1 \d+, psu-1 \d+\)', text), text
-    assert 'DEGRADED' in text and 're-established' in text, text
-    assert re.search(r'set_voltage\(12\) read back 1[12]\.\d+ V', text), text
-    assert 'FAIL' not in text and 'Traceback' not in text, text
-    assert 'Ctrl-C: shutting down' in text, text
-    # summary: five processes, each stopped by SIGINT with status 0
-    stopped = re.findall(r'stopped\s+(\S+)\s+pid (\d+)\s+by (\S+)\s+in\s+[\d.]+ s, '
-                         r'exit status (-?\d+)', text)
-    assert {s[0] for s in stopped} == {'crossbar', 'compressor-sim', 'psu-sim',
-                                       'compressor-1', 'psu-1'}, text
-    assert all(how == 'SIGINT' and rc == '0' for _, _, how, rc in stopped), text
-    assert processes_with_env('SOCS_TCP_E2E_DEMO', marker) == []
-    assert elapsed < 60, f'demo --duration 0 took {elapsed:.0f} s'
-    # not a terminal: plain lines, never cursor movement
-    assert '\x1b[' not in text
 
 
 # -- one shared stack ---------------------------------------------------------------------

@@ -4,6 +4,8 @@ The real run is bench/soak.py as a subprocess (devices in another process,
 socs_tcp interfaces polled by worker threads while faults are injected). The
 fast tests beside it check that the soak's worker loop really counts what it
 must catch, using fake interfaces, so a broken counter can't hide a bug.
+
+The real run is in the slow tier (``make test-slow``); the fast tests run by default.
 """
 
 import random
@@ -28,6 +30,7 @@ def figure(text: str, name: str) -> int:
     return int(match.group(1))
 
 
+@pytest.mark.slow     # a real 30 s run: the slow tier
 @pytest.mark.timeout(150)
 def test_30_second_soak_with_20_devices():
     done = subprocess.run(

@@ -2,6 +2,10 @@
 
 Also where the dependency set is checked for the NumPy/bjdata traceback:
 crossbar's and the agent's logs of a real run must not hold one.
+
+The default run starts a real stack and stops it with Ctrl-C
+(test_instance_arguments_name_the_simulators_ports); an agent joining it and
+crossbar failing on a busy port are in the slow tier (``make test-slow``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def test_bad_workdir_is_one_line(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_an_agent_launched_into_the_stack_joins_and_ctrl_c_stops_everything(tmp_path):
     marker = uuid.uuid4().hex
@@ -184,6 +189,7 @@ def test_an_unknown_simulator_kind_is_refused_before_anything_starts(tmp_path):
     assert not (tmp_path / 'stack' / 'crossbar').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_busy_port_is_one_line_naming_crossbars_log(tmp_path):
     import socket

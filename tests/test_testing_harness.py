@@ -1,7 +1,7 @@
 """The real-stack harness (socs_tcp.testing) without crossbar: process stopping,
 scopes, site configs, announcements, and that importing it starts nothing.
-Fast (small Python children only); the real stack runs in test_e2e.py and
-test_testing_plugin.py."""
+Fast (small Python children only); the real stack runs in test_demo.py (the
+default run), test_e2e.py and test_testing_plugin.py (the slow tier)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,12 @@ repository and run by a fresh ``pytest``, as a user would: the plugin must
 come from the installed entry point, and the example may use nothing but the
 documented fixtures and ``wait_for``. It runs one of our agents end to end
 (private crossbar, simulator, ``ocs-agent-cli``, an outage).
+
+In the slow tier (``make test-slow``). The default run loads the plugin from
+the same installed entry point and uses its fixtures on real agents
+(``simulated_device`` and ``run_agent`` in test_record_agent.py, ``ocs_stack``
+in test_socs_agents_e2e.py), and runs a user's own test file in a fresh
+``pytest`` in test_emulator.py.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from tests.docs_examples import DOCS, rst_blocks
 
 PAGE = DOCS / 'user' / 'testing_agents.rst'
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(150)]
 
 
 def docs_example() -> tuple[str, str]:
