@@ -388,7 +388,7 @@ class Bridge:
             The connection is gone (or never was) and no complete frame is buffered.
         """
         if pump is None and self._transport is not None:
-            return self._read_owned(frame, deadline)
+            return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
         with self._lock:
             try:
                 while True:
@@ -408,26 +408,99 @@ class Bridge:
             finally:
                 self._waiting_frame = None
 
-    def _read_owned(self, frame: Frame, deadline: float) -> bytes:
-        """``take``, with the caller owning the connection's input: it polls and reads the socket itself."""
+    def exchange(self, frame: Frame, deadline: float, generation: Generation = 0,
+                 request: bytes | None = None) -> bytes | None:
+        """Send ``request`` (if any), then wait for ``frame`` owning the input: the caller reads its own reply.
+
+        For callers that do not turn the reactor themselves (``take`` without
+        ``pump``). With a ``request``, on connection ``generation``: input
+        waiting from before it is dropped, the request is written and the
+        input taken over under one hold of the lock, and the reply read
+        under a second one, which also gives the input up: nothing else runs
+        between a query's call and its request leaving, nor between its
+        reply and its return.
+
+        Returns
+        -------
+        bytes or None
+            The frame. None only with a ``request`` that was not sent, not a
+            byte of it (the connection is not ``generation`` any more, its
+            transport cannot give its input up, the reactor is reading it,
+            or the socket refused the data): the caller writes the general
+            way (``write``, then ``take``).
+
+        Raises
+        ------
+        As ``take``, and as ``write`` for a request the socket took only in part.
+        """
         lock = self._lock
+        rest = None
         with lock:
-            data = self._extract(frame)
-            if data is not None:
-                return data
-            generation = self._generation
-            if generation == 0:
-                raise _fresh(self._error)
-            if self._reactor_reading:
-                return self._await_reactor_read(frame, deadline)
+            if request is not None:
+                # Stale input: buffered, or waiting in the socket while the reactor does not
+                # watch it (the usual case between calls: one poll, no recv).
+                if self._data or self._paused or (self._reactor_stopped and self._poller is not None
+                                                  and self._poller.poll(0)):
+                    self._drop_stale()
+                sock = self._sock
+                if (generation != self._generation or sock is None or self._transport is None
+                        or self._reactor_reading):
+                    return None
+                try:
+                    sent = sock.send(request)
+                except OSError:  # full (BlockingIOError) or broken: nothing left
+                    return None
+                self.stats.bytes_out += sent
+                if sent < len(request):
+                    rest = memoryview(request)[sent:]
+            else:
+                data = self._extract(frame)
+                if data is not None:
+                    return data
+                generation = self._generation
+                if generation == 0:
+                    raise _fresh(self._error)
+                if self._reactor_reading:
+                    return self._await_reactor_read(frame, deadline)
             self._owned = True
+            now = time.monotonic()
             # The usual pause between calls, a moving average of pauses (each at most the cap).
-            pause = min(time.monotonic() - self._released_at, _HAND_BACK_MAX)
-            self._pause += (pause - self._pause) / 8
+            self._pause += (min(now - self._released_at, _HAND_BACK_MAX) - self._pause) / 8
+            poller = self._poller
+            remaining = deadline - now
+        owned = True
         try:
+            if rest is not None:
+                self.write(generation, rest, deadline)
+                remaining = deadline - time.monotonic()
             while True:
+                if remaining <= 0:
+                    raise DeviceTimeout(f'no complete reply within the timeout '
+                                        f'({len(self._data)} bytes buffered)')
+                poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
+                chunk = b''
                 with lock:
-                    if self._generation != generation or self._sock is None:
+                    sock = self._sock
+                    if self._generation == generation and sock is not None:
+                        try:
+                            chunk = sock.recv(_RECV_SIZE)
+                        except BlockingIOError:
+                            pass
+                        except OSError as exc:
+                            self._lost_while_owned(generation, f'read failed: {exc}')
+                        else:
+                            if not chunk:
+                                self._lost_while_owned(generation, 'the device closed it')
+                            else:
+                                self.stats.bytes_in += len(chunk)
+                                self._data += chunk
+                                data = self._extract(frame)  # also keeps the select signal in step
+                                if data is not None:
+                                    owned = False  # given up here, under this hold of the lock:
+                                    self._owned = False
+                                    self._released_at = time.monotonic()
+                                    take_back = self._wanted_back()
+                    if owned and (self._generation != generation or self._sock is None):
                         data = self._extract(frame)
                         if data is not None:
                             return data
@@ -437,40 +510,31 @@ class Bridge:
                                 raise DeviceTimeout('no complete reply within the timeout (closing)')
                         raise _fresh(self._error)
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise DeviceTimeout(f'no complete reply within the timeout '
-                                            f'({len(self._data)} bytes buffered)')
-                    poller = self._poller
-                poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
-                with lock:
-                    sock = self._sock
-                    if self._generation != generation or sock is None:
-                        continue
-                    try:
-                        chunk = sock.recv(_RECV_SIZE)
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        self._lost_while_owned(generation, f'read failed: {exc}')
-                        continue
-                    if not chunk:
-                        self._lost_while_owned(generation, 'the device closed it')
-                        continue
-                    self.stats.bytes_in += len(chunk)
-                    self._data += chunk
-                    data = self._extract(frame)  # also keeps the select signal in step
-                if tap.taps:
+                if chunk and tap.taps:
                     tap.notify_received(self._link.address, chunk)
-                if data is not None:
+                if not owned:
+                    if take_back is not None:
+                        self.post(self._take_back, take_back)
                     return data
         finally:
-            with lock:
-                self._owned = False
-                self._released_at = time.monotonic()
-                now = self._reactor_stopped and (self._signal is not None or self._reader is not None)
-                transport = self._transport
-            if now:
-                self.post(self._take_back, transport)
+            if owned:
+                with lock:
+                    self._owned = False
+                    self._released_at = time.monotonic()
+                    take_back = self._wanted_back()
+                if take_back is not None:
+                    self.post(self._take_back, take_back)
+
+    def _wanted_back(self) -> Any:
+        """The transport the reactor must read at once now that no caller owns its input, or None (lock held).
+
+        At once when something waits for the reactor to read (``select`` on
+        ``comm``, reactor code waiting for a frame); otherwise the hand-back
+        timer decides.
+        """
+        if self._reactor_stopped and (self._signal is not None or self._reader is not None):
+            return self._transport
+        return None
 
     def _await_reactor_read(self, frame: Frame, deadline: float) -> bytes:
         """A caller wants the input while the reactor's read is under way (lock held).
@@ -489,7 +553,7 @@ class Bridge:
             self._waiting_frame = None
         self._lock.release()
         try:
-            return self._read_owned(frame, deadline)
+            return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
         finally:
             self._lock.acquire()
 
@@ -610,7 +674,7 @@ class Bridge:
         # end itself and the link reconnects as after any lost connection.
         self.post(_read_again, transport)
 
-    def write(self, generation: Generation, data: bytes, deadline: float,
+    def write(self, generation: Generation, data: bytes | memoryview, deadline: float,
               pump: Pump | None = None) -> int:
         """Write every byte of ``data`` to connection ``generation``; return the count.
 
@@ -686,16 +750,7 @@ class Bridge:
         if not self._data and not self._paused and not self._reactor_stopped:
             return 0  # the common case before a request; input arriving now is no older than it
         with self._lock:
-            dropped = len(self._data)
-            if self._reactor_stopped and not self._owned:
-                dropped += self._drain()  # nobody watches the socket: what waits there is stale too
-            if dropped:
-                self.stats.stale_bytes_dropped += dropped
-                self._data.clear()
-                self._sync_signal()
-            if self._paused:
-                self._resume()
-        return dropped
+            return self._drop_stale()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -733,6 +788,19 @@ class Bridge:
             pump(remaining)
         finally:
             self._lock.acquire()
+
+    def _drop_stale(self) -> int:
+        """``clear``, with the lock held."""
+        dropped = len(self._data)
+        if self._reactor_stopped and not self._owned:
+            dropped += self._drain()  # nobody watches the socket: what waits there is stale too
+        if dropped:
+            self.stats.stale_bytes_dropped += dropped
+            self._data.clear()
+            self._sync_signal()
+        if self._paused:
+            self._resume()
+        return dropped
 
     def _go_down(self, error: ConnectionError) -> None:
         """No connection from now on; a caller polling its socket is woken (``shutdown``)."""

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 
 from twisted.logger import Logger
+from twisted.python import threadable
 from twisted.python.failure import Failure
 
 from socs_tcp import _reactor_owner as reactor_owner
@@ -102,13 +103,15 @@ class LinkChannel:
         self._factory = DeviceClientFactory(host, port, connect_timeout=connect_timeout, backoff=backoff,
                                             input_limit=input_limit, max_frame_length=max_frame_length,
                                             reactor=reactor)
+        # Before any call: _enter's shortcut relies on the reactor being watched once it runs.
+        reactor_owner.watch(reactor)
         self._bridge = self._factory.bridge
         self._stats = self._bridge.stats
         self._on_connect = on_connect
         self._lock = threading.Lock()
         self._trace = False
         self._closed = False
-        self._hooked: Generation = 0        # the connection whose on_connect has run
+        self._hooked: Generation = 0        # the connection on_connect has run on (if there is one)
         # The connection on which the last read timed out: its reply may still
         # come, so the next request starts on a fresh connection instead.
         self._overdue_on: Generation = 0
@@ -192,25 +195,64 @@ class LinkChannel:
             self._leave(call)
 
     def query(self, data: bytes, frame: Frame, deadline: float) -> bytes:
-        call = self._enter('query', deadline)
-        try:
-            generation = self._write(call, data, clear_stale=True)
+        lock = self._lock
+        if lock.acquire(False):
+            # Free: no other call holds the channel, so neither is this one made by on_connect.
             try:
-                reply = self._bridge.take(frame, call.deadline, call.pump)
-            except DeviceTimeout as exc:
-                self._stats.count_timeout()
-                self._reconnect(generation, 'no reply within the timeout')
-                raise DeviceTimeout(f'no reply from {self.address} to {data!r}: {exc}') from None
-            except KeyboardInterrupt:
-                # Ctrl-C while waiting (the shell): the reply may still come, as after a timeout.
-                self._reconnect(generation, 'interrupted while waiting for the reply')
-                raise
-        finally:
-            self._leave(call)
-        self._stats.count_query()
+                reply = None
+                generation = self._bridge.generation
+                if (generation and generation == self._hooked and generation != self._overdue_on
+                        and not tap.taps and self._reactor.running
+                        and threadable.ioThread != threading.get_ident()):
+                    # The usual query, on a connection ready for it, from a worker thread:
+                    # the bridge sends the request and reads the reply under one hold of
+                    # its lock, so nothing runs between this call and its request leaving.
+                    # Agents polling a device every few ms run on cold caches, where every
+                    # step before the request and after the reply shows in the latency.
+                    reply = self._reply(generation, data, frame, deadline, None, send=True)
+                if reply is None:  # anything else, or nothing could be sent: the general way
+                    pump = reactor_owner.prepare_to_block(self._reactor, 'query', deadline)
+                    reply = self._query(_Call(deadline, pump, 0, True), data, frame)
+            finally:
+                lock.release()
+        else:
+            call = self._enter('query', deadline)  # waits for the channel, or is on_connect's
+            try:
+                reply = self._query(call, data, frame)
+            finally:
+                self._leave(call)
+        self._stats.queries += 1  # written by callers only, one at a time: no lock (as_dict reads it whole)
         if self._trace:
             log.debug('{address} > {data!r} < {reply!r}', address=self.address, data=data, reply=reply)
         return reply
+
+    def _query(self, call: _Call, data: bytes, frame: Frame) -> bytes:
+        """``query``'s general way: a connection made if needed, ``on_connect`` run, the write retried once."""
+        generation = self._write(call, data, clear_stale=True)
+        reply = self._reply(generation, data, frame, call.deadline, call.pump, send=False)
+        assert reply is not None  # None only when asked to send
+        return reply
+
+    def _reply(self, generation: Generation, data: bytes, frame: Frame, deadline: float,
+               pump: Pump | None, send: bool) -> bytes | None:
+        """The reply to ``data`` on connection ``generation``: sent here first if ``send``.
+
+        None: ``send`` and nothing could be sent (the caller writes the general way).
+        Without a reply in time the connection is dropped: the late reply must
+        never answer a later request.
+        """
+        try:
+            if send:
+                return self._bridge.exchange(frame, deadline, generation, data)
+            return self._bridge.take(frame, deadline, pump)
+        except DeviceTimeout as exc:
+            self._stats.count_timeout()
+            self._reconnect(generation, 'no reply within the timeout')
+            raise DeviceTimeout(f'no reply from {self.address} to {data!r}: {exc}') from None
+        except KeyboardInterrupt:
+            # Ctrl-C while waiting (the shell): the reply may still come, as after a timeout.
+            self._reconnect(generation, 'interrupted while waiting for the reply')
+            raise
 
     def clear(self, deadline: float) -> int:
         call = self._enter('clear', deadline)
@@ -262,13 +304,23 @@ class LinkChannel:
         DeviceTimeout
             Another call held the channel for the whole timeout.
         """
+        lock = self._lock
+        if lock.acquire(False):
+            # Free: so no call holds it, and this is no call made by on_connect (whose caller holds it).
+            if self._reactor.running and threadable.ioThread != threading.get_ident():
+                return _Call(deadline, None, 0, True)  # the usual case, with no more to check
+            try:
+                pump = reactor_owner.prepare_to_block(self._reactor, method, deadline)
+            except BaseException:
+                lock.release()
+                raise
+            return _Call(deadline, pump, 0, True)
         hook = _hook_call.get()
         if hook is not None and hook[0] is self:
             outer = hook[1]  # a call made by on_connect: its connection, within its caller's time
             return _Call(min(deadline, outer.deadline), outer.pump, outer.bound, False)
-        pump = reactor_owner.prepare_to_block(self._reactor, method, deadline)
-        if not self._lock.acquire(False) and not self._lock.acquire(
-                timeout=max(0.0, deadline - time.monotonic())):
+        pump = reactor_owner.prepare_to_block(self._reactor, method, deadline)  # before blocking
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise DeviceTimeout(f'{self.address} was busy with another call for the whole timeout')
         return _Call(deadline, pump, 0, True)
 
@@ -349,9 +401,11 @@ class LinkChannel:
 
     def _run_hook(self, generation: Generation, call: _Call) -> None:
         """Run ``on_connect`` once on connection ``generation`` (0: none yet, nothing to do)."""
-        if self._hooked == generation or self._on_connect is None or not generation:
+        if self._hooked == generation or not generation:
             return
         self._hooked = generation
+        if self._on_connect is None:
+            return
         token = _hook_call.set((self, _Call(call.deadline, call.pump, generation, False)))
         try:
             self._on_connect(call.deadline)

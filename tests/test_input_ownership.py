@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 import threading
 import time
 
@@ -209,6 +210,93 @@ def test_input_the_reactor_buffered_is_read_before_what_waits_in_the_socket(list
             threading.Thread(target=later, daemon=True).start()
             start.set()
             assert dev.read_until(b'\n') == b'first|second\n'
+        finally:
+            dev.close()
+    yield in_worker(body)
+
+
+def answer_on(peer, reply: bytes) -> threading.Thread:
+    thread = threading.Thread(target=answer, args=(peer, reply), daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_query_on_a_ready_connection_is_one_exchange_on_the_bridge(listener, monkeypatch):
+    """The usual query writes and reads under the bridge's lock, without the general write path."""
+    from socs_tcp._bridge import Bridge
+    writes: list = []
+    real_write = Bridge.write
+
+    def counting_write(self, *args, **kwargs):
+        writes.append(args[1])
+        return real_write(self, *args, **kwargs)
+    monkeypatch.setattr(Bridge, 'write', counting_write)
+
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            for n in range(3):
+                answer_on(peers[0], b'%d\n' % n)
+                assert dev.query(f'q{n}') == str(n).encode()
+            assert writes == []          # each one exchange (the interface connected when made)
+            assert dev.stats['queries'] == 3
+        finally:
+            dev.close()
+    yield in_worker(body)
+
+
+def test_a_query_in_the_reactor_thread_raises_even_on_a_ready_connection(listener):
+    """Under pytest-twisted this test body runs in the reactor thread; the connection is made in a worker."""
+    accepted, peers = accept_in_thread(listener)
+    dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                       write_termination=b'\n', reactor=None)
+    from twisted.internet import reactor, threads
+
+    from socs_tcp import ReactorThreadError
+
+    def ready():
+        assert accepted.wait(5)
+        answer_on(peers[0], b'ok\n')
+        assert dev.query('q') == b'ok'
+
+    @pytest_twisted.inlineCallbacks
+    def run():
+        yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), ready)
+        with pytest.raises(ReactorThreadError, match='reactor thread'):
+            dev.query('q')
+        yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), dev.close)
+    return run()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_device_that_reset_the_connection_between_calls_gets_the_next_query_on_a_new_one(listener):
+    """Its reset waits unseen in the socket (the reactor was not watching): the query still succeeds."""
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 5, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            bridge = dev._link._bridge
+            while not bridge._reactor_stopped:    # calls in a row: the reactor stops watching the socket
+                answer_on(peers[0], b'ok\n')
+                assert dev.query('q') == b'ok'
+                assert bridge.stats.bytes_in < 1000, 'the reactor never stopped watching'
+            again, more = accept_in_thread(listener)
+            peers[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            peers[0].close()      # a reset, not a close: a send on our side now fails
+            time.sleep(0.05)      # the reset reaches our socket; the link does not look yet
+
+            def second():
+                assert again.wait(5)
+                answer(more[0], b'on a new one\n')
+            threading.Thread(target=second, daemon=True).start()
+            assert dev.query('q') == b'on a new one'
+            assert dev.stats['connects'] == 2
         finally:
             dev.close()
     yield in_worker(body)
