@@ -418,7 +418,7 @@ class Bridge:
         input taken over under one hold of the lock, and the reply read
         under a second one, which also gives the input up: nothing else runs
         between a query's call and its request leaving, nor between its
-        reply and its return.
+        reply and its return. A request answered is counted (``queries``).
 
         Returns
         -------
@@ -496,6 +496,8 @@ class Bridge:
                                 self._data += chunk
                                 data = self._extract(frame)  # also keeps the select signal in step
                                 if data is not None:
+                                    if request is not None:
+                                        self.stats.queries += 1
                                     owned = False  # given up here, under this hold of the lock:
                                     self._owned = False
                                     self._released_at = time.monotonic()

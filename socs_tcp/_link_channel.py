@@ -196,32 +196,29 @@ class LinkChannel:
 
     def query(self, data: bytes, frame: Frame, deadline: float) -> bytes:
         lock = self._lock
-        if lock.acquire(False):
-            # Free: no other call holds the channel, so neither is this one made by on_connect.
-            try:
-                reply = None
-                generation = self._bridge.generation
-                if (generation and generation == self._hooked and generation != self._overdue_on
-                        and not tap.taps and self._reactor.running
-                        and threadable.ioThread != threading.get_ident()):
-                    # The usual query, on a connection ready for it, from a worker thread:
-                    # the bridge sends the request and reads the reply under one hold of
-                    # its lock, so nothing runs between this call and its request leaving.
-                    # Agents polling a device every few ms run on cold caches, where every
-                    # step before the request and after the reply shows in the latency.
-                    reply = self._reply(generation, data, frame, deadline, None, send=True)
-                if reply is None:  # anything else, or nothing could be sent: the general way
-                    pump = reactor_owner.prepare_to_block(self._reactor, 'query', deadline)
-                    reply = self._query(_Call(deadline, pump, 0, True), data, frame)
-            finally:
-                lock.release()
-        else:
+        call: _Call | None = None  # None: took the free channel, so this is no call made by on_connect
+        if not lock.acquire(False):
             call = self._enter('query', deadline)  # waits for the channel, or is on_connect's
-            try:
+        try:
+            reply = None
+            generation = self._bridge.generation
+            if ((call is None or call.holds_lock and call.pump is None)
+                    and generation and generation == self._hooked and generation != self._overdue_on
+                    and not tap.taps and self._reactor.running
+                    and threadable.ioThread != threading.get_ident()):
+                # The usual query, on a connection ready for it, from a worker thread:
+                # the bridge sends the request and reads the reply under one hold of
+                # its lock, so nothing runs between this call and its request leaving.
+                # Agents polling a device every few ms run on cold caches, where every
+                # step before the request and after the reply shows in the latency.
+                reply = self._reply(generation, data, frame, deadline, None, send=True)
+            if reply is None:  # anything else, or nothing could be sent: the general way
+                if call is None:
+                    call = self._held_call('query', deadline)
                 reply = self._query(call, data, frame)
-            finally:
-                self._leave(call)
-        self._stats.queries += 1  # written by callers only, one at a time: no lock (as_dict reads it whole)
+        finally:
+            if call is None or call.holds_lock:
+                lock.release()
         if self._trace:
             log.debug('{address} > {data!r} < {reply!r}', address=self.address, data=data, reply=reply)
         return reply
@@ -231,6 +228,7 @@ class LinkChannel:
         generation = self._write(call, data, clear_stale=True)
         reply = self._reply(generation, data, frame, call.deadline, call.pump, send=False)
         assert reply is not None  # None only when asked to send
+        self._stats.count_query()  # (the bridge's exchange counts the queries it answers)
         return reply
 
     def _reply(self, generation: Generation, data: bytes, frame: Frame, deadline: float,
@@ -307,14 +305,11 @@ class LinkChannel:
         lock = self._lock
         if lock.acquire(False):
             # Free: so no call holds it, and this is no call made by on_connect (whose caller holds it).
-            if self._reactor.running and threadable.ioThread != threading.get_ident():
-                return _Call(deadline, None, 0, True)  # the usual case, with no more to check
             try:
-                pump = reactor_owner.prepare_to_block(self._reactor, method, deadline)
+                return self._held_call(method, deadline)
             except BaseException:
                 lock.release()
                 raise
-            return _Call(deadline, pump, 0, True)
         hook = _hook_call.get()
         if hook is not None and hook[0] is self:
             outer = hook[1]  # a call made by on_connect: its connection, within its caller's time
@@ -323,6 +318,12 @@ class LinkChannel:
         if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise DeviceTimeout(f'{self.address} was busy with another call for the whole timeout')
         return _Call(deadline, pump, 0, True)
+
+    def _held_call(self, method: str, deadline: float) -> _Call:
+        """The call that just took the free channel (see ``_enter``; the caller releases on an error)."""
+        if self._reactor.running and threadable.ioThread != threading.get_ident():
+            return _Call(deadline, None, 0, True)  # a worker thread while the reactor runs: the usual case
+        return _Call(deadline, reactor_owner.prepare_to_block(self._reactor, method, deadline), 0, True)
 
     def _leave(self, call: _Call) -> None:
         if call.holds_lock:
