@@ -129,6 +129,10 @@ class Bridge:
 
     Attributes
     ----------
+    generation : Generation
+        The current connection's number (whose input is accepted and which
+        may be written to), 0 while there is none. Written under the lock;
+        read anywhere (a plain attribute: queries read it on their way in).
     stats : LinkStats
         The link's counters, guarded by this bridge's lock.
     """
@@ -140,8 +144,7 @@ class Bridge:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.stats = LinkStats(self._lock)
-        # The connection whose input is accepted and which may be written to.
-        self._generation: Generation = 0
+        self.generation: Generation = 0  # see Attributes
         self._sock: socket.socket | None = None   # the connection's socket, while callers may use it
         # Input ownership (see the module): the transport whose input callers may own,
         # and how it stands.
@@ -170,13 +173,8 @@ class Bridge:
     # -- snapshot (any thread) --------------------------------------------
 
     @property
-    def generation(self) -> Generation:
-        """The current connection's generation, or 0 while there is none."""
-        return self._generation
-
-    @property
     def connected(self) -> bool:
-        return self._generation != 0
+        return self.generation != 0
 
     @property
     def ever_connected(self) -> bool:
@@ -186,7 +184,7 @@ class Bridge:
         """The link's state as callers see it: for ``TCPInterface.stats``."""
         values = self.stats.as_dict()
         with self._lock:
-            values.update(state=self._state, connected=self._generation != 0,
+            values.update(state=self._state, connected=self.generation != 0,
                           buffered=len(self._data), reading_paused=self._paused,
                           input_limit=self.input_limit, reconnect_delay=self._delay)
         return values
@@ -218,7 +216,7 @@ class Bridge:
                 self._transport = transport
                 self._poller = select.poll()
                 self._poller.register(sock.fileno(), _POLL_IN)
-            self._generation = generation
+            self.generation = generation
             self._ever_connected = True
             self.stats.stale_bytes_dropped += len(self._data)
             self._data.clear()
@@ -232,7 +230,7 @@ class Bridge:
         News about any other connection than the current one is ignored.
         """
         with self._lock:
-            if generation != self._generation or generation == 0:
+            if generation != self.generation or generation == 0:
                 return
             self._go_down(error)
             fire = self._detach_reader()
@@ -243,7 +241,7 @@ class Bridge:
         """A connection attempt failed: callers waiting for a connection get ``error``."""
         with self._lock:
             self._failures += 1
-            if self._generation == 0:
+            if self.generation == 0:
                 self._error = error
             self._changed.notify_all()
             fire = self._detach_reader()
@@ -263,7 +261,7 @@ class Bridge:
             waits for it: the reactor must stop reading.
         """
         with self._lock:
-            if generation != self._generation or generation == 0:
+            if generation != self.generation or generation == 0:
                 self.stats.stale_bytes_dropped += len(data)
                 return False
             self.stats.bytes_in += len(data)
@@ -358,8 +356,8 @@ class Bridge:
         """
         with self._lock:
             while True:
-                if self._generation:
-                    return self._generation
+                if self.generation:
+                    return self.generation
                 if self._closed or self._failures != failures_before:
                     raise _fresh(self._error)
                 remaining = deadline - time.monotonic()
@@ -395,7 +393,7 @@ class Bridge:
                     data = self._extract(frame)
                     if data is not None:
                         return data
-                    if self._generation == 0:
+                    if self.generation == 0:
                         raise _fresh(self._error)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -443,7 +441,7 @@ class Bridge:
                                                   and self._poller.poll(0)):
                     self._drop_stale()
                 sock = self._sock
-                if (generation != self._generation or sock is None or self._transport is None
+                if (generation != self.generation or sock is None or self._transport is None
                         or self._reactor_reading):
                     return None
                 try:
@@ -457,7 +455,7 @@ class Bridge:
                 data = self._extract(frame)
                 if data is not None:
                     return data
-                generation = self._generation
+                generation = self.generation
                 if generation == 0:
                     raise _fresh(self._error)
                 if self._reactor_reading:
@@ -481,7 +479,7 @@ class Bridge:
                 chunk = b''
                 with lock:
                     sock = self._sock
-                    if self._generation == generation and sock is not None:
+                    if self.generation == generation and sock is not None:
                         try:
                             chunk = sock.recv(_RECV_SIZE)
                         except BlockingIOError:
@@ -495,48 +493,39 @@ class Bridge:
                                 self.stats.bytes_in += len(chunk)
                                 self._data += chunk
                                 data = self._extract(frame)  # also keeps the select signal in step
-                                if data is not None:
+                                if data is not None:  # the reply: the input is given up here, at once
                                     if request is not None:
                                         self.stats.queries += 1
-                                    owned = False  # given up here, under this hold of the lock:
+                                    owned = False
                                     self._owned = False
                                     self._released_at = time.monotonic()
-                                    take_back = self._wanted_back()
-                    if owned and (self._generation != generation or self._sock is None):
+                                    if self._reactor_stopped and (self._signal is not None
+                                                                  or self._reader is not None):
+                                        # Something waits for the reactor to read: at once.
+                                        self.post(self._take_back, self._transport)
+                                    if not tap.taps:
+                                        return data
+                    if owned and (self.generation != generation or self._sock is None):
                         data = self._extract(frame)
                         if data is not None:
                             return data
-                        if self._generation == generation:  # the socket is closing: its news follows
+                        if self.generation == generation:  # the socket is closing: its news follows
                             self._changed.wait(max(0.0, deadline - time.monotonic()))
-                            if self._generation == generation:
+                            if self.generation == generation:
                                 raise DeviceTimeout('no complete reply within the timeout (closing)')
                         raise _fresh(self._error)
                     remaining = deadline - time.monotonic()
-                if chunk and tap.taps:
+                if chunk and tap.taps:  # told outside the lock: a tap is anybody's code
                     tap.notify_received(self._link.address, chunk)
                 if not owned:
-                    if take_back is not None:
-                        self.post(self._take_back, take_back)
                     return data
         finally:
             if owned:
                 with lock:
                     self._owned = False
                     self._released_at = time.monotonic()
-                    take_back = self._wanted_back()
-                if take_back is not None:
-                    self.post(self._take_back, take_back)
-
-    def _wanted_back(self) -> Any:
-        """The transport the reactor must read at once now that no caller owns its input, or None (lock held).
-
-        At once when something waits for the reactor to read (``select`` on
-        ``comm``, reactor code waiting for a frame); otherwise the hand-back
-        timer decides.
-        """
-        if self._reactor_stopped and (self._signal is not None or self._reader is not None):
-            return self._transport
-        return None
+                    if self._reactor_stopped and (self._signal is not None or self._reader is not None):
+                        self.post(self._take_back, self._transport)  # as above
 
     def _await_reactor_read(self, frame: Frame, deadline: float) -> bytes:
         """A caller wants the input while the reactor's read is under way (lock held).
@@ -649,7 +638,7 @@ class Bridge:
 
     def _drain(self) -> int:
         """Read and count what waits in the socket's buffer (lock held; nobody else reads it now)."""
-        sock, generation, drained = self._sock, self._generation, 0
+        sock, generation, drained = self._sock, self.generation, 0
         if self._poller is None or not self._poller.poll(0):
             return 0  # the usual case, without a failing recv
         while sock is not None:
@@ -694,7 +683,7 @@ class Bridge:
         while True:
             with self._lock:
                 writer = self._sock
-                if generation != self._generation or writer is None:
+                if generation != self.generation or writer is None:
                     raise DeviceDisconnected(f'connection lost before the write: {self._error}')
                 try:
                     sent = writer.send(view)
@@ -738,7 +727,7 @@ class Bridge:
         Its input is dropped and counted.
         """
         with self._lock:
-            if generation != self._generation or generation == 0:
+            if generation != self.generation or generation == 0:
                 return
             self.stats.stale_bytes_dropped += len(self._data)
             self._data.clear()
@@ -809,7 +798,7 @@ class Bridge:
         sock, self._sock = self._sock, None
         if sock is not None and self._owned:
             _shutdown(sock)
-        self._generation = 0
+        self.generation = 0
         self._transport = None
         self._poller = None
         self._reactor_stopped = False
@@ -821,7 +810,7 @@ class Bridge:
     def _resume(self) -> None:
         """Have the reactor read again (it paused at ``input_limit``)."""
         self._paused = False
-        self.post(self._link.resume_reading, self._generation)  # callFromThread: safe under our lock
+        self.post(self._link.resume_reading, self.generation)  # callFromThread: safe under our lock
 
     def _frame_too_long(self, exc: FrameTooLong) -> Callable[[], None] | None:
         """A frame a reader waits for went over its maximum length: end this connection.
@@ -831,7 +820,7 @@ class Bridge:
         so the reactor's read that got here returns first). Returns what
         fires reactor code's reader, as ``_detach_reader``.
         """
-        generation = self._generation
+        generation = self.generation
         why = (f'a reply from {self._link.address} went over the maximum frame length '
                f'(max_frame_length={exc.max_length} bytes)')
         self.stats.error_held(why)
@@ -857,7 +846,7 @@ class Bridge:
             self._frame_too_long(exc)
             error = self._error
             return lambda: d.errback(error)
-        if data is None and self._generation != 0 and not self._closed:
+        if data is None and self.generation != 0 and not self._closed:
             return None
         self._reader = None
         self._sync_signal()
@@ -868,7 +857,7 @@ class Bridge:
 
     def _sync_signal(self) -> None:
         if self._signal is not None:
-            self._signal.set(bool(self._data) or (self._generation == 0 and self._ever_connected))
+            self._signal.set(bool(self._data) or (self.generation == 0 and self._ever_connected))
 
 
 class _ReadySignal:

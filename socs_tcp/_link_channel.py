@@ -202,8 +202,8 @@ class LinkChannel:
         try:
             reply = None
             generation = self._bridge.generation
-            if ((call is None or call.holds_lock and call.pump is None)
-                    and generation and generation == self._hooked and generation != self._overdue_on
+            if (generation == self._hooked and generation and generation != self._overdue_on
+                    and (call is None or call.holds_lock and call.pump is None)
                     and not tap.taps and self._reactor.running
                     and threadable.ioThread != threading.get_ident()):
                 # The usual query, on a connection ready for it, from a worker thread:
@@ -211,7 +211,13 @@ class LinkChannel:
                 # its lock, so nothing runs between this call and its request leaving.
                 # Agents polling a device every few ms run on cold caches, where every
                 # step before the request and after the reply shows in the latency.
-                reply = self._reply(generation, data, frame, deadline, None, send=True)
+                try:
+                    reply = self._bridge.exchange(frame, deadline, generation, data)
+                except DeviceTimeout as exc:
+                    raise self._no_reply(generation, data, exc) from None
+                except KeyboardInterrupt:
+                    self._interrupted(generation)
+                    raise
             if reply is None:  # anything else, or nothing could be sent: the general way
                 if call is None:
                     call = self._held_call('query', deadline)
@@ -226,31 +232,25 @@ class LinkChannel:
     def _query(self, call: _Call, data: bytes, frame: Frame) -> bytes:
         """``query``'s general way: a connection made if needed, ``on_connect`` run, the write retried once."""
         generation = self._write(call, data, clear_stale=True)
-        reply = self._reply(generation, data, frame, call.deadline, call.pump, send=False)
-        assert reply is not None  # None only when asked to send
+        try:
+            reply = self._bridge.take(frame, call.deadline, call.pump)
+        except DeviceTimeout as exc:
+            raise self._no_reply(generation, data, exc) from None
+        except KeyboardInterrupt:
+            self._interrupted(generation)
+            raise
         self._stats.count_query()  # (the bridge's exchange counts the queries it answers)
         return reply
 
-    def _reply(self, generation: Generation, data: bytes, frame: Frame, deadline: float,
-               pump: Pump | None, send: bool) -> bytes | None:
-        """The reply to ``data`` on connection ``generation``: sent here first if ``send``.
+    def _no_reply(self, generation: Generation, data: bytes, exc: DeviceTimeout) -> DeviceTimeout:
+        """No reply to ``data`` in time: drop the connection (the late reply must never answer a later request)."""
+        self._stats.count_timeout()
+        self._reconnect(generation, 'no reply within the timeout')
+        return DeviceTimeout(f'no reply from {self.address} to {data!r}: {exc}')
 
-        None: ``send`` and nothing could be sent (the caller writes the general way).
-        Without a reply in time the connection is dropped: the late reply must
-        never answer a later request.
-        """
-        try:
-            if send:
-                return self._bridge.exchange(frame, deadline, generation, data)
-            return self._bridge.take(frame, deadline, pump)
-        except DeviceTimeout as exc:
-            self._stats.count_timeout()
-            self._reconnect(generation, 'no reply within the timeout')
-            raise DeviceTimeout(f'no reply from {self.address} to {data!r}: {exc}') from None
-        except KeyboardInterrupt:
-            # Ctrl-C while waiting (the shell): the reply may still come, as after a timeout.
-            self._reconnect(generation, 'interrupted while waiting for the reply')
-            raise
+    def _interrupted(self, generation: Generation) -> None:
+        """Ctrl-C while waiting for a reply (the shell): it may still come, as after a timeout."""
+        self._reconnect(generation, 'interrupted while waiting for the reply')
 
     def clear(self, deadline: float) -> int:
         call = self._enter('clear', deadline)
