@@ -491,8 +491,11 @@ class Bridge:
                                 self._lost_while_owned(generation, 'the device closed it')
                             else:
                                 self.stats.bytes_in += len(chunk)
-                                self._data += chunk
-                                data = self._extract(frame)  # also keeps the select signal in step
+                                # A reply that arrives whole into an empty buffer skips the buffer.
+                                data = None if self._data else frame.whole(chunk)
+                                if data is None:
+                                    self._data += chunk
+                                    data = self._extract(frame)  # also keeps the select signal in step
                                 if data is not None:  # the reply: the input is given up here, at once
                                     if request is not None:
                                         self.stats.queries += 1

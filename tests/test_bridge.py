@@ -732,3 +732,10 @@ def test_an_exchange_that_times_out_gives_the_input_up(owned):
     with pytest.raises(DeviceTimeout):
         bridge.exchange(LINE, time.monotonic() + 0.05, 1, b'ask\n')
     assert not bridge._owned and device.recv(100) == b'ask\n'
+
+
+def test_an_exchange_whose_read_holds_more_than_its_reply_keeps_the_rest(owned):
+    bridge, transport, device = owned
+    thread, lines = device_answers(device, b'reply\nmore\n')   # one read brings both
+    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert len(bridge) == len(b'more\n') and bridge.take(LINE, soon(), None) == b'more'
