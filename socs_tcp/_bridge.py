@@ -26,7 +26,9 @@ names the limit, and asks the reactor to drop the connection (as
 Callers use the connection's own socket, with no hop through the reactor
 thread. Writes go straight from the calling thread to the kernel. And while
 a call waits for its reply, the caller owns the connection's input and
-reads the socket itself (``take``: poll, then recv): the reactor stops
+reads the socket itself (``take``: poll, then recv; a query's request and
+reply in one ``exchange``, with as little as possible run before the request
+leaves and after the reply arrives): the reactor stops
 watching the socket when it finds input it does not own (see
 `socs_tcp._owned_transport`), and takes it back once no call owns it: at
 once when something needs the reactor to read (``select`` on ``comm``,
