@@ -423,9 +423,8 @@ class Bridge:
         bytes or None
             The frame. None only with a ``request`` that was not sent, not a
             byte of it (the connection is not ``generation`` any more, its
-            transport cannot give its input up, the reactor is reading it,
-            or the socket refused the data): the caller writes the general
-            way (``write``, then ``take``).
+            transport cannot give its input up, or the socket refused the
+            data): the caller writes the general way (``write``, then ``take``).
 
         Raises
         ------
@@ -435,14 +434,21 @@ class Bridge:
         rest = None
         with lock:
             if request is not None:
-                # Stale input: buffered, or waiting in the socket while the reactor does not
-                # watch it (the usual case between calls: one poll, no recv).
-                if self._data or self._paused or (self._reactor_stopped and self._poller is not None
-                                                  and self._poller.poll(0)):
+                if generation != self.generation or self._transport is None:
+                    return None
+                if self._reactor_reading:
+                    # What the reactor's read under way holds came before the request:
+                    # it must land in the buffer first, to be dropped with the rest.
+                    self._await_read_done(frame, deadline)
+                    if generation != self.generation or self._transport is None:
+                        return None
+                # Stale input: buffered, or waiting in the socket, whether or not the
+                # reactor watches it (a busy reactor may not have read it yet): it all
+                # came before the request. One poll, no recv, in the usual case.
+                if self._data or self._paused or self._poller.poll(0):
                     self._drop_stale()
                 sock = self._sock
-                if (generation != self.generation or sock is None or self._transport is None
-                        or self._reactor_reading):
+                if generation != self.generation or sock is None:
                     return None
                 try:
                     sent = sock.send(request)
@@ -536,6 +542,21 @@ class Bridge:
         That read's input goes into the buffer first; then the caller reads
         on its own (``take`` again), so nothing is reordered.
         """
+        self._await_read_done(frame, deadline)
+        self._lock.release()
+        try:
+            return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
+        finally:
+            self._lock.acquire()
+
+    def _await_read_done(self, frame: Frame, deadline: float) -> None:
+        """Wait (lock held) until the reactor's read under way has buffered its input.
+
+        Raises
+        ------
+        DeviceTimeout
+            It did not by ``deadline``.
+        """
         self._waiting_frame = frame  # reactor_read_done wakes us
         try:
             while self._reactor_reading:
@@ -545,11 +566,6 @@ class Bridge:
                 self._changed.wait(remaining)
         finally:
             self._waiting_frame = None
-        self._lock.release()
-        try:
-            return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
-        finally:
-            self._lock.acquire()
 
     def _extract(self, frame: Frame) -> bytes | None:
         """``frame`` out of the buffer, or None (lock held); past its maximum length, the connection ends.
@@ -786,8 +802,8 @@ class Bridge:
     def _drop_stale(self) -> int:
         """``clear``, with the lock held."""
         dropped = len(self._data)
-        if self._reactor_stopped and not self._owned:
-            dropped += self._drain()  # nobody watches the socket: what waits there is stale too
+        if not self._owned and not self._reactor_reading:
+            dropped += self._drain()  # nobody reads the socket now: what waits there is stale too
         if dropped:
             self.stats.stale_bytes_dropped += dropped
             self._data.clear()

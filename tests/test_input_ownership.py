@@ -300,3 +300,72 @@ def test_a_device_that_reset_the_connection_between_calls_gets_the_next_query_on
         finally:
             dev.close()
     yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_unsolicited_input_the_busy_reactor_has_not_read_yet_is_no_reply(listener):
+    """The reactor watches the socket but is busy elsewhere: what came before the request is stale."""
+    from twisted.internet import reactor
+
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           write_termination=b'\n')
+        busy, free = threading.Event(), threading.Event()
+        try:
+            assert accepted.wait(5)
+            bridge = dev._link._bridge
+            assert not bridge._reactor_stopped and not bridge._owned   # the reactor watches the socket
+
+            def occupied():  # another agent's work keeps the reactor thread for a while
+                busy.set()
+                free.wait(5)
+            reactor.callFromThread(occupied)
+            assert busy.wait(5)
+            peers[0].sendall(b'unsolicited\n')                         # before the request
+            wait_until(lambda: select.select([bridge._sock], [], [], 0)[0], 2.0, 'the input to arrive')
+            answer_on(peers[0], b'reply\n')
+            assert dev.query('q') == b'reply'
+            assert bridge.stats.stale_bytes_dropped == len(b'unsolicited\n')
+        finally:
+            free.set()
+            dev.close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_unsolicited_input_the_reactor_was_reading_when_a_query_came_is_no_reply(listener, monkeypatch):
+    """The reactor's read of stale input is under way as a query starts: it lands first, and is dropped."""
+    from socs_tcp._bridge import Bridge
+    real_feed, real_clear = Bridge.feed, Bridge.clear
+    reading, cleared = threading.Event(), threading.Event()
+
+    def slow_feed(self, generation, data):   # the reactor thread, between its recv and the buffer
+        if data == b'unsolicited\n':
+            reading.set()
+            wait_until(lambda: cleared.is_set() or self._waiting_frame is not None, 2.0,
+                       'the query to start')
+        return real_feed(self, generation, data)
+
+    def clear(self):
+        try:
+            return real_clear(self)
+        finally:
+            cleared.set()
+    monkeypatch.setattr(Bridge, 'feed', slow_feed)
+    monkeypatch.setattr(Bridge, 'clear', clear)
+
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            peers[0].sendall(b'unsolicited\n')
+            assert reading.wait(2)
+            assert dev._link._bridge._reactor_reading                  # its read is under way
+            answer_on(peers[0], b'reply\n')
+            assert dev.query('q') == b'reply'
+        finally:
+            dev.close()
+    yield in_worker(body)
