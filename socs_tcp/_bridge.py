@@ -91,6 +91,14 @@ _RECHECK_MAX = 0.25
 _POLL_IN = select.POLLIN | select.POLLPRI
 
 
+class WriteFailed(DeviceDisconnected):
+    """``exchange`` sent part of a request and could not write the rest: as any failed write.
+
+    The connection is unusable and nothing of a reply was read: the caller
+    may write the request once more on a new connection.
+    """
+
+
 class Link(Protocol):
     """What a bridge asks of its link's reactor side (``DeviceClientFactory``), in the reactor thread."""
 
@@ -428,7 +436,12 @@ class Bridge:
 
         Raises
         ------
-        As ``take``, and as ``write`` for a request the socket took only in part.
+        WriteFailed
+            The socket took the request only in part and the rest could not be written.
+        DeviceTimeout
+            The device took not all of the request, or sent no complete reply, by ``deadline``.
+        ConnectionError
+            As ``take``.
         """
         lock = self._lock
         rest = None
@@ -475,7 +488,12 @@ class Bridge:
         owned = True
         try:
             if rest is not None:
-                self.write(generation, rest, deadline)
+                try:
+                    self.write(generation, rest, deadline)
+                except DeviceTimeout:
+                    raise
+                except DeviceDisconnected as exc:
+                    raise WriteFailed(*exc.args) from exc
                 remaining = deadline - time.monotonic()
             while True:
                 if remaining <= 0:

@@ -369,3 +369,35 @@ def test_unsolicited_input_the_reactor_was_reading_when_a_query_came_is_no_reply
         finally:
             dev.close()
     yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_query_whose_request_fails_part_way_is_written_once_more_on_a_new_connection(listener):
+    """The socket took part of a long request, then the device reset the connection: as any failed write."""
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # the device's end fills up soon
+    request = b'x' * (16 << 20)
+
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 5, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            again, more = accept_in_thread(listener)
+
+            def device():  # reads nothing on the first connection: resets it once the write is stuck
+                wait_until(lambda: dev.stats['bytes_out'] > 0, 5.0, 'part of the request to leave')
+                peers[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+                peers[0].close()
+                assert again.wait(5)
+                got = bytearray()
+                while not got.endswith(b'\n'):
+                    got += more[0].recv(1 << 20)
+                assert got == request + b'\n'                  # the whole request, once
+                more[0].sendall(b'on a new one\n')
+            threading.Thread(target=device, daemon=True).start()
+            assert dev.query(request) == b'on a new one'
+            assert dev.stats['connects'] == 2
+        finally:
+            dev.close()
+    yield in_worker(body)
