@@ -175,6 +175,7 @@ class Bridge:
         self._data = bytearray()
         self._paused = False                    # the reactor stopped reading (input_limit)
         self._waiting_frame: Frame | None = None  # a caller's frame, while it waits
+        self._read_awaited = False              # a caller waits for the reactor's read under way to land
         self._reader: tuple[Frame, Deferred] | None = None  # reactor code's frame and Deferred
         self._signal: _ReadySignal | None = None  # for select() on comm, made on first use
 
@@ -452,7 +453,7 @@ class Bridge:
                 if self._reactor_reading:
                     # What the reactor's read under way holds came before the request:
                     # it must land in the buffer first, to be dropped with the rest.
-                    self._await_read_done(frame, deadline)
+                    self._await_read_done(deadline)
                     if generation != self.generation or self._transport is None:
                         return None
                 # Stale input: buffered, or waiting in the socket, whether or not the
@@ -560,22 +561,26 @@ class Bridge:
         That read's input goes into the buffer first; then the caller reads
         on its own (``take`` again), so nothing is reordered.
         """
-        self._await_read_done(frame, deadline)
+        self._await_read_done(deadline, frame)
         self._lock.release()
         try:
             return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
         finally:
             self._lock.acquire()
 
-    def _await_read_done(self, frame: Frame, deadline: float) -> None:
+    def _await_read_done(self, deadline: float, frame: Frame | None = None) -> None:
         """Wait (lock held) until the reactor's read under way has buffered its input.
+
+        ``frame``: the reply that input may complete (``feed`` checks it);
+        None: that input came before a request, and is stale.
 
         Raises
         ------
         DeviceTimeout
             It did not by ``deadline``.
         """
-        self._waiting_frame = frame  # reactor_read_done wakes us
+        self._waiting_frame = frame
+        self._read_awaited = True  # reactor_read_done wakes us
         try:
             while self._reactor_reading:
                 remaining = deadline - time.monotonic()
@@ -584,6 +589,7 @@ class Bridge:
                 self._changed.wait(remaining)
         finally:
             self._waiting_frame = None
+            self._read_awaited = False
 
     def _extract(self, frame: Frame) -> bytes | None:
         """``frame`` out of the buffer, or None (lock held); past its maximum length, the connection ends.
@@ -624,7 +630,7 @@ class Bridge:
         """The read ``reactor_may_read`` allowed is over: its input is buffered."""
         with self._lock:
             self._reactor_reading = False
-            if self._owned or self._waiting_frame is not None:
+            if self._owned or self._read_awaited:
                 self._changed.notify_all()
 
     @contextmanager
@@ -772,6 +778,23 @@ class Bridge:
             fire = self._detach_reader()
         if fire is not None:
             self.post(fire)  # a Deferred fires in the reactor thread, never in a caller's
+
+    def drop_stale(self, deadline: float) -> int:
+        """Drop the input that came before a request about to be written; return how many bytes.
+
+        That is what is buffered, what the reactor's read under way holds
+        (waited for, until ``deadline``), and what waits in the socket while
+        nobody reads it. Counted as dropped.
+
+        Raises
+        ------
+        DeviceTimeout
+            The reactor's read under way did not land by ``deadline``.
+        """
+        with self._lock:
+            if self._reactor_reading:
+                self._await_read_done(deadline)
+            return self._drop_stale()
 
     def clear(self) -> int:
         """Drop all buffered input (counted as dropped); return how many bytes were dropped."""

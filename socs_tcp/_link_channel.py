@@ -361,7 +361,7 @@ class LinkChannel:
         for attempt in attempts:
             generation = self._connection(call)
             if clear_stale:
-                self._bridge.clear()
+                self._bridge.drop_stale(call.deadline)
             # Told before the write: the reply may be read (and told) before write() returns.
             tap.notify_sent(self.address, data)
             try:

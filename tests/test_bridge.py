@@ -744,7 +744,7 @@ def test_an_exchange_lets_the_reactors_read_under_way_land_then_drops_it_before_
     outcome: list = []
     thread = threading.Thread(target=lambda: outcome.append(bridge.exchange(LINE, soon(), 1, b'ask\n')))
     thread.start()
-    wait_for(lambda: bridge._waiting_frame is not None, 'the exchange to wait for that read')
+    wait_for(lambda: bridge._read_awaited, 'the exchange to wait for that read')
     assert nothing_arrives(device, 0.01)                # nothing sent meanwhile
     answering, lines = device_answers(device, b'reply\n')
     bridge.feed(1, b'stale\n')                          # what that recv returned

@@ -302,8 +302,37 @@ def test_a_device_that_reset_the_connection_between_calls_gets_the_next_query_on
     yield in_worker(body)
 
 
+class Tapped:
+    """A tap that keeps nothing: with one installed, a query takes the general way."""
+
+    def opened(self, link):
+        pass
+
+    def sent(self, link, data):
+        pass
+
+    def received(self, link, data):
+        pass
+
+    def closed(self, link, reason):
+        pass
+
+
+@pytest.fixture(params=['exchange', 'general way'])
+def query_way(request):
+    """Which way a query goes: the exchange, or the general way (taken while a tap is installed)."""
+    from socs_tcp import _tap
+    if request.param == 'general way':
+        tap = Tapped()
+        _tap.add_tap(tap)
+        yield request.param
+        _tap.remove_tap(tap)
+    else:
+        yield request.param
+
+
 @pytest_twisted.inlineCallbacks
-def test_unsolicited_input_the_busy_reactor_has_not_read_yet_is_no_reply(listener):
+def test_unsolicited_input_the_busy_reactor_has_not_read_yet_is_no_reply(listener, query_way):
     """The reactor watches the socket but is busy elsewhere: what came before the request is stale."""
     from twisted.internet import reactor
 
@@ -334,26 +363,19 @@ def test_unsolicited_input_the_busy_reactor_has_not_read_yet_is_no_reply(listene
 
 
 @pytest_twisted.inlineCallbacks
-def test_unsolicited_input_the_reactor_was_reading_when_a_query_came_is_no_reply(listener, monkeypatch):
+def test_unsolicited_input_the_reactor_was_reading_when_a_query_came_is_no_reply(listener, monkeypatch,
+                                                                                  query_way):
     """The reactor's read of stale input is under way as a query starts: it lands first, and is dropped."""
     from socs_tcp._bridge import Bridge
-    real_feed, real_clear = Bridge.feed, Bridge.clear
-    reading, cleared = threading.Event(), threading.Event()
+    real_feed = Bridge.feed
+    reading = threading.Event()
 
     def slow_feed(self, generation, data):   # the reactor thread, between its recv and the buffer
         if data == b'unsolicited\n':
             reading.set()
-            wait_until(lambda: cleared.is_set() or self._waiting_frame is not None, 2.0,
-                       'the query to start')
+            wait_until(lambda: self._read_awaited, 2.0, 'the query to wait for this read')
         return real_feed(self, generation, data)
-
-    def clear(self):
-        try:
-            return real_clear(self)
-        finally:
-            cleared.set()
     monkeypatch.setattr(Bridge, 'feed', slow_feed)
-    monkeypatch.setattr(Bridge, 'clear', clear)
 
     def body():
         accepted, peers = accept_in_thread(listener)
