@@ -93,6 +93,14 @@ _RECHECK_MAX = 0.25
 _POLL_IN = select.POLLIN | select.POLLPRI
 
 
+class WriteFailed(DeviceDisconnected):
+    """``exchange`` sent part of a request and could not write the rest: as any failed write.
+
+    The connection is unusable and nothing of a reply was read: the caller
+    may write the request once more on a new connection.
+    """
+
+
 class Link(Protocol):
     """What a bridge asks of its link's reactor side (``DeviceClientFactory``), in the reactor thread."""
 
@@ -169,6 +177,7 @@ class Bridge:
         self._data = bytearray()
         self._paused = False                    # the reactor stopped reading (input_limit)
         self._waiting_frame: Frame | None = None  # a caller's frame, while it waits
+        self._read_awaited = False              # a caller waits for the reactor's read under way to land
         self._reader: tuple[Frame, Deferred] | None = None  # reactor code's frame and Deferred
         self._signal: _ReadySignal | None = None  # for select() on comm, made on first use
 
@@ -425,26 +434,37 @@ class Bridge:
         bytes or None
             The frame. None only with a ``request`` that was not sent, not a
             byte of it (the connection is not ``generation`` any more, its
-            transport cannot give its input up, the reactor is reading it,
-            or the socket refused the data): the caller writes the general
-            way (``write``, then ``take``).
+            transport cannot give its input up, or the socket refused the
+            data): the caller writes the general way (``write``, then ``take``).
 
         Raises
         ------
-        As ``take``, and as ``write`` for a request the socket took only in part.
+        WriteFailed
+            The socket took the request only in part and the rest could not be written.
+        DeviceTimeout
+            The device took not all of the request, or sent no complete reply, by ``deadline``.
+        ConnectionError
+            As ``take``.
         """
         lock = self._lock
         rest = None
         with lock:
             if request is not None:
-                # Stale input: buffered, or waiting in the socket while the reactor does not
-                # watch it (the usual case between calls: one poll, no recv).
-                if self._data or self._paused or (self._reactor_stopped and self._poller is not None
-                                                  and self._poller.poll(0)):
+                if generation != self.generation or self._transport is None:
+                    return None
+                if self._reactor_reading:
+                    # What the reactor's read under way holds came before the request:
+                    # it must land in the buffer first, to be dropped with the rest.
+                    self._await_read_done(deadline)
+                    if generation != self.generation or self._transport is None:
+                        return None
+                # Stale input: buffered, or waiting in the socket, whether or not the
+                # reactor watches it (a busy reactor may not have read it yet): it all
+                # came before the request. One poll, no recv, in the usual case.
+                if self._data or self._paused or self._poller.poll(0):
                     self._drop_stale()
                 sock = self._sock
-                if (generation != self.generation or sock is None or self._transport is None
-                        or self._reactor_reading):
+                if generation != self.generation or sock is None:
                     return None
                 try:
                     sent = sock.send(request)
@@ -471,7 +491,12 @@ class Bridge:
         owned = True
         try:
             if rest is not None:
-                self.write(generation, rest, deadline)
+                try:
+                    self.write(generation, rest, deadline)
+                except DeviceTimeout:
+                    raise
+                except DeviceDisconnected as exc:
+                    raise WriteFailed(*exc.args) from exc
                 remaining = deadline - time.monotonic()
             while True:
                 if remaining <= 0:
@@ -538,7 +563,26 @@ class Bridge:
         That read's input goes into the buffer first; then the caller reads
         on its own (``take`` again), so nothing is reordered.
         """
-        self._waiting_frame = frame  # reactor_read_done wakes us
+        self._await_read_done(deadline, frame)
+        self._lock.release()
+        try:
+            return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
+        finally:
+            self._lock.acquire()
+
+    def _await_read_done(self, deadline: float, frame: Frame | None = None) -> None:
+        """Wait (lock held) until the reactor's read under way has buffered its input.
+
+        ``frame``: the reply that input may complete (``feed`` checks it);
+        None: that input came before a request, and is stale.
+
+        Raises
+        ------
+        DeviceTimeout
+            It did not by ``deadline``.
+        """
+        self._waiting_frame = frame
+        self._read_awaited = True  # reactor_read_done wakes us
         try:
             while self._reactor_reading:
                 remaining = deadline - time.monotonic()
@@ -547,11 +591,7 @@ class Bridge:
                 self._changed.wait(remaining)
         finally:
             self._waiting_frame = None
-        self._lock.release()
-        try:
-            return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
-        finally:
-            self._lock.acquire()
+            self._read_awaited = False
 
     def _extract(self, frame: Frame) -> bytes | None:
         """``frame`` out of the buffer, or None (lock held); past its maximum length, the connection ends.
@@ -592,7 +632,7 @@ class Bridge:
         """The read ``reactor_may_read`` allowed is over: its input is buffered."""
         with self._lock:
             self._reactor_reading = False
-            if self._owned or self._waiting_frame is not None:
+            if self._owned or self._read_awaited:
                 self._changed.notify_all()
 
     @contextmanager
@@ -741,6 +781,23 @@ class Bridge:
         if fire is not None:
             self.post(fire)  # a Deferred fires in the reactor thread, never in a caller's
 
+    def drop_stale(self, deadline: float) -> int:
+        """Drop the input that came before a request about to be written; return how many bytes.
+
+        That is what is buffered, what the reactor's read under way holds
+        (waited for, until ``deadline``), and what waits in the socket while
+        nobody reads it. Counted as dropped.
+
+        Raises
+        ------
+        DeviceTimeout
+            The reactor's read under way did not land by ``deadline``.
+        """
+        with self._lock:
+            if self._reactor_reading:
+                self._await_read_done(deadline)
+            return self._drop_stale()
+
     def clear(self) -> int:
         """Drop all buffered input (counted as dropped); return how many bytes were dropped."""
         if not self._data and not self._paused and not self._reactor_stopped:
@@ -788,8 +845,8 @@ class Bridge:
     def _drop_stale(self) -> int:
         """``clear``, with the lock held."""
         dropped = len(self._data)
-        if self._reactor_stopped and not self._owned:
-            dropped += self._drain()  # nobody watches the socket: what waits there is stale too
+        if not self._owned and not self._reactor_reading:
+            dropped += self._drain()  # nobody reads the socket now: what waits there is stale too
         if dropped:
             self.stats.stale_bytes_dropped += dropped
             self._data.clear()

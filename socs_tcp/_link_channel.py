@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from socs_tcp import _reactor_owner as reactor_owner
 from socs_tcp import _tap as tap
 from socs_tcp._backoff import Backoff
-from socs_tcp._bridge import Generation, Pump
+from socs_tcp._bridge import Generation, Pump, WriteFailed
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout
 from socs_tcp._factory import DeviceClientFactory
 from socs_tcp._framing import Chunk, Frame
@@ -201,6 +201,7 @@ class LinkChannel:
             call = self._enter('query', deadline)  # waits for the channel, or is on_connect's
         try:
             reply = None
+            attempts: tuple[int, ...] = (1, 2)  # the general way's writes
             generation = self._bridge.generation
             if (generation == self._hooked and generation and generation != self._overdue_on
                     and (call is None or call.holds_lock and call.pump is None)
@@ -213,6 +214,11 @@ class LinkChannel:
                 # step before the request and after the reply shows in the latency.
                 try:
                     reply = self._bridge.exchange(frame, deadline, generation, data)
+                except WriteFailed as exc:  # the request left in part only: as a failed write
+                    self._reconnect(generation, f'write failed: {exc}')
+                    log.info('{address}: write failed ({error}); reconnecting to write once more',
+                             address=self.address, error=str(exc))
+                    attempts = (2,)
                 except DeviceTimeout as exc:
                     raise self._no_reply(generation, data, exc) from None
                 except KeyboardInterrupt:
@@ -221,7 +227,7 @@ class LinkChannel:
             if reply is None:  # anything else, or nothing could be sent: the general way
                 if call is None:
                     call = self._held_call('query', deadline)
-                reply = self._query(call, data, frame)
+                reply = self._query(call, data, frame, attempts)
         finally:
             if call is None or call.holds_lock:
                 lock.release()
@@ -229,9 +235,12 @@ class LinkChannel:
             log.debug('{address} > {data!r} < {reply!r}', address=self.address, data=data, reply=reply)
         return reply
 
-    def _query(self, call: _Call, data: bytes, frame: Frame) -> bytes:
-        """``query``'s general way: a connection made if needed, ``on_connect`` run, the write retried once."""
-        generation = self._write(call, data, clear_stale=True)
+    def _query(self, call: _Call, data: bytes, frame: Frame, attempts: tuple[int, ...] = (1, 2)) -> bytes:
+        """``query``'s general way: a connection made if needed, ``on_connect`` run, the write retried once.
+
+        ``attempts``: which of the two writes are left (``(2,)``: the first failed already).
+        """
+        generation = self._write(call, data, clear_stale=True, attempts=attempts)
         try:
             reply = self._bridge.take(frame, call.deadline, call.pump)
         except DeviceTimeout as exc:
@@ -346,12 +355,13 @@ class LinkChannel:
             self._overdue_on = 0
         return data
 
-    def _write(self, call: _Call, data: bytes, clear_stale: bool) -> Generation:
-        """Write ``data`` on a connection (made if needed), retrying once on a new one."""
-        for attempt in (1, 2):
+    def _write(self, call: _Call, data: bytes, clear_stale: bool,
+               attempts: tuple[int, ...] = (1, 2)) -> Generation:
+        """Write ``data`` on a connection (made if needed), retrying once on a new one (``attempts`` left)."""
+        for attempt in attempts:
             generation = self._connection(call)
             if clear_stale:
-                self._bridge.clear()
+                self._bridge.drop_stale(call.deadline)
             # Told before the write: the reply may be read (and told) before write() returns.
             tap.notify_sent(self.address, data)
             try:

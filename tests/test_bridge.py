@@ -693,7 +693,7 @@ def test_an_exchange_drops_buffered_input_before_its_request(owned):
     assert bridge.stats.stale_bytes_dropped == len(b'late reply\n')
 
 
-@pytest.mark.parametrize('why', ['a replaced connection', 'the reactor reading', 'a plain transport'])
+@pytest.mark.parametrize('why', ['a replaced connection', 'a plain transport'])
 def test_an_exchange_that_cannot_start_sends_nothing_and_says_so(posts, pair, why):
     """None, and not a byte sent: the caller then writes the general way (which reconnects)."""
     bridge = Bridge(posts, FakeLink(), 1 << 20)
@@ -702,11 +702,7 @@ def test_an_exchange_that_cannot_start_sends_nothing_and_says_so(posts, pair, wh
         bridge.connection_up(1, pair[0])                # no transport whose input callers may own
     else:
         bridge.connection_up(1, pair[0], transport)
-    generation = 1
-    if why == 'a replaced connection':
-        generation = 2
-    elif why == 'the reactor reading':
-        assert bridge.reactor_may_read(transport)       # its recv is under way: its data comes first
+    generation = 2 if why == 'a replaced connection' else 1
     assert bridge.exchange(LINE, soon(), generation, b'ask\n') is None
     assert nothing_arrives(pair[1]) and bridge.stats.bytes_out == 0 and not bridge._owned
 
@@ -739,3 +735,31 @@ def test_an_exchange_whose_read_holds_more_than_its_reply_keeps_the_rest(owned):
     thread, lines = device_answers(device, b'reply\nmore\n')   # one read brings both
     assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
     assert len(bridge) == len(b'more\n') and bridge.take(LINE, soon(), None) == b'more'
+
+
+def test_an_exchange_lets_the_reactors_read_under_way_land_then_drops_it_before_its_request(owned):
+    """What that read holds came before the request: it is no reply, and goes before the request leaves."""
+    bridge, transport, device = owned
+    assert bridge.reactor_may_read(transport)           # the reactor's recv is under way
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(bridge.exchange(LINE, soon(), 1, b'ask\n')))
+    thread.start()
+    wait_for(lambda: bridge._read_awaited, 'the exchange to wait for that read')
+    assert nothing_arrives(device, 0.01)                # nothing sent meanwhile
+    answering, lines = device_answers(device, b'reply\n')
+    bridge.feed(1, b'stale\n')                          # what that recv returned
+    bridge.reactor_read_done()
+    thread.join(2)
+    assert outcome == [b'reply'] and lines == [b'ask\n']
+    assert bridge.stats.stale_bytes_dropped == len(b'stale\n')
+
+
+def test_an_exchange_drops_what_waits_in_the_socket_while_the_reactor_watches_it(owned):
+    """The reactor watches the socket but has not read yet (busy): that input came before the request."""
+    bridge, transport, device = owned
+    device.sendall(b'unsolicited\n')
+    wait_for(lambda: select.select([pair_fd(bridge)], [], [], 0)[0], 'the input to arrive')
+    assert not bridge._reactor_stopped
+    answering, lines = device_answers(device, b'reply\n')
+    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.stats.stale_bytes_dropped == len(b'unsolicited\n')
