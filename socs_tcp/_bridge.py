@@ -26,7 +26,9 @@ names the limit, and asks the reactor to drop the connection (as
 Callers use the connection's own socket, with no hop through the reactor
 thread. Writes go straight from the calling thread to the kernel. And while
 a call waits for its reply, the caller owns the connection's input and
-reads the socket itself (``take``: poll, then recv): the reactor stops
+reads the socket itself (``take``: poll, then recv; a query's request and
+reply in one ``exchange``, with as little as possible run before the request
+leaves and after the reply arrives): the reactor stops
 watching the socket when it finds input it does not own (see
 `socs_tcp._owned_transport`), and takes it back once no call owns it: at
 once when something needs the reactor to read (``select`` on ``comm``,
@@ -91,6 +93,14 @@ _RECHECK_MAX = 0.25
 _POLL_IN = select.POLLIN | select.POLLPRI
 
 
+class WriteFailed(DeviceDisconnected):
+    """``exchange`` sent part of a request and could not write the rest: as any failed write.
+
+    The connection is unusable and nothing of a reply was read: the caller
+    may write the request once more on a new connection.
+    """
+
+
 class Link(Protocol):
     """What a bridge asks of its link's reactor side (``DeviceClientFactory``), in the reactor thread."""
 
@@ -129,6 +139,10 @@ class Bridge:
 
     Attributes
     ----------
+    generation : Generation
+        The current connection's number (whose input is accepted and which
+        may be written to), 0 while there is none. Written under the lock;
+        read anywhere (a plain attribute: queries read it on their way in).
     stats : LinkStats
         The link's counters, guarded by this bridge's lock.
     """
@@ -140,8 +154,7 @@ class Bridge:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.stats = LinkStats(self._lock)
-        # The connection whose input is accepted and which may be written to.
-        self._generation: Generation = 0
+        self.generation: Generation = 0  # see Attributes
         self._sock: socket.socket | None = None   # the connection's socket, while callers may use it
         # Input ownership (see the module): the transport whose input callers may own,
         # and how it stands.
@@ -164,19 +177,15 @@ class Bridge:
         self._data = bytearray()
         self._paused = False                    # the reactor stopped reading (input_limit)
         self._waiting_frame: Frame | None = None  # a caller's frame, while it waits
+        self._read_awaited = False              # a caller waits for the reactor's read under way to land
         self._reader: tuple[Frame, Deferred] | None = None  # reactor code's frame and Deferred
         self._signal: _ReadySignal | None = None  # for select() on comm, made on first use
 
     # -- snapshot (any thread) --------------------------------------------
 
     @property
-    def generation(self) -> Generation:
-        """The current connection's generation, or 0 while there is none."""
-        return self._generation
-
-    @property
     def connected(self) -> bool:
-        return self._generation != 0
+        return self.generation != 0
 
     @property
     def ever_connected(self) -> bool:
@@ -186,7 +195,7 @@ class Bridge:
         """The link's state as callers see it: for ``TCPInterface.stats``."""
         values = self.stats.as_dict()
         with self._lock:
-            values.update(state=self._state, connected=self._generation != 0,
+            values.update(state=self._state, connected=self.generation != 0,
                           buffered=len(self._data), reading_paused=self._paused,
                           input_limit=self.input_limit, reconnect_delay=self._delay)
         return values
@@ -218,7 +227,7 @@ class Bridge:
                 self._transport = transport
                 self._poller = select.poll()
                 self._poller.register(sock.fileno(), _POLL_IN)
-            self._generation = generation
+            self.generation = generation
             self._ever_connected = True
             self.stats.stale_bytes_dropped += len(self._data)
             self._data.clear()
@@ -232,7 +241,7 @@ class Bridge:
         News about any other connection than the current one is ignored.
         """
         with self._lock:
-            if generation != self._generation or generation == 0:
+            if generation != self.generation or generation == 0:
                 return
             self._go_down(error)
             fire = self._detach_reader()
@@ -243,7 +252,7 @@ class Bridge:
         """A connection attempt failed: callers waiting for a connection get ``error``."""
         with self._lock:
             self._failures += 1
-            if self._generation == 0:
+            if self.generation == 0:
                 self._error = error
             self._changed.notify_all()
             fire = self._detach_reader()
@@ -263,7 +272,7 @@ class Bridge:
             waits for it: the reactor must stop reading.
         """
         with self._lock:
-            if generation != self._generation or generation == 0:
+            if generation != self.generation or generation == 0:
                 self.stats.stale_bytes_dropped += len(data)
                 return False
             self.stats.bytes_in += len(data)
@@ -358,8 +367,8 @@ class Bridge:
         """
         with self._lock:
             while True:
-                if self._generation:
-                    return self._generation
+                if self.generation:
+                    return self.generation
                 if self._closed or self._failures != failures_before:
                     raise _fresh(self._error)
                 remaining = deadline - time.monotonic()
@@ -388,14 +397,14 @@ class Bridge:
             The connection is gone (or never was) and no complete frame is buffered.
         """
         if pump is None and self._transport is not None:
-            return self._read_owned(frame, deadline)
+            return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
         with self._lock:
             try:
                 while True:
                     data = self._extract(frame)
                     if data is not None:
                         return data
-                    if self._generation == 0:
+                    if self.generation == 0:
                         raise _fresh(self._error)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -408,69 +417,145 @@ class Bridge:
             finally:
                 self._waiting_frame = None
 
-    def _read_owned(self, frame: Frame, deadline: float) -> bytes:
-        """``take``, with the caller owning the connection's input: it polls and reads the socket itself."""
+    def exchange(self, frame: Frame, deadline: float, generation: Generation = 0,
+                 request: bytes | None = None) -> bytes | None:
+        """Send ``request`` (if any), then wait for ``frame`` owning the input: the caller reads its own reply.
+
+        For callers that do not turn the reactor themselves (``take`` without
+        ``pump``). With a ``request``, on connection ``generation``: input
+        waiting from before it is dropped, the request is written and the
+        input taken over under one hold of the lock, and the reply read
+        under a second one, which also gives the input up: nothing else runs
+        between a query's call and its request leaving, nor between its
+        reply and its return. A request answered is counted (``queries``).
+
+        Returns
+        -------
+        bytes or None
+            The frame. None only with a ``request`` that was not sent, not a
+            byte of it (the connection is not ``generation`` any more, its
+            transport cannot give its input up, or the socket refused the
+            data): the caller writes the general way (``write``, then ``take``).
+
+        Raises
+        ------
+        WriteFailed
+            The socket took the request only in part and the rest could not be written.
+        DeviceTimeout
+            The device took not all of the request, or sent no complete reply, by ``deadline``.
+        ConnectionError
+            As ``take``.
+        """
         lock = self._lock
+        rest = None
         with lock:
-            data = self._extract(frame)
-            if data is not None:
-                return data
-            generation = self._generation
-            if generation == 0:
-                raise _fresh(self._error)
-            if self._reactor_reading:
-                return self._await_reactor_read(frame, deadline)
+            if request is not None:
+                if generation != self.generation or self._transport is None:
+                    return None
+                if self._reactor_reading:
+                    # What the reactor's read under way holds came before the request:
+                    # it must land in the buffer first, to be dropped with the rest.
+                    self._await_read_done(deadline)
+                    if generation != self.generation or self._transport is None:
+                        return None
+                # Stale input: buffered, or waiting in the socket, whether or not the
+                # reactor watches it (a busy reactor may not have read it yet): it all
+                # came before the request. One poll, no recv, in the usual case.
+                if self._data or self._paused or self._poller.poll(0):
+                    self._drop_stale()
+                sock = self._sock
+                if generation != self.generation or sock is None:
+                    return None
+                try:
+                    sent = sock.send(request)
+                except OSError:  # full (BlockingIOError) or broken: nothing left
+                    return None
+                self.stats.bytes_out += sent
+                if sent < len(request):
+                    rest = memoryview(request)[sent:]
+            else:
+                data = self._extract(frame)
+                if data is not None:
+                    return data
+                generation = self.generation
+                if generation == 0:
+                    raise _fresh(self._error)
+                if self._reactor_reading:
+                    return self._await_reactor_read(frame, deadline)
             self._owned = True
+            now = time.monotonic()
             # The usual pause between calls, a moving average of pauses (each at most the cap).
-            pause = min(time.monotonic() - self._released_at, _HAND_BACK_MAX)
-            self._pause += (pause - self._pause) / 8
+            self._pause += (min(now - self._released_at, _HAND_BACK_MAX) - self._pause) / 8
+            poller = self._poller
+            remaining = deadline - now
+        owned = True
         try:
+            if rest is not None:
+                try:
+                    self.write(generation, rest, deadline)
+                except DeviceTimeout:
+                    raise
+                except DeviceDisconnected as exc:
+                    raise WriteFailed(*exc.args) from exc
+                remaining = deadline - time.monotonic()
             while True:
+                if remaining <= 0:
+                    raise DeviceTimeout(f'no complete reply within the timeout '
+                                        f'({len(self._data)} bytes buffered)')
+                poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
+                chunk = b''
                 with lock:
-                    if self._generation != generation or self._sock is None:
+                    sock = self._sock
+                    if self.generation == generation and sock is not None:
+                        try:
+                            chunk = sock.recv(_RECV_SIZE)
+                        except BlockingIOError:
+                            pass
+                        except OSError as exc:
+                            self._lost_while_owned(generation, f'read failed: {exc}')
+                        else:
+                            if not chunk:
+                                self._lost_while_owned(generation, 'the device closed it')
+                            else:
+                                self.stats.bytes_in += len(chunk)
+                                # A reply that arrives whole into an empty buffer skips the buffer.
+                                data = None if self._data else frame.whole(chunk)
+                                if data is None:
+                                    self._data += chunk
+                                    data = self._extract(frame)  # also keeps the select signal in step
+                                if data is not None:  # the reply: the input is given up here, at once
+                                    if request is not None:
+                                        self.stats.queries += 1
+                                    owned = False
+                                    self._owned = False
+                                    self._released_at = time.monotonic()
+                                    if self._reactor_stopped and (self._signal is not None
+                                                                  or self._reader is not None):
+                                        # Something waits for the reactor to read: at once.
+                                        self.post(self._take_back, self._transport)
+                                    if not tap.taps:
+                                        return data
+                    if owned and (self.generation != generation or self._sock is None):
                         data = self._extract(frame)
                         if data is not None:
                             return data
-                        if self._generation == generation:  # the socket is closing: its news follows
+                        if self.generation == generation:  # the socket is closing: its news follows
                             self._changed.wait(max(0.0, deadline - time.monotonic()))
-                            if self._generation == generation:
+                            if self.generation == generation:
                                 raise DeviceTimeout('no complete reply within the timeout (closing)')
                         raise _fresh(self._error)
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise DeviceTimeout(f'no complete reply within the timeout '
-                                            f'({len(self._data)} bytes buffered)')
-                    poller = self._poller
-                poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
-                with lock:
-                    sock = self._sock
-                    if self._generation != generation or sock is None:
-                        continue
-                    try:
-                        chunk = sock.recv(_RECV_SIZE)
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        self._lost_while_owned(generation, f'read failed: {exc}')
-                        continue
-                    if not chunk:
-                        self._lost_while_owned(generation, 'the device closed it')
-                        continue
-                    self.stats.bytes_in += len(chunk)
-                    self._data += chunk
-                    data = self._extract(frame)  # also keeps the select signal in step
-                if tap.taps:
+                if chunk and tap.taps:  # told outside the lock: a tap is anybody's code
                     tap.notify_received(self._link.address, chunk)
-                if data is not None:
+                if not owned:
                     return data
         finally:
-            with lock:
-                self._owned = False
-                self._released_at = time.monotonic()
-                now = self._reactor_stopped and (self._signal is not None or self._reader is not None)
-                transport = self._transport
-            if now:
-                self.post(self._take_back, transport)
+            if owned:
+                with lock:
+                    self._owned = False
+                    self._released_at = time.monotonic()
+                    if self._reactor_stopped and (self._signal is not None or self._reader is not None):
+                        self.post(self._take_back, self._transport)  # as above
 
     def _await_reactor_read(self, frame: Frame, deadline: float) -> bytes:
         """A caller wants the input while the reactor's read is under way (lock held).
@@ -478,7 +563,26 @@ class Bridge:
         That read's input goes into the buffer first; then the caller reads
         on its own (``take`` again), so nothing is reordered.
         """
-        self._waiting_frame = frame  # reactor_read_done wakes us
+        self._await_read_done(deadline, frame)
+        self._lock.release()
+        try:
+            return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
+        finally:
+            self._lock.acquire()
+
+    def _await_read_done(self, deadline: float, frame: Frame | None = None) -> None:
+        """Wait (lock held) until the reactor's read under way has buffered its input.
+
+        ``frame``: the reply that input may complete (``feed`` checks it);
+        None: that input came before a request, and is stale.
+
+        Raises
+        ------
+        DeviceTimeout
+            It did not by ``deadline``.
+        """
+        self._waiting_frame = frame
+        self._read_awaited = True  # reactor_read_done wakes us
         try:
             while self._reactor_reading:
                 remaining = deadline - time.monotonic()
@@ -487,11 +591,7 @@ class Bridge:
                 self._changed.wait(remaining)
         finally:
             self._waiting_frame = None
-        self._lock.release()
-        try:
-            return self._read_owned(frame, deadline)
-        finally:
-            self._lock.acquire()
+            self._read_awaited = False
 
     def _extract(self, frame: Frame) -> bytes | None:
         """``frame`` out of the buffer, or None (lock held); past its maximum length, the connection ends.
@@ -532,7 +632,7 @@ class Bridge:
         """The read ``reactor_may_read`` allowed is over: its input is buffered."""
         with self._lock:
             self._reactor_reading = False
-            if self._owned or self._waiting_frame is not None:
+            if self._owned or self._read_awaited:
                 self._changed.notify_all()
 
     @contextmanager
@@ -583,7 +683,7 @@ class Bridge:
 
     def _drain(self) -> int:
         """Read and count what waits in the socket's buffer (lock held; nobody else reads it now)."""
-        sock, generation, drained = self._sock, self._generation, 0
+        sock, generation, drained = self._sock, self.generation, 0
         if self._poller is None or not self._poller.poll(0):
             return 0  # the usual case, without a failing recv
         while sock is not None:
@@ -610,7 +710,7 @@ class Bridge:
         # end itself and the link reconnects as after any lost connection.
         self.post(_read_again, transport)
 
-    def write(self, generation: Generation, data: bytes, deadline: float,
+    def write(self, generation: Generation, data: bytes | memoryview, deadline: float,
               pump: Pump | None = None) -> int:
         """Write every byte of ``data`` to connection ``generation``; return the count.
 
@@ -628,7 +728,7 @@ class Bridge:
         while True:
             with self._lock:
                 writer = self._sock
-                if generation != self._generation or writer is None:
+                if generation != self.generation or writer is None:
                     raise DeviceDisconnected(f'connection lost before the write: {self._error}')
                 try:
                     sent = writer.send(view)
@@ -672,7 +772,7 @@ class Bridge:
         Its input is dropped and counted.
         """
         with self._lock:
-            if generation != self._generation or generation == 0:
+            if generation != self.generation or generation == 0:
                 return
             self.stats.stale_bytes_dropped += len(self._data)
             self._data.clear()
@@ -681,21 +781,29 @@ class Bridge:
         if fire is not None:
             self.post(fire)  # a Deferred fires in the reactor thread, never in a caller's
 
+    def drop_stale(self, deadline: float) -> int:
+        """Drop the input that came before a request about to be written; return how many bytes.
+
+        That is what is buffered, what the reactor's read under way holds
+        (waited for, until ``deadline``), and what waits in the socket while
+        nobody reads it. Counted as dropped.
+
+        Raises
+        ------
+        DeviceTimeout
+            The reactor's read under way did not land by ``deadline``.
+        """
+        with self._lock:
+            if self._reactor_reading:
+                self._await_read_done(deadline)
+            return self._drop_stale()
+
     def clear(self) -> int:
         """Drop all buffered input (counted as dropped); return how many bytes were dropped."""
         if not self._data and not self._paused and not self._reactor_stopped:
             return 0  # the common case before a request; input arriving now is no older than it
         with self._lock:
-            dropped = len(self._data)
-            if self._reactor_stopped and not self._owned:
-                dropped += self._drain()  # nobody watches the socket: what waits there is stale too
-            if dropped:
-                self.stats.stale_bytes_dropped += dropped
-                self._data.clear()
-                self._sync_signal()
-            if self._paused:
-                self._resume()
-        return dropped
+            return self._drop_stale()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -734,12 +842,25 @@ class Bridge:
         finally:
             self._lock.acquire()
 
+    def _drop_stale(self) -> int:
+        """``clear``, with the lock held."""
+        dropped = len(self._data)
+        if not self._owned and not self._reactor_reading:
+            dropped += self._drain()  # nobody reads the socket now: what waits there is stale too
+        if dropped:
+            self.stats.stale_bytes_dropped += dropped
+            self._data.clear()
+            self._sync_signal()
+        if self._paused:
+            self._resume()
+        return dropped
+
     def _go_down(self, error: ConnectionError) -> None:
         """No connection from now on; a caller polling its socket is woken (``shutdown``)."""
         sock, self._sock = self._sock, None
         if sock is not None and self._owned:
             _shutdown(sock)
-        self._generation = 0
+        self.generation = 0
         self._transport = None
         self._poller = None
         self._reactor_stopped = False
@@ -751,7 +872,7 @@ class Bridge:
     def _resume(self) -> None:
         """Have the reactor read again (it paused at ``input_limit``)."""
         self._paused = False
-        self.post(self._link.resume_reading, self._generation)  # callFromThread: safe under our lock
+        self.post(self._link.resume_reading, self.generation)  # callFromThread: safe under our lock
 
     def _frame_too_long(self, exc: FrameTooLong) -> Callable[[], None] | None:
         """A frame a reader waits for went over its maximum length: end this connection.
@@ -761,7 +882,7 @@ class Bridge:
         so the reactor's read that got here returns first). Returns what
         fires reactor code's reader, as ``_detach_reader``.
         """
-        generation = self._generation
+        generation = self.generation
         why = (f'a reply from {self._link.address} went over the maximum frame length '
                f'(max_frame_length={exc.max_length} bytes)')
         self.stats.error_held(why)
@@ -787,7 +908,7 @@ class Bridge:
             self._frame_too_long(exc)
             error = self._error
             return lambda: d.errback(error)
-        if data is None and self._generation != 0 and not self._closed:
+        if data is None and self.generation != 0 and not self._closed:
             return None
         self._reader = None
         self._sync_signal()
@@ -798,7 +919,7 @@ class Bridge:
 
     def _sync_signal(self) -> None:
         if self._signal is not None:
-            self._signal.set(bool(self._data) or (self._generation == 0 and self._ever_connected))
+            self._signal.set(bool(self._data) or (self.generation == 0 and self._ever_connected))
 
 
 class _ReadySignal:

@@ -93,6 +93,15 @@ class Frame:
         del buf[:end]
         return data
 
+    def whole(self, chunk: bytes) -> bytes | None:
+        """The frame, when ``chunk`` (input read into an empty buffer) is exactly one whole frame.
+
+        None otherwise: ``chunk`` then goes through the buffer and
+        ``extract``. Most replies arrive whole, in one read, and this spares
+        them the copy through the buffer.
+        """
+        return None
+
     def __call__(self, buf: bytearray) -> bytes | None:
         return self.extract(buf)
 
@@ -126,6 +135,9 @@ class Chunk(Frame):
         del buf[:self.max_length]
         return data
 
+    def whole(self, chunk: bytes) -> bytes | None:
+        return chunk if len(chunk) <= self.max_length else None
+
 
 class Exactly(Frame):
     """Exactly ``size`` bytes (a fixed-length binary reply).
@@ -147,6 +159,9 @@ class Exactly(Frame):
 
     def _end(self, buf: bytearray) -> int:
         return self.size if len(buf) >= self.size else -1
+
+    def whole(self, chunk: bytes) -> bytes | None:
+        return chunk if len(chunk) == self.size else None
 
 
 class Terminated(Frame):
@@ -201,6 +216,12 @@ class Terminated(Frame):
         data = bytes(buf[:found] if self.strip else buf[:end])
         del buf[:end]
         return data
+
+    def whole(self, chunk: bytes) -> bytes | None:
+        found = len(chunk) - len(self.terminator)  # where its only terminator must start
+        if found < 0 or found > self.max_length or chunk.find(self.terminator) != found:
+            return None
+        return chunk[:found] if self.strip else chunk
 
     def __repr__(self) -> str:
         return f'Terminated({self.terminator!r})'

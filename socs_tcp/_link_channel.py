@@ -23,12 +23,13 @@ from collections.abc import Callable
 from contextvars import ContextVar
 
 from twisted.logger import Logger
+from twisted.python import threadable
 from twisted.python.failure import Failure
 
 from socs_tcp import _reactor_owner as reactor_owner
 from socs_tcp import _tap as tap
 from socs_tcp._backoff import Backoff
-from socs_tcp._bridge import Generation, Pump
+from socs_tcp._bridge import Generation, Pump, WriteFailed
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout
 from socs_tcp._factory import DeviceClientFactory
 from socs_tcp._framing import Chunk, Frame
@@ -102,13 +103,15 @@ class LinkChannel:
         self._factory = DeviceClientFactory(host, port, connect_timeout=connect_timeout, backoff=backoff,
                                             input_limit=input_limit, max_frame_length=max_frame_length,
                                             reactor=reactor)
+        # Before any call: _enter's shortcut relies on the reactor being watched once it runs.
+        reactor_owner.watch(reactor)
         self._bridge = self._factory.bridge
         self._stats = self._bridge.stats
         self._on_connect = on_connect
         self._lock = threading.Lock()
         self._trace = False
         self._closed = False
-        self._hooked: Generation = 0        # the connection whose on_connect has run
+        self._hooked: Generation = 0        # the connection on_connect has run on (if there is one)
         # The connection on which the last read timed out: its reply may still
         # come, so the next request starts on a fresh connection instead.
         self._overdue_on: Generation = 0
@@ -192,25 +195,71 @@ class LinkChannel:
             self._leave(call)
 
     def query(self, data: bytes, frame: Frame, deadline: float) -> bytes:
-        call = self._enter('query', deadline)
+        lock = self._lock
+        call: _Call | None = None  # None: took the free channel, so this is no call made by on_connect
+        if not lock.acquire(False):
+            call = self._enter('query', deadline)  # waits for the channel, or is on_connect's
         try:
-            generation = self._write(call, data, clear_stale=True)
-            try:
-                reply = self._bridge.take(frame, call.deadline, call.pump)
-            except DeviceTimeout as exc:
-                self._stats.count_timeout()
-                self._reconnect(generation, 'no reply within the timeout')
-                raise DeviceTimeout(f'no reply from {self.address} to {data!r}: {exc}') from None
-            except KeyboardInterrupt:
-                # Ctrl-C while waiting (the shell): the reply may still come, as after a timeout.
-                self._reconnect(generation, 'interrupted while waiting for the reply')
-                raise
+            reply = None
+            attempts: tuple[int, ...] = (1, 2)  # the general way's writes
+            generation = self._bridge.generation
+            if (generation == self._hooked and generation and generation != self._overdue_on
+                    and (call is None or call.holds_lock and call.pump is None)
+                    and not tap.taps and self._reactor.running
+                    and threadable.ioThread != threading.get_ident()):
+                # The usual query, on a connection ready for it, from a worker thread:
+                # the bridge sends the request and reads the reply under one hold of
+                # its lock, so nothing runs between this call and its request leaving.
+                # Agents polling a device every few ms run on cold caches, where every
+                # step before the request and after the reply shows in the latency.
+                try:
+                    reply = self._bridge.exchange(frame, deadline, generation, data)
+                except WriteFailed as exc:  # the request left in part only: as a failed write
+                    self._reconnect(generation, f'write failed: {exc}')
+                    log.info('{address}: write failed ({error}); reconnecting to write once more',
+                             address=self.address, error=str(exc))
+                    attempts = (2,)
+                except DeviceTimeout as exc:
+                    raise self._no_reply(generation, data, exc) from None
+                except KeyboardInterrupt:
+                    self._interrupted(generation)
+                    raise
+            if reply is None:  # anything else, or nothing could be sent: the general way
+                if call is None:
+                    call = self._held_call('query', deadline)
+                reply = self._query(call, data, frame, attempts)
         finally:
-            self._leave(call)
-        self._stats.count_query()
+            if call is None or call.holds_lock:
+                lock.release()
         if self._trace:
             log.debug('{address} > {data!r} < {reply!r}', address=self.address, data=data, reply=reply)
         return reply
+
+    def _query(self, call: _Call, data: bytes, frame: Frame, attempts: tuple[int, ...] = (1, 2)) -> bytes:
+        """``query``'s general way: a connection made if needed, ``on_connect`` run, the write retried once.
+
+        ``attempts``: which of the two writes are left (``(2,)``: the first failed already).
+        """
+        generation = self._write(call, data, clear_stale=True, attempts=attempts)
+        try:
+            reply = self._bridge.take(frame, call.deadline, call.pump)
+        except DeviceTimeout as exc:
+            raise self._no_reply(generation, data, exc) from None
+        except KeyboardInterrupt:
+            self._interrupted(generation)
+            raise
+        self._stats.count_query()  # (the bridge's exchange counts the queries it answers)
+        return reply
+
+    def _no_reply(self, generation: Generation, data: bytes, exc: DeviceTimeout) -> DeviceTimeout:
+        """No reply to ``data`` in time: drop the connection (the late reply must never answer a later request)."""
+        self._stats.count_timeout()
+        self._reconnect(generation, 'no reply within the timeout')
+        return DeviceTimeout(f'no reply from {self.address} to {data!r}: {exc}')
+
+    def _interrupted(self, generation: Generation) -> None:
+        """Ctrl-C while waiting for a reply (the shell): it may still come, as after a timeout."""
+        self._reconnect(generation, 'interrupted while waiting for the reply')
 
     def clear(self, deadline: float) -> int:
         call = self._enter('clear', deadline)
@@ -262,15 +311,28 @@ class LinkChannel:
         DeviceTimeout
             Another call held the channel for the whole timeout.
         """
+        lock = self._lock
+        if lock.acquire(False):
+            # Free: so no call holds it, and this is no call made by on_connect (whose caller holds it).
+            try:
+                return self._held_call(method, deadline)
+            except BaseException:
+                lock.release()
+                raise
         hook = _hook_call.get()
         if hook is not None and hook[0] is self:
             outer = hook[1]  # a call made by on_connect: its connection, within its caller's time
             return _Call(min(deadline, outer.deadline), outer.pump, outer.bound, False)
-        pump = reactor_owner.prepare_to_block(self._reactor, method, deadline)
-        if not self._lock.acquire(False) and not self._lock.acquire(
-                timeout=max(0.0, deadline - time.monotonic())):
+        pump = reactor_owner.prepare_to_block(self._reactor, method, deadline)  # before blocking
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise DeviceTimeout(f'{self.address} was busy with another call for the whole timeout')
         return _Call(deadline, pump, 0, True)
+
+    def _held_call(self, method: str, deadline: float) -> _Call:
+        """The call that just took the free channel (see ``_enter``; the caller releases on an error)."""
+        if self._reactor.running and threadable.ioThread != threading.get_ident():
+            return _Call(deadline, None, 0, True)  # a worker thread while the reactor runs: the usual case
+        return _Call(deadline, reactor_owner.prepare_to_block(self._reactor, method, deadline), 0, True)
 
     def _leave(self, call: _Call) -> None:
         if call.holds_lock:
@@ -293,12 +355,13 @@ class LinkChannel:
             self._overdue_on = 0
         return data
 
-    def _write(self, call: _Call, data: bytes, clear_stale: bool) -> Generation:
-        """Write ``data`` on a connection (made if needed), retrying once on a new one."""
-        for attempt in (1, 2):
+    def _write(self, call: _Call, data: bytes, clear_stale: bool,
+               attempts: tuple[int, ...] = (1, 2)) -> Generation:
+        """Write ``data`` on a connection (made if needed), retrying once on a new one (``attempts`` left)."""
+        for attempt in attempts:
             generation = self._connection(call)
             if clear_stale:
-                self._bridge.clear()
+                self._bridge.drop_stale(call.deadline)
             # Told before the write: the reply may be read (and told) before write() returns.
             tap.notify_sent(self.address, data)
             try:
@@ -349,9 +412,11 @@ class LinkChannel:
 
     def _run_hook(self, generation: Generation, call: _Call) -> None:
         """Run ``on_connect`` once on connection ``generation`` (0: none yet, nothing to do)."""
-        if self._hooked == generation or self._on_connect is None or not generation:
+        if self._hooked == generation or not generation:
             return
         self._hooked = generation
+        if self._on_connect is None:
+            return
         token = _hook_call.set((self, _Call(call.deadline, call.pump, generation, False)))
         try:
             self._on_connect(call.deadline)

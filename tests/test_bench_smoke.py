@@ -78,3 +78,16 @@ def test_table_and_plot(quick_run):
     assert '== Targets, socs_tcp ==' in done.stdout
     assert png_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert png_path.stat().st_size > 20_000
+
+
+@pytest.mark.timeout(60)
+def test_query_path_counts_the_three_phases_of_each_client():
+    done = subprocess.run([sys.executable, str(BENCH / 'query_path.py')],
+                          capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0]: [int(n) for n in line.split()[1:]]
+            for line in done.stdout.splitlines() if line.split()[:1] in (['raw'], ['socs.tcp'], ['socs_tcp'])}
+    assert set(rows) == {'raw', 'socs.tcp', 'socs_tcp'}
+    for kind, (before, _during, after) in rows.items():
+        assert before > 0 and after > 0, (kind, rows)
+    assert 'socs_tcp, before the request: ' in done.stdout   # and the functions it ran are named

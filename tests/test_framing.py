@@ -75,3 +75,25 @@ def test_the_simulators_frame_with_the_clients_vocabulary():
     from socs_tcp import _framing, sim
     assert sim.TerminatorFramer is _framing.Terminated and isinstance(sim.mbap_framer, _framing.Mbap)
     assert sim.TerminatorFramer(b'\r\n')(bytearray(b'REQ\r\n')) == b'REQ'
+
+
+@pytest.mark.parametrize('frame, chunk, expected', [
+    (Terminated(b'\n'), b'reply\n', b'reply'),
+    (Terminated(b'\n', strip=False), b'reply\n', b'reply\n'),
+    (Terminated(b'\r\n'), b'\r\n', b''),
+    (Terminated(b'\r\n'), b'\n', None),                 # shorter than its terminator
+    (Terminated(b'\n'), b'one\ntwo\n', None),           # two frames: through the buffer
+    (Terminated(b'\n'), b'partial', None),
+    (Terminated(b'\n'), b'\nrest', None),
+    (Terminated(b'\n', max_length=4), b'12345\n', None),  # too long: extract says so
+    (Terminated(b'\n', max_length=5), b'12345\n', b'12345'),
+    (Exactly(3), b'abc', b'abc'),
+    (Exactly(3), b'abcd', None),
+    (Chunk(4), b'abcd', b'abcd'),
+    (Chunk(4), b'abcde', None),
+])
+def test_a_chunk_that_is_exactly_one_whole_frame_is_that_frame(frame, chunk, expected):
+    assert frame.whole(chunk) == expected
+    if expected is not None:  # the same frame as through the buffer, and nothing left
+        buf = bytearray(chunk)
+        assert frame.extract(buf) == expected and not buf

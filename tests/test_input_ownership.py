@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 import threading
 import time
 
@@ -209,6 +210,216 @@ def test_input_the_reactor_buffered_is_read_before_what_waits_in_the_socket(list
             threading.Thread(target=later, daemon=True).start()
             start.set()
             assert dev.read_until(b'\n') == b'first|second\n'
+        finally:
+            dev.close()
+    yield in_worker(body)
+
+
+def answer_on(peer, reply: bytes) -> threading.Thread:
+    thread = threading.Thread(target=answer, args=(peer, reply), daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_query_on_a_ready_connection_is_one_exchange_on_the_bridge(listener, monkeypatch):
+    """The usual query writes and reads under the bridge's lock, without the general write path."""
+    from socs_tcp._bridge import Bridge
+    writes: list = []
+    real_write = Bridge.write
+
+    def counting_write(self, *args, **kwargs):
+        writes.append(args[1])
+        return real_write(self, *args, **kwargs)
+    monkeypatch.setattr(Bridge, 'write', counting_write)
+
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            for n in range(3):
+                answer_on(peers[0], b'%d\n' % n)
+                assert dev.query(f'q{n}') == str(n).encode()
+            assert writes == []          # each one exchange (the interface connected when made)
+            assert dev.stats['queries'] == 3
+        finally:
+            dev.close()
+    yield in_worker(body)
+
+
+def test_a_query_in_the_reactor_thread_raises_even_on_a_ready_connection(listener):
+    """Under pytest-twisted this test body runs in the reactor thread; the connection is made in a worker."""
+    accepted, peers = accept_in_thread(listener)
+    dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                       write_termination=b'\n', reactor=None)
+    from twisted.internet import reactor, threads
+
+    from socs_tcp import ReactorThreadError
+
+    def ready():
+        assert accepted.wait(5)
+        answer_on(peers[0], b'ok\n')
+        assert dev.query('q') == b'ok'
+
+    @pytest_twisted.inlineCallbacks
+    def run():
+        yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), ready)
+        with pytest.raises(ReactorThreadError, match='reactor thread'):
+            dev.query('q')
+        yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), dev.close)
+    return run()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_device_that_reset_the_connection_between_calls_gets_the_next_query_on_a_new_one(listener):
+    """Its reset waits unseen in the socket (the reactor was not watching): the query still succeeds."""
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 5, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            bridge = dev._link._bridge
+            while not bridge._reactor_stopped:    # calls in a row: the reactor stops watching the socket
+                answer_on(peers[0], b'ok\n')
+                assert dev.query('q') == b'ok'
+                assert bridge.stats.bytes_in < 1000, 'the reactor never stopped watching'
+            again, more = accept_in_thread(listener)
+            peers[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            peers[0].close()      # a reset, not a close: a send on our side now fails
+            time.sleep(0.05)      # the reset reaches our socket; the link does not look yet
+
+            def second():
+                assert again.wait(5)
+                answer(more[0], b'on a new one\n')
+            threading.Thread(target=second, daemon=True).start()
+            assert dev.query('q') == b'on a new one'
+            assert dev.stats['connects'] == 2
+        finally:
+            dev.close()
+    yield in_worker(body)
+
+
+class Tapped:
+    """A tap that keeps nothing: with one installed, a query takes the general way."""
+
+    def opened(self, link):
+        pass
+
+    def sent(self, link, data):
+        pass
+
+    def received(self, link, data):
+        pass
+
+    def closed(self, link, reason):
+        pass
+
+
+@pytest.fixture(params=['exchange', 'general way'])
+def query_way(request):
+    """Which way a query goes: the exchange, or the general way (taken while a tap is installed)."""
+    from socs_tcp import _tap
+    if request.param == 'general way':
+        tap = Tapped()
+        _tap.add_tap(tap)
+        yield request.param
+        _tap.remove_tap(tap)
+    else:
+        yield request.param
+
+
+@pytest_twisted.inlineCallbacks
+def test_unsolicited_input_the_busy_reactor_has_not_read_yet_is_no_reply(listener, query_way):
+    """The reactor watches the socket but is busy elsewhere: what came before the request is stale."""
+    from twisted.internet import reactor
+
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           write_termination=b'\n')
+        busy, free = threading.Event(), threading.Event()
+        try:
+            assert accepted.wait(5)
+            bridge = dev._link._bridge
+            assert not bridge._reactor_stopped and not bridge._owned   # the reactor watches the socket
+
+            def occupied():  # another agent's work keeps the reactor thread for a while
+                busy.set()
+                free.wait(5)
+            reactor.callFromThread(occupied)
+            assert busy.wait(5)
+            peers[0].sendall(b'unsolicited\n')                         # before the request
+            wait_until(lambda: select.select([bridge._sock], [], [], 0)[0], 2.0, 'the input to arrive')
+            answer_on(peers[0], b'reply\n')
+            assert dev.query('q') == b'reply'
+            assert bridge.stats.stale_bytes_dropped == len(b'unsolicited\n')
+        finally:
+            free.set()
+            dev.close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_unsolicited_input_the_reactor_was_reading_when_a_query_came_is_no_reply(listener, monkeypatch,
+                                                                                  query_way):
+    """The reactor's read of stale input is under way as a query starts: it lands first, and is dropped."""
+    from socs_tcp._bridge import Bridge
+    real_feed = Bridge.feed
+    reading = threading.Event()
+
+    def slow_feed(self, generation, data):   # the reactor thread, between its recv and the buffer
+        if data == b'unsolicited\n':
+            reading.set()
+            wait_until(lambda: self._read_awaited, 2.0, 'the query to wait for this read')
+        return real_feed(self, generation, data)
+    monkeypatch.setattr(Bridge, 'feed', slow_feed)
+
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            peers[0].sendall(b'unsolicited\n')
+            assert reading.wait(2)
+            assert dev._link._bridge._reactor_reading                  # its read is under way
+            answer_on(peers[0], b'reply\n')
+            assert dev.query('q') == b'reply'
+        finally:
+            dev.close()
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_query_whose_request_fails_part_way_is_written_once_more_on_a_new_connection(listener):
+    """The socket took part of a long request, then the device reset the connection: as any failed write."""
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # the device's end fills up soon
+    request = b'x' * (16 << 20)
+
+    def body():
+        accepted, peers = accept_in_thread(listener)
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 5, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            again, more = accept_in_thread(listener)
+
+            def device():  # reads nothing on the first connection: resets it once the write is stuck
+                wait_until(lambda: dev.stats['bytes_out'] > 0, 5.0, 'part of the request to leave')
+                peers[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+                peers[0].close()
+                assert again.wait(5)
+                got = bytearray()
+                while not got.endswith(b'\n'):
+                    got += more[0].recv(1 << 20)
+                assert got == request + b'\n'                  # the whole request, once
+                more[0].sendall(b'on a new one\n')
+            threading.Thread(target=device, daemon=True).start()
+            assert dev.query(request) == b'on a new one'
+            assert dev.stats['connects'] == 2
         finally:
             dev.close()
     yield in_worker(body)
