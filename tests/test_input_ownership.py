@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 import time
+from contextlib import contextmanager
 
 import psutil
 import pytest
@@ -45,6 +46,20 @@ def accept_in_thread(listener):
     return accepted, holder
 
 
+@contextmanager
+def line_link(listener, timeout: float):
+    """A line interface (``\\n`` both ways) connected to ``listener``, and the device's end: (dev, peer)."""
+    accepted, peers = accept_in_thread(listener)
+    dev = TCPInterface('127.0.0.1', listener.getsockname()[1], timeout, read_termination=b'\n',
+                       write_termination=b'\n')
+    try:
+        assert accepted.wait(5)
+        yield dev, peers[0]
+    finally:
+        dev.close()
+        peers[0].close()
+
+
 def answer(peer, reply: bytes) -> bytes:
     """Read one line from the client, send ``reply``; return the line."""
     line = b''
@@ -52,6 +67,13 @@ def answer(peer, reply: bytes) -> bytes:
         line += peer.recv(100)
     peer.sendall(reply)
     return line
+
+
+def answer_on(peer, reply: bytes) -> threading.Thread:
+    """``answer`` in a thread of its own (the device answering while the test's call waits)."""
+    thread = threading.Thread(target=answer, args=(peer, reply), daemon=True)
+    thread.start()
+    return thread
 
 
 def wait_until(condition, timeout: float, what: str) -> float:
@@ -66,107 +88,76 @@ def wait_until(condition, timeout: float, what: str) -> float:
 @pytest_twisted.inlineCallbacks
 def test_one_descriptor_per_connected_interface(listener):
     def body():
-        accepted, peers = accept_in_thread(listener)
-        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
-                           write_termination=b'\n')
-        try:
-            assert accepted.wait(5)
-            threading.Thread(target=answer, args=(peers[0], b'ok\n'), daemon=True).start()
+        with line_link(listener, 2) as (dev, peer):
+            answer_on(peer, b'ok\n')
             assert dev.query('q') == b'ok'
             port = listener.getsockname()[1]
             ours = [c for c in psutil.Process().net_connections(kind='tcp')
                     if c.raddr and c.raddr.port == port]
             assert len(ours) == 1, ours        # the connection's own socket, no duplicate
-        finally:
-            dev.close()
-            peers[0].close()
     yield in_worker(body)
 
 
 @pytest_twisted.inlineCallbacks
 def test_a_peer_close_between_calls_is_noticed_without_a_call(listener):
     def body():
-        accepted, peers = accept_in_thread(listener)
-        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
-                           write_termination=b'\n')
-        try:
-            assert accepted.wait(5)
+        with line_link(listener, 2) as (dev, peer):
             for _ in range(5):   # calls in a row: the reactor stops watching the socket
-                threading.Thread(target=answer, args=(peers[0], b'ok\n'), daemon=True).start()
+                answer_on(peer, b'ok\n')
                 assert dev.query('q') == b'ok'
-            peers[0].close()      # the device hangs up while no call runs
+            peer.close()      # the device hangs up while no call runs
             took = wait_until(lambda: not dev.connected, 2.0, 'the link to notice the close')
             assert took < 1.0, took   # the reactor took the input back within its idle delay
             assert dev.stats['disconnects'] == 1
-        finally:
-            dev.close()
     yield in_worker(body)
 
 
 @pytest_twisted.inlineCallbacks
 def test_a_peer_close_during_a_call_fails_it_at_once(listener):
     def body():
-        accepted, peers = accept_in_thread(listener)
-        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 10, read_termination=b'\n',
-                           write_termination=b'\n')
-        try:
-            assert accepted.wait(5)
+        with line_link(listener, 10) as (dev, peer):
 
             def hang_up():
                 line = b''
                 while not line.endswith(b'\n'):
-                    line += peers[0].recv(100)
-                peers[0].close()
+                    line += peer.recv(100)
+                peer.close()
             threading.Thread(target=hang_up, daemon=True).start()
             start = time.monotonic()
             with pytest.raises(DeviceDisconnected, match='closed'):
                 dev.query('q')
             assert time.monotonic() - start < 1.0
-        finally:
-            dev.close()
     yield in_worker(body)
 
 
 @pytest_twisted.inlineCallbacks
 def test_unsolicited_input_between_calls_never_answers_a_query(listener):
     def body():
-        accepted, peers = accept_in_thread(listener)
-        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
-                           write_termination=b'\n')
-        try:
-            assert accepted.wait(5)
-            peer = peers[0]
-            threading.Thread(target=answer, args=(peer, b'one\n'), daemon=True).start()
+        with line_link(listener, 2) as (dev, peer):
+            peer = peer
+            answer_on(peer, b'one\n')
             assert dev.query('one') == b'one'
             peer.sendall(b'NOISE\n')            # while no call runs (nobody may be watching)
             time.sleep(0.02)
-            threading.Thread(target=answer, args=(peer, b'two\n'), daemon=True).start()
+            answer_on(peer, b'two\n')
             assert dev.query('two') == b'two'
             assert dev.stats['stale_bytes_dropped'] >= len(b'NOISE\n')
-        finally:
-            dev.close()
     yield in_worker(body)
 
 
 @pytest_twisted.inlineCallbacks
 def test_select_on_comm_sees_input_that_came_after_a_call(listener):
     def body():
-        accepted, peers = accept_in_thread(listener)
-        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
-                           write_termination=b'\n')
-        try:
-            assert accepted.wait(5)
-            peer = peers[0]
+        with line_link(listener, 2) as (dev, peer):
+            peer = peer
             assert select.select([dev.comm], [], [], 0)[0] == []
             for _ in range(3):
-                threading.Thread(target=answer, args=(peer, b'ok\n'), daemon=True).start()
+                answer_on(peer, b'ok\n')
                 assert dev.query('q') == b'ok'
             peer.sendall(b'PROMPT>')
             assert select.select([dev.comm], [], [], 1.0)[0] == [dev.comm]
             assert dev.recv() == b'PROMPT>'
             assert select.select([dev.comm], [], [], 0)[0] == []
-        finally:
-            dev.close()
     yield in_worker(body)
 
 
@@ -180,11 +171,11 @@ def test_reactor_code_queries_on_a_link_that_callers_just_used(listener):
     def callers():
         assert accepted.wait(5)
         for _ in range(3):
-            threading.Thread(target=answer, args=(peers[0], b'ok\n'), daemon=True).start()
+            answer_on(peers[0], b'ok\n')
             assert dev.query('q') == b'ok'
     yield in_worker(callers)
     factory: DeviceClientFactory = dev._link._factory
-    threading.Thread(target=answer, args=(peers[0], b'from the reactor\n'), daemon=True).start()
+    answer_on(peers[0], b'from the reactor\n')
     start = time.monotonic()
     reply = yield factory.query(b'r\n', terminator=b'\n', timeout=2)
     assert reply == b'from the reactor' and time.monotonic() - start < 0.3
@@ -215,12 +206,6 @@ def test_input_the_reactor_buffered_is_read_before_what_waits_in_the_socket(list
     yield in_worker(body)
 
 
-def answer_on(peer, reply: bytes) -> threading.Thread:
-    thread = threading.Thread(target=answer, args=(peer, reply), daemon=True)
-    thread.start()
-    return thread
-
-
 @pytest_twisted.inlineCallbacks
 def test_a_query_on_a_ready_connection_is_one_exchange_on_the_bridge(listener, monkeypatch):
     """The usual query writes and reads under the bridge's lock, without the general write path."""
@@ -234,18 +219,12 @@ def test_a_query_on_a_ready_connection_is_one_exchange_on_the_bridge(listener, m
     monkeypatch.setattr(Bridge, 'write', counting_write)
 
     def body():
-        accepted, peers = accept_in_thread(listener)
-        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
-                           write_termination=b'\n')
-        try:
-            assert accepted.wait(5)
+        with line_link(listener, 2) as (dev, peer):
             for n in range(3):
-                answer_on(peers[0], b'%d\n' % n)
+                answer_on(peer, b'%d\n' % n)
                 assert dev.query(f'q{n}') == str(n).encode()
             assert writes == []          # each one exchange (the interface connected when made)
             assert dev.stats['queries'] == 3
-        finally:
-            dev.close()
     yield in_worker(body)
 
 
@@ -276,19 +255,15 @@ def test_a_query_in_the_reactor_thread_raises_even_on_a_ready_connection(listene
 def test_a_device_that_reset_the_connection_between_calls_gets_the_next_query_on_a_new_one(listener):
     """Its reset waits unseen in the socket (the reactor was not watching): the query still succeeds."""
     def body():
-        accepted, peers = accept_in_thread(listener)
-        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 5, read_termination=b'\n',
-                           write_termination=b'\n')
-        try:
-            assert accepted.wait(5)
+        with line_link(listener, 5) as (dev, peer):
             bridge = dev._link._bridge
             while not bridge._reactor_stopped:    # calls in a row: the reactor stops watching the socket
-                answer_on(peers[0], b'ok\n')
+                answer_on(peer, b'ok\n')
                 assert dev.query('q') == b'ok'
                 assert bridge.stats.bytes_in < 1000, 'the reactor never stopped watching'
             again, more = accept_in_thread(listener)
-            peers[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-            peers[0].close()      # a reset, not a close: a send on our side now fails
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            peer.close()      # a reset, not a close: a send on our side now fails
             time.sleep(0.05)      # the reset reaches our socket; the link does not look yet
 
             def second():
@@ -297,8 +272,6 @@ def test_a_device_that_reset_the_connection_between_calls_gets_the_next_query_on
             threading.Thread(target=second, daemon=True).start()
             assert dev.query('q') == b'on a new one'
             assert dev.stats['connects'] == 2
-        finally:
-            dev.close()
     yield in_worker(body)
 
 
@@ -378,18 +351,12 @@ def test_unsolicited_input_the_reactor_was_reading_when_a_query_came_is_no_reply
     monkeypatch.setattr(Bridge, 'feed', slow_feed)
 
     def body():
-        accepted, peers = accept_in_thread(listener)
-        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 2, read_termination=b'\n',
-                           write_termination=b'\n')
-        try:
-            assert accepted.wait(5)
-            peers[0].sendall(b'unsolicited\n')
+        with line_link(listener, 2) as (dev, peer):
+            peer.sendall(b'unsolicited\n')
             assert reading.wait(2)
             assert dev._link._bridge._reactor_reading                  # its read is under way
-            answer_on(peers[0], b'reply\n')
+            answer_on(peer, b'reply\n')
             assert dev.query('q') == b'reply'
-        finally:
-            dev.close()
     yield in_worker(body)
 
 
@@ -400,17 +367,13 @@ def test_a_query_whose_request_fails_part_way_is_written_once_more_on_a_new_conn
     request = b'x' * (16 << 20)
 
     def body():
-        accepted, peers = accept_in_thread(listener)
-        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 5, read_termination=b'\n',
-                           write_termination=b'\n')
-        try:
-            assert accepted.wait(5)
+        with line_link(listener, 5) as (dev, peer):
             again, more = accept_in_thread(listener)
 
             def device():  # reads nothing on the first connection: resets it once the write is stuck
                 wait_until(lambda: dev.stats['bytes_out'] > 0, 5.0, 'part of the request to leave')
-                peers[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-                peers[0].close()
+                peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+                peer.close()
                 assert again.wait(5)
                 got = bytearray()
                 while not got.endswith(b'\n'):
@@ -420,6 +383,4 @@ def test_a_query_whose_request_fails_part_way_is_written_once_more_on_a_new_conn
             threading.Thread(target=device, daemon=True).start()
             assert dev.query(request) == b'on a new one'
             assert dev.stats['connects'] == 2
-        finally:
-            dev.close()
     yield in_worker(body)
