@@ -534,7 +534,7 @@ def test_the_reactor_stops_reading_while_a_caller_owns_the_input_and_takes_it_ba
     device.sendall(b'mine\n')
     thread.join(2)
     assert got == [b'mine'] and transport.resumed == 0
-    bridge._released_at -= 10                           # the link has been idle long enough
+    bridge._taken_at -= 10                             # the link has been idle long enough
     posts.run_timers()
     assert transport.resumed == 1 and not bridge._reactor_stopped
 
@@ -634,7 +634,7 @@ def test_select_on_comm_or_a_reactor_reader_takes_the_input_back_at_once(posts, 
     assert transport.resumed == 1
 
 
-# -- a query's request and reply in one exchange --------------------------------------
+# -- a query's request and reply, read by the caller --------------------------------------
 
 def device_answers(device, reply: bytes):
     """Start a device thread that reads one line and sends ``reply``; return (thread, lines read)."""
@@ -658,16 +658,16 @@ def nothing_arrives(device, seconds: float = 0.05) -> bool:
     return select.select([device], [], [], seconds)[0] == []
 
 
-def test_an_exchange_sends_the_request_and_reads_its_reply(owned):
+def test_a_query_sends_the_request_and_reads_its_reply(owned):
     bridge, transport, device = owned
     thread, lines = device_answers(device, b'reply\n')
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     thread.join(2)
     assert lines == [b'ask\n']
     assert bridge.stats.bytes_out == 4 and bridge.stats.bytes_in == 6 and not bridge._owned
 
 
-def test_an_exchange_drops_what_waits_unwatched_in_the_socket_before_its_request(posts, owned):
+def test_a_query_drops_what_waits_unwatched_in_the_socket_before_its_request(posts, owned):
     """Between calls the reactor may not watch the socket: what came meanwhile is no reply."""
     bridge, transport, device = owned
     thread, got = take_in_thread(bridge, LINE)
@@ -679,22 +679,22 @@ def test_an_exchange_drops_what_waits_unwatched_in_the_socket_before_its_request
     device.sendall(b'unsolicited\n')                    # between calls, in the kernel only
     wait_for(lambda: select.select([pair_fd(bridge)], [], [], 0)[0], 'the input to arrive')
     thread, lines = device_answers(device, b'reply\n')
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     assert bridge.stats.stale_bytes_dropped == len(b'unsolicited\n')
 
 
-def test_an_exchange_drops_buffered_input_before_its_request(owned):
+def test_a_query_drops_buffered_input_before_its_request(owned):
     bridge, transport, device = owned
     assert bridge.reactor_may_read(transport)
     bridge.feed(1, b'late reply\n')                     # the reactor read it between calls
     bridge.reactor_read_done()
     thread, lines = device_answers(device, b'reply\n')
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     assert bridge.stats.stale_bytes_dropped == len(b'late reply\n')
 
 
 @pytest.mark.parametrize('why', ['a replaced connection', 'a plain transport'])
-def test_an_exchange_that_cannot_start_sends_nothing_and_says_so(posts, pair, why):
+def test_a_query_that_cannot_start_sends_nothing_and_says_so(posts, pair, why):
     """None, and not a byte sent: the caller then writes the general way (which reconnects)."""
     bridge = Bridge(posts, FakeLink(), 1 << 20)
     transport = FakeTransport()
@@ -703,48 +703,48 @@ def test_an_exchange_that_cannot_start_sends_nothing_and_says_so(posts, pair, wh
     else:
         bridge.connection_up(1, pair[0], transport)
     generation = 2 if why == 'a replaced connection' else 1
-    assert bridge.exchange(LINE, soon(), generation, b'ask\n') is None
+    assert bridge.query(b'ask\n', LINE, soon(), generation) is None
     assert nothing_arrives(pair[1]) and bridge.stats.bytes_out == 0 and not bridge._owned
 
 
-def test_an_exchange_on_a_socket_that_refuses_the_request_sends_nothing(posts, owned):
+def test_a_query_on_a_socket_that_refuses_the_request_sends_nothing(posts, owned):
     bridge, transport, device = owned
     device.close()                                      # the device is gone: send fails (EPIPE)
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') is None
+    assert bridge.query(b'ask\n', LINE, soon(), 1) is None
     assert bridge.stats.bytes_out == 0 and not bridge._owned
 
 
-def test_an_exchange_whose_request_the_socket_takes_in_part_writes_the_rest(owned):
+def test_a_query_whose_request_the_socket_takes_in_part_writes_the_rest(owned):
     bridge, transport, device = owned
     request = b'x' * (8 << 20) + b'\n'                  # far more than the socket buffers hold
     thread, lines = device_answers(device, b'got it\n')
-    assert bridge.exchange(LINE, soon(5), 1, request) == b'got it'
+    assert bridge.query(request, LINE, soon(5), 1) == b'got it'
     thread.join(5)
     assert lines == [request] and bridge.stats.bytes_out == len(request)
 
 
-def test_an_exchange_that_times_out_gives_the_input_up(owned):
+def test_a_query_that_times_out_gives_the_input_up(owned):
     bridge, transport, device = owned
     with pytest.raises(DeviceTimeout):
-        bridge.exchange(LINE, time.monotonic() + 0.05, 1, b'ask\n')
+        bridge.query(b'ask\n', LINE, time.monotonic() + 0.05, 1)
     assert not bridge._owned and device.recv(100) == b'ask\n'
 
 
-def test_an_exchange_whose_read_holds_more_than_its_reply_keeps_the_rest(owned):
+def test_a_query_whose_read_holds_more_than_its_reply_keeps_the_rest(owned):
     bridge, transport, device = owned
     thread, lines = device_answers(device, b'reply\nmore\n')   # one read brings both
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     assert len(bridge) == len(b'more\n') and bridge.take(LINE, soon(), None) == b'more'
 
 
-def test_an_exchange_lets_the_reactors_read_under_way_land_then_drops_it_before_its_request(owned):
+def test_a_query_lets_the_reactors_read_under_way_land_then_drops_it_before_its_request(owned):
     """What that read holds came before the request: it is no reply, and goes before the request leaves."""
     bridge, transport, device = owned
     assert bridge.reactor_may_read(transport)           # the reactor's recv is under way
     outcome: list = []
-    thread = threading.Thread(target=lambda: outcome.append(bridge.exchange(LINE, soon(), 1, b'ask\n')))
+    thread = threading.Thread(target=lambda: outcome.append(bridge.query(b'ask\n', LINE, soon(), 1)))
     thread.start()
-    wait_for(lambda: bridge._read_awaited, 'the exchange to wait for that read')
+    wait_for(lambda: bridge._read_awaited, 'the query to wait for that read')
     assert nothing_arrives(device, 0.01)                # nothing sent meanwhile
     answering, lines = device_answers(device, b'reply\n')
     bridge.feed(1, b'stale\n')                          # what that recv returned
@@ -754,12 +754,12 @@ def test_an_exchange_lets_the_reactors_read_under_way_land_then_drops_it_before_
     assert bridge.stats.stale_bytes_dropped == len(b'stale\n')
 
 
-def test_an_exchange_drops_what_waits_in_the_socket_while_the_reactor_watches_it(owned):
+def test_a_query_drops_what_waits_in_the_socket_while_the_reactor_watches_it(owned):
     """The reactor watches the socket but has not read yet (busy): that input came before the request."""
     bridge, transport, device = owned
     device.sendall(b'unsolicited\n')
     wait_for(lambda: select.select([pair_fd(bridge)], [], [], 0)[0], 'the input to arrive')
     assert not bridge._reactor_stopped
     answering, lines = device_answers(device, b'reply\n')
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     assert bridge.stats.stale_bytes_dropped == len(b'unsolicited\n')

@@ -207,7 +207,7 @@ def test_input_the_reactor_buffered_is_read_before_what_waits_in_the_socket(list
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_query_on_a_ready_connection_is_one_exchange_on_the_bridge(listener, monkeypatch):
+def test_a_query_on_a_ready_connection_is_the_bridges_query(listener, monkeypatch):
     """The usual query writes and reads under the bridge's lock, without the general write path."""
     from socs_tcp._bridge import Bridge
     writes: list = []
@@ -223,8 +223,32 @@ def test_a_query_on_a_ready_connection_is_one_exchange_on_the_bridge(listener, m
             for n in range(3):
                 answer_on(peer, b'%d\n' % n)
                 assert dev.query(f'q{n}') == str(n).encode()
-            assert writes == []          # each one exchange (the interface connected when made)
+            assert writes == []          # each the bridge's query (the interface connected when made)
             assert dev.stats['queries'] == 3
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_tap_is_told_a_usual_querys_request_then_its_reply(listener, monkeypatch):
+    """With a tap installed the usual query stays the bridge's own, and the tap hears both ways, in order."""
+    from socs_tcp import _tap
+    from socs_tcp._bridge import Bridge
+    general: list = []
+    monkeypatch.setattr(Bridge, 'write', lambda self, *args, **kwargs: general.append(args))
+    tap = Tapped()
+
+    def body():
+        with line_link(listener, 2) as (dev, peer):
+            _tap.add_tap(tap)
+            try:
+                for n in range(2):
+                    answer_on(peer, b'%d\n' % n)
+                    assert dev.query(f'q{n}') == str(n).encode()
+            finally:
+                _tap.remove_tap(tap)
+            assert general == []
+            assert tap.told == [('sent', b'q0\n'), ('received', b'0\n'),
+                                ('sent', b'q1\n'), ('received', b'1\n')]
     yield in_worker(body)
 
 
@@ -276,26 +300,36 @@ def test_a_device_that_reset_the_connection_between_calls_gets_the_next_query_on
 
 
 class Tapped:
-    """A tap that keeps nothing: with one installed, a query takes the general way."""
+    """A tap that keeps what it is told of the requests and replies."""
+
+    def __init__(self):
+        self.told: list = []
 
     def opened(self, link):
         pass
 
     def sent(self, link, data):
-        pass
+        self.told.append(('sent', data))
 
     def received(self, link, data):
-        pass
+        self.told.append(('received', data))
 
     def closed(self, link, reason):
         pass
 
 
-@pytest.fixture(params=['exchange', 'general way'])
-def query_way(request):
-    """Which way a query goes: the exchange, or the general way (taken while a tap is installed)."""
+@pytest.fixture(params=['usual', 'usual with a tap', 'general way'])
+def query_way(request, monkeypatch):
+    """Which way a query goes: the bridge's query (with a tap installed, or not), or the general way.
+
+    The general way is forced by a bridge whose query declines, as it does when
+    it cannot start (a replaced connection, a refused send).
+    """
     from socs_tcp import _tap
+    from socs_tcp._bridge import Bridge
     if request.param == 'general way':
+        monkeypatch.setattr(Bridge, 'query', lambda *args: None)
+    if request.param == 'usual with a tap':
         tap = Tapped()
         _tap.add_tap(tap)
         yield request.param
