@@ -9,11 +9,14 @@ thread switch could put it, and then reports a timeout.
 
 from __future__ import annotations
 
+import _thread
 import os
 import select
+import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -763,3 +766,58 @@ def test_a_query_drops_what_waits_in_the_socket_while_the_reactor_watches_it(own
     answering, lines = device_answers(device, b'reply\n')
     assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     assert bridge.stats.stale_bytes_dropped == len(b'unsolicited\n')
+
+
+# -- Ctrl-C while a query waits (the main thread of a plain script or the shell) -----------
+
+@contextmanager
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in the main thread meanwhile (Python's default handler).
+
+    Set inside the test body: the test session's reactor installs its own handler when it starts.
+    """
+    assert threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_a_query_waits_for_its_reply_gives_the_input_up(owned):
+    """Else the reactor never reads the link again: select on comm, reactor code and a peer close go unseen."""
+    bridge, transport, device = owned
+
+    def user():
+        assert device.recv(100) == b'ask\n'
+        time.sleep(0.05)                               # the caller waits in poll for its reply
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)   # Ctrl-C
+    with ctrl_c_raises():
+        thread = threading.Thread(target=user, daemon=True)
+        thread.start()
+        with pytest.raises(KeyboardInterrupt):
+            bridge.query(b'ask\n', LINE, soon(), 1)
+        thread.join(2)
+    assert not bridge._owned
+
+
+def test_ctrl_c_as_a_query_takes_the_lock_back_leaves_the_lock_free(owned):
+    """An interrupt that lands as the lock is granted (the reactor held it) must not keep the lock."""
+    bridge, transport, device = owned
+
+    def reactor_busy():
+        assert device.recv(100) == b'ask\n'
+        with bridge._lock:                             # the reactor thread in a bridge call
+            device.sendall(b'reply\n')                 # the caller's poll returns; it waits for the lock
+            time.sleep(0.1)
+            _thread.interrupt_main()                   # Ctrl-C, pending when the lock is granted
+    with ctrl_c_raises():
+        thread = threading.Thread(target=reactor_busy, daemon=True)
+        thread.start()
+        with pytest.raises(KeyboardInterrupt):
+            bridge.query(b'ask\n', LINE, soon(), 1)
+        thread.join(2)
+    free = bridge._lock.acquire(timeout=1)
+    if free:
+        bridge._lock.release()
+    assert free, 'the bridge lock stayed held: every later call and the reactor thread would hang'
