@@ -821,3 +821,46 @@ def test_ctrl_c_as_a_query_takes_the_lock_back_leaves_the_lock_free(owned):
     if free:
         bridge._lock.release()
     assert free, 'the bridge lock stayed held: every later call and the reactor thread would hang'
+
+
+# -- a tap installed while a query waits ---------------------------------------------------
+
+class Told:
+    """A tap that keeps what it is told."""
+
+    def __init__(self):
+        self.told: list = []
+
+    def opened(self, link):
+        pass
+
+    def sent(self, link, data):
+        self.told.append(('sent', data))
+
+    def received(self, link, data):
+        self.told.append(('received', data))
+
+    def closed(self, link, reason):
+        pass
+
+
+def test_a_tap_installed_while_a_query_waits_hears_every_byte_read_after(owned):
+    """Tracing switched on while an agent polls: the reply read after it must reach the tap whole, not a tail."""
+    from socs_tcp import _tap
+    bridge, transport, device = owned
+    tap = Told()
+
+    def device_side():
+        assert device.recv(100) == b'ask\n'
+        _tap.add_tap(tap)                              # the user starts tracing now
+        device.sendall(b'rep')
+        time.sleep(0.1)                                # the caller read that part
+        device.sendall(b'ly\n')
+    thread = threading.Thread(target=device_side, daemon=True)
+    thread.start()
+    try:
+        assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
+    finally:
+        thread.join(2)
+        _tap.remove_tap(tap)
+    assert b''.join(data for what, data in tap.told if what == 'received') == b'reply\n', tap.told
