@@ -19,7 +19,7 @@ import psutil
 import pytest
 import pytest_twisted
 
-from socs_tcp import DeviceClientFactory, DeviceDisconnected, TCPInterface
+from socs_tcp import DeviceClientFactory, DeviceDisconnected, DeviceTimeout, TCPInterface
 from tests.conftest import in_worker
 
 
@@ -417,4 +417,46 @@ def test_a_query_whose_request_fails_part_way_is_written_once_more_on_a_new_conn
             threading.Thread(target=device, daemon=True).start()
             assert dev.query(request) == b'on a new one'
             assert dev.stats['connects'] == 2
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_query_after_a_read_timed_out_does_not_take_the_usual_way_on_that_connection(listener):
+    """Its late reply may still come: the next query goes on a fresh connection, never gets that reply."""
+    accepted, peers = accept_in_thread(listener)
+
+    def reply_late(peer):
+        line = b''
+        while not line.endswith(b'\n'):
+            line += peer.recv(100)
+        select.select([peer], [], [], 0.3)             # the next request, if it comes here
+        try:
+            peer.sendall(b'slow reply\n')
+        except OSError:
+            pass                                       # the connection was dropped: as it should be
+
+    def body():
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 0.15, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            for n in range(2):                         # the usual way is ready on this connection
+                answer_on(peers[0], b'%d\n' % n)
+                assert dev.query(f'q{n}') == str(n).encode()
+            dev.send(b'slow\n')
+            with pytest.raises(DeviceTimeout):
+                dev.recv()
+            # The late reply comes on the old connection after the next request left (if it
+            # left there), or a moment later.
+            late = threading.Thread(target=reply_late, args=(peers[0],), daemon=True)
+            late.start()
+            second, more = accept_in_thread(listener)
+            threading.Thread(target=lambda: second.wait(5) and answer(more[0], b'second reply\n'),
+                             daemon=True).start()
+            assert dev.query('second', timeout=2) == b'second reply'
+            late.join(2)
+        finally:
+            dev.close()
+            for peer in peers:
+                peer.close()
     yield in_worker(body)
