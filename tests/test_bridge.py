@@ -768,6 +768,30 @@ def test_a_query_drops_what_waits_in_the_socket_while_the_reactor_watches_it(own
     assert bridge.stats.stale_bytes_dropped == len(b'unsolicited\n')
 
 
+
+def test_select_on_comm_takes_the_input_back_once_a_query_has_its_whole_reply(posts, owned):
+    """The usual query's own read (a whole reply at once) hands the input back too, without waiting idle."""
+    bridge, transport, device = owned
+    go = threading.Event()
+
+    def device_side():
+        assert device.recv(100) == b'ask\n'
+        assert go.wait(2)
+        device.sendall(b'reply\n')
+    thread = threading.Thread(target=device_side, daemon=True)
+    thread.start()
+    outcome: list = []
+    caller = threading.Thread(target=lambda: outcome.append(bridge.query(b'ask\n', LINE, soon(), 1)))
+    caller.start()
+    wait_for(lambda: bridge._owned, 'the query to own the input')
+    assert not bridge.reactor_may_read(transport)
+    bridge.fileno()                                    # a driver selects on comm meanwhile
+    go.set()
+    caller.join(2)
+    assert outcome == [b'reply']
+    posts.run()
+    assert transport.resumed == 1
+
 # -- Ctrl-C while a query waits (the main thread of a plain script or the shell) -----------
 
 @contextmanager
