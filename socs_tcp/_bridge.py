@@ -430,13 +430,15 @@ class Bridge:
 
         The usual query, for a caller that does not turn the reactor itself.
         Under one hold of the lock, input waiting from before the request is
-        dropped, the request written and the input taken over; under a
-        second one the reply is read, the input given up and the query
-        counted (``queries``). Nothing else runs between this call and its
-        request leaving, nor between its reply and its return: an agent that
-        polls a device every few milliseconds runs this on cold caches,
-        where every step shows in the latency. The bookkeeping runs after
-        the request has left, while the device answers.
+        dropped, the request written and the input taken over. A reply that
+        arrives whole in one read (the usual case) is read under a second
+        hold, which also gives the input up and counts the query
+        (``queries``); anything else reads on as ``take`` does. Little runs
+        between this call and its request leaving, and between its reply and
+        its return: an agent that polls a device every few milliseconds runs
+        this on cold caches, where each object touched shows in the
+        latency. The bookkeeping runs after the request has left, while the
+        device answers.
 
         Returns
         -------
@@ -455,11 +457,8 @@ class Bridge:
         ConnectionError
             As ``take``.
         """
-        # The lock is taken and released by hand here, not with ``with``: on cold
-        # caches that is measurably cheaper, and this runs before every request.
         lock = self._lock
-        lock.acquire()
-        try:
+        with lock:
             # Input from before the request is no reply: what is buffered, what a read
             # of the reactor under way holds, what waits in the socket (the reactor may
             # not watch it, or be busy). In the usual case that costs one poll.
@@ -477,34 +476,39 @@ class Bridge:
                 sent = sock.send(request)
             except OSError:  # full (BlockingIOError) or broken: nothing left
                 return None
+            # The request is out: the input is this caller's until it is given up, whatever
+            # happens (a tap's code, Ctrl-C while waiting). What follows runs while the
+            # device answers.
             self._owned = True
-            # The request is out: what follows runs while the device answers.
-            self.stats.bytes_out += sent
-            now = self._note_call()
-            poller = self._poller
-            tapped = tap.taps
-        finally:
-            lock.release()
-        if tapped:
-            # Told once it left: this caller reads the reply, so it is told after this.
-            tap.notify_sent(self._link.address, request)
-        if sent < len(request) or tapped:
-            rest = memoryview(request)[sent:] if sent < len(request) else None
-            return self._read_owned(frame, deadline, generation, sock, poller, True, rest)
-        remaining = deadline - now
-        if remaining > 0:
-            poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
-            lock.acquire()
             try:
-                if self._readable == generation:  # still this connection's, and open
-                    try:
-                        chunk = sock.recv(_RECV_SIZE)
-                    except OSError as exc:
-                        self._read_failed(generation, exc)
-                    else:
-                        if chunk and not self._data:
-                            # The usual reply: whole, in one read. The input is given up at once.
-                            data = frame.whole(chunk)
+                self.stats.bytes_out += sent
+                now = self._note_call()
+                poller = self._poller
+                tapped = tap.taps
+            except BaseException:
+                self._give_up()
+                raise
+        chunk = data = None
+        try:
+            if tapped:
+                # Told once it left: this caller reads the reply, so it is told after this.
+                tap.notify_sent(self._link.address, request)
+            if sent < len(request) or tapped:
+                rest = memoryview(request)[sent:] if sent < len(request) else None
+                return self._read_owned(frame, deadline, generation, sock, poller, True, rest)
+            remaining = deadline - now
+            if remaining > 0:
+                poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
+                with lock:
+                    if self._readable == generation:  # still this connection's, and open
+                        try:
+                            chunk = sock.recv(_RECV_SIZE)
+                        except OSError as exc:
+                            self._read_failed(generation, exc)
+                        else:
+                            if chunk and not self._data:
+                                # The usual reply: whole, in one read. The input is given up at once.
+                                data = frame.whole(chunk)
                             if data is not None:
                                 self._owned = False
                                 stats = self.stats
@@ -513,12 +517,17 @@ class Bridge:
                                 if self._reactor_stopped and (self._signal is not None
                                                               or self._reader is not None):
                                     self.post(self._take_back, self._transport)  # see _give_up
-                                return data
-                        data = self._received(chunk, frame, generation, True)
-                        if data is not None:
-                            return data
-            finally:
-                lock.release()
+                            else:
+                                data = self._received(chunk, frame, generation, True)
+        except BaseException:
+            if self._owned:  # (only this caller sets it: callers take turns)
+                with lock:
+                    self._give_up()
+            raise
+        if chunk and tap.taps:  # a tap installed while the query waited
+            tap.notify_received(self._link.address, chunk)
+        if data is not None:
+            return data
         # Anything else (a reply in parts, a failure, no reply yet): read on.
         return self._read_owned(frame, deadline, generation, sock, poller, True)
 
@@ -646,7 +655,6 @@ class Bridge:
             return self.take(frame, deadline, None)
         finally:
             self._lock.acquire()
-
 
     def _await_read_done(self, deadline: float, frame: Frame | None = None) -> None:
         """Wait (lock held) until the reactor's read under way has buffered its input.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
-from time import monotonic
 import weakref
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from twisted.logger import Logger
