@@ -32,8 +32,8 @@ after the reply arrives): the reactor stops
 watching the socket when it finds input it does not own (see
 `socs_tcp._owned_transport`), and takes it back once no call owns it: at
 once when something needs the reactor to read (``select`` on ``comm``,
-reactor code waiting for a frame), otherwise once no call has started for
-a while (a few times the usual interval between calls, 10 ms to 0.5 s,
+reactor code waiting for a frame), otherwise when the link has been idle
+for a while (a few times the usual pause between calls, 10 ms to 0.5 s,
 checked less often while the link stays busy), so that an agent polling its
 device pays almost no reactor wake-ups per query and an idle link still
 notices a peer close or unsolicited input within about a second.
@@ -80,8 +80,8 @@ _WRITE_SLICE = 0.05
 #: Most bytes a caller reads from its socket at once (Twisted's transports read 64 KiB).
 _RECV_SIZE = 65536
 
-#: How long after a call started the reactor reads an idle link again: a multiple of the
-#: usual interval between calls, within these bounds (seconds).
+#: How long an idle link waits before the reactor reads it again: a multiple of the
+#: usual pause between calls, within these bounds (seconds).
 _HAND_BACK_FACTOR = 3.0
 _HAND_BACK_MIN = 0.01
 _HAND_BACK_MAX = 0.5
@@ -168,8 +168,8 @@ class Bridge:
         self._reactor_stopped = False           # the reactor stopped watching the socket
         self._hand_back: Any = None             # the reactor's timer to take the input back
         self._recheck = _HAND_BACK_MIN           # its next interval while the link stays busy
-        self._taken_at = 0.0                    # when a call last took the input over
-        self._interval = _HAND_BACK_MIN / _HAND_BACK_FACTOR  # usual interval between calls (moving average)
+        self._released_at = 0.0                 # when the last caller gave the input up
+        self._pause = _HAND_BACK_MIN / _HAND_BACK_FACTOR  # usual pause between calls (moving average)
         self._ever_connected = False
         # Why there is no connection: readers get it once the buffered input is taken.
         self._error: ConnectionError = NotConnected('not connected')
@@ -511,6 +511,7 @@ class Bridge:
                                 data = frame.whole(chunk)
                             if data is not None:
                                 self._owned = False
+                                self._released_at = time.monotonic()
                                 stats = self.stats
                                 stats.bytes_in += len(chunk)
                                 stats.queries += 1
@@ -551,13 +552,12 @@ class Bridge:
         return self._read_owned(frame, deadline, generation, sock, poller, False)
 
     def _note_call(self) -> float:
-        """A call takes the input over now (lock held): the usual interval between calls, a moving average.
+        """A call takes the input over now (lock held): the usual pause between calls, a moving average.
 
         Returns the time now.
         """
         now = time.monotonic()
-        self._interval += (min(now - self._taken_at, _HAND_BACK_MAX) - self._interval) / 8
-        self._taken_at = now
+        self._pause += (min(now - self._released_at, _HAND_BACK_MAX) - self._pause) / 8
         return now
 
     def _read_owned(self, frame: Frame, deadline: float, generation: Generation, sock: socket.socket,
@@ -639,6 +639,7 @@ class Bridge:
     def _give_up(self) -> None:
         """The caller gives the input up (lock held)."""
         self._owned = False
+        self._released_at = time.monotonic()
         if self._reactor_stopped and (self._signal is not None or self._reader is not None):
             # Something waits for the reactor to read (select on comm, reactor code): at once.
             self.post(self._take_back, self._transport)
@@ -750,13 +751,13 @@ class Bridge:
             transport.resumeProducing()
 
     def _hand_back_due(self) -> None:
-        """The reactor's timer: take the input back once no call has started for long enough."""
+        """The reactor's timer: take the input back once the link has been idle long enough."""
         with self._lock:
             self._hand_back = None
             if not self._reactor_stopped or self._transport is None:
                 return
             delay = self._hand_back_delay()
-            wait = delay if self._owned else self._taken_at + delay - time.monotonic()
+            wait = delay if self._owned else self._released_at + delay - time.monotonic()
             if wait > 0:
                 self._recheck = min(self._recheck * 2, _RECHECK_MAX)
                 self._hand_back = self._reactor.callLater(max(wait, self._recheck), self._hand_back_due)
@@ -766,7 +767,7 @@ class Bridge:
         self._take_back(transport)
 
     def _hand_back_delay(self) -> float:
-        return min(max(_HAND_BACK_FACTOR * self._interval, _HAND_BACK_MIN), _HAND_BACK_MAX)
+        return min(max(_HAND_BACK_FACTOR * self._pause, _HAND_BACK_MIN), _HAND_BACK_MAX)
 
     def _drain(self) -> int:
         """Read and count what waits in the socket's buffer (lock held; nobody else reads it now)."""

@@ -537,7 +537,7 @@ def test_the_reactor_stops_reading_while_a_caller_owns_the_input_and_takes_it_ba
     device.sendall(b'mine\n')
     thread.join(2)
     assert got == [b'mine'] and transport.resumed == 0
-    bridge._taken_at -= 10                             # the link has been idle long enough
+    bridge._released_at -= 10                          # the link has been idle long enough
     posts.run_timers()
     assert transport.resumed == 1 and not bridge._reactor_stopped
 
