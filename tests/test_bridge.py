@@ -23,6 +23,7 @@ import pytest
 from socs_tcp._bridge import Bridge
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
 from socs_tcp._framing import Chunk, Exactly, Terminated
+from tests.conftest import RecordingTap
 
 LINE = Terminated(b'\n', strip=True)
 
@@ -808,6 +809,16 @@ def ctrl_c_raises():
         signal.signal(signal.SIGINT, previous)
 
 
+def query_interrupted(bridge, device_side) -> None:
+    """``bridge.query`` in the main thread while ``device_side`` runs in another; it must end in Ctrl-C."""
+    with ctrl_c_raises():
+        thread = threading.Thread(target=device_side, daemon=True)
+        thread.start()
+        with pytest.raises(KeyboardInterrupt):
+            bridge.query(b'ask\n', LINE, soon(), 1)
+        thread.join(2)
+
+
 def test_ctrl_c_while_a_query_waits_for_its_reply_gives_the_input_up(owned):
     """Else the reactor never reads the link again: select on comm, reactor code and a peer close go unseen."""
     bridge, transport, device = owned
@@ -816,12 +827,7 @@ def test_ctrl_c_while_a_query_waits_for_its_reply_gives_the_input_up(owned):
         assert device.recv(100) == b'ask\n'
         time.sleep(0.05)                               # the caller waits in poll for its reply
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)   # Ctrl-C
-    with ctrl_c_raises():
-        thread = threading.Thread(target=user, daemon=True)
-        thread.start()
-        with pytest.raises(KeyboardInterrupt):
-            bridge.query(b'ask\n', LINE, soon(), 1)
-        thread.join(2)
+    query_interrupted(bridge, user)
     assert not bridge._owned
 
 
@@ -835,12 +841,7 @@ def test_ctrl_c_as_a_query_takes_the_lock_back_leaves_the_lock_free(owned):
             device.sendall(b'reply\n')                 # the caller's poll returns; it waits for the lock
             time.sleep(0.1)
             _thread.interrupt_main()                   # Ctrl-C, pending when the lock is granted
-    with ctrl_c_raises():
-        thread = threading.Thread(target=reactor_busy, daemon=True)
-        thread.start()
-        with pytest.raises(KeyboardInterrupt):
-            bridge.query(b'ask\n', LINE, soon(), 1)
-        thread.join(2)
+    query_interrupted(bridge, reactor_busy)
     free = bridge._lock.acquire(timeout=1)
     if free:
         bridge._lock.release()
@@ -849,30 +850,11 @@ def test_ctrl_c_as_a_query_takes_the_lock_back_leaves_the_lock_free(owned):
 
 # -- a tap installed while a query waits ---------------------------------------------------
 
-class Told:
-    """A tap that keeps what it is told."""
-
-    def __init__(self):
-        self.told: list = []
-
-    def opened(self, link):
-        pass
-
-    def sent(self, link, data):
-        self.told.append(('sent', data))
-
-    def received(self, link, data):
-        self.told.append(('received', data))
-
-    def closed(self, link, reason):
-        pass
-
-
 def test_a_tap_installed_while_a_query_waits_hears_every_byte_read_after(owned):
     """Tracing switched on while an agent polls: the reply read after it must reach the tap whole, not a tail."""
     from socs_tcp import _tap
     bridge, transport, device = owned
-    tap = Told()
+    tap = RecordingTap()
 
     def device_side():
         assert device.recv(100) == b'ask\n'

@@ -20,7 +20,7 @@ import pytest
 import pytest_twisted
 
 from socs_tcp import DeviceClientFactory, DeviceDisconnected, DeviceTimeout, TCPInterface
-from tests.conftest import in_worker
+from tests.conftest import RecordingTap, in_worker
 
 
 @pytest.fixture
@@ -235,7 +235,7 @@ def test_a_tap_is_told_a_usual_querys_request_then_its_reply(listener, monkeypat
     from socs_tcp._bridge import Bridge
     general: list = []
     monkeypatch.setattr(Bridge, 'write', lambda self, *args, **kwargs: general.append(args))
-    tap = Tapped()
+    tap = RecordingTap()
 
     def body():
         with line_link(listener, 2) as (dev, peer):
@@ -299,25 +299,6 @@ def test_a_device_that_reset_the_connection_between_calls_gets_the_next_query_on
     yield in_worker(body)
 
 
-class Tapped:
-    """A tap that keeps what it is told of the requests and replies."""
-
-    def __init__(self):
-        self.told: list = []
-
-    def opened(self, link):
-        pass
-
-    def sent(self, link, data):
-        self.told.append(('sent', data))
-
-    def received(self, link, data):
-        self.told.append(('received', data))
-
-    def closed(self, link, reason):
-        pass
-
-
 @pytest.fixture(params=['usual', 'usual with a tap', 'general way'])
 def query_way(request, monkeypatch):
     """Which way a query goes: the bridge's query (with a tap installed, or not), or the general way.
@@ -330,7 +311,7 @@ def query_way(request, monkeypatch):
     if request.param == 'general way':
         monkeypatch.setattr(Bridge, 'query', lambda *args: None)
     if request.param == 'usual with a tap':
-        tap = Tapped()
+        tap = RecordingTap()
         _tap.add_tap(tap)
         yield request.param
         _tap.remove_tap(tap)
