@@ -870,3 +870,58 @@ def test_a_tap_installed_while_a_query_waits_hears_every_byte_read_after(owned):
         thread.join(2)
         _tap.remove_tap(tap)
     assert b''.join(data for what, data in tap.told if what == 'received') == b'reply\n', tap.told
+
+
+class _CtrlCOnRelease:
+    """The bridge's lock, with a Ctrl-C that arrives as it is released while a caller owns the input.
+
+    Python runs a signal's handler where it next checks for one: after the
+    call that releases a ``with`` block's lock is such a place. A Ctrl-C that
+    comes during the last steps of that block (or the release itself) is
+    raised there, after the block and before whatever follows it.
+    """
+
+    def __init__(self, bridge: Bridge) -> None:
+        self._real, self._bridge, self.fired = bridge._lock, bridge, False
+
+    def acquire(self, *args, **kwargs) -> bool:
+        return self._real.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self._real.release()
+
+    def __enter__(self) -> None:
+        self._real.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self._real.release()
+        if not self.fired and self._bridge._owned:
+            self.fired = True
+            _thread.interrupt_main()    # Ctrl-C: its handler runs at the next check, here
+        return False
+
+
+def test_ctrl_c_as_a_query_releases_the_lock_it_sent_under_gives_the_input_up(owned):
+    """The request is out and the input owned when the first lock is released: the input must be given up."""
+    bridge, transport, device = owned
+    lock = bridge._lock = _CtrlCOnRelease(bridge)
+    with ctrl_c_raises():
+        with pytest.raises(KeyboardInterrupt):
+            bridge.query(b'ask\n', LINE, soon(), 1)
+    assert lock.fired
+    assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
+
+
+def test_ctrl_c_as_take_takes_the_input_over_gives_it_up(owned):
+    """A Ctrl-C handled where take notes its call (the input just taken over) must give the input up."""
+    bridge, transport, device = owned
+    note_call = bridge._note_call
+
+    def interrupted_note_call():
+        _thread.interrupt_main()        # Ctrl-C, handled at the first check after the input was taken
+        return note_call()
+    bridge._note_call = interrupted_note_call
+    with ctrl_c_raises():
+        with pytest.raises(KeyboardInterrupt):
+            bridge.take(LINE, soon(), None)
+    assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
