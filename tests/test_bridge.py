@@ -925,3 +925,25 @@ def test_ctrl_c_as_take_takes_the_input_over_gives_it_up(owned):
         with pytest.raises(KeyboardInterrupt):
             bridge.take(LINE, soon(), None)
     assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
+
+
+def test_ctrl_c_as_a_query_reads_on_for_the_rest_of_its_reply_gives_the_input_up(owned):
+    """A reply in parts: Ctrl-C handled on entry to the read that waits for the rest must give the input up."""
+    bridge, transport, device = owned
+    read_owned = bridge._read_owned
+
+    def interrupted_read_owned(*args, **kwargs):
+        _thread.interrupt_main()        # Ctrl-C, handled at the read's first check
+        return read_owned(*args, **kwargs)
+    bridge._read_owned = interrupted_read_owned
+
+    def device_sends_a_part():
+        assert device.recv(100) == b'ask\n'
+        device.sendall(b'rep')                         # the query reads on for the rest
+    thread = threading.Thread(target=device_sends_a_part, daemon=True)
+    with ctrl_c_raises():
+        thread.start()
+        with pytest.raises(KeyboardInterrupt):
+            bridge.query(b'ask\n', LINE, soon(), 1)
+        thread.join(2)
+    assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
