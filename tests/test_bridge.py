@@ -947,3 +947,54 @@ def test_ctrl_c_as_a_query_reads_on_for_the_rest_of_its_reply_gives_the_input_up
             bridge.query(b'ask\n', LINE, soon(), 1)
         thread.join(2)
     assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
+
+
+class _ReactorReadsOnGiveUp:
+    """The bridge's lock; as it is released with the input just given up, the reactor reads (once).
+
+    A thread switch may come there: the reactor, still watching the socket,
+    reads what followed the reply and tells the taps (as ``dataReceived``
+    does) before the caller tells them the reply it read.
+    """
+
+    def __init__(self, bridge: Bridge, transport, data: bytes) -> None:
+        self._real, self._bridge, self._transport, self._data = bridge._lock, bridge, transport, data
+        self.read = False
+
+    def acquire(self, *args, **kwargs) -> bool:
+        return self._real.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self._real.release()
+
+    def __enter__(self) -> None:
+        self._real.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self._real.release()
+        bridge = self._bridge
+        if not self.read and not bridge._owned and bridge.stats.bytes_in:
+            from socs_tcp import _tap
+            self.read = True
+            assert bridge.reactor_may_read(self._transport)
+            _tap.notify_received('device:1', self._data)
+            bridge.feed(1, self._data)
+            bridge.reactor_read_done()
+        return False
+
+
+def test_a_tap_hears_a_query_reply_before_what_the_reactor_reads_after_it(owned):
+    """A trace must show the link's input in the order it came: the reply, then what followed it."""
+    from socs_tcp import _tap
+    bridge, transport, device = owned
+    lock = bridge._lock = _ReactorReadsOnGiveUp(bridge, transport, b'unsolicited\n')
+    tap = Told()
+    answering, lines = device_answers(device, b'reply\n')
+    _tap.add_tap(tap)
+    try:
+        assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
+    finally:
+        answering.join(2)
+        _tap.remove_tap(tap)
+    assert lock.read
+    assert [data for what, data in tap.told if what == 'received'] == [b'reply\n', b'unsolicited\n'], tap.told
