@@ -998,3 +998,20 @@ def test_a_tap_hears_a_query_reply_before_what_the_reactor_reads_after_it(owned)
         _tap.remove_tap(tap)
     assert lock.read
     assert [data for what, data in tap.told if what == 'received'] == [b'reply\n', b'unsolicited\n'], tap.told
+
+
+def test_ctrl_c_as_a_timed_out_read_gives_the_input_up_still_gives_it_up(owned):
+    """A Ctrl-C handled on entry to the give-up (its first check) must not leave the input owned."""
+    bridge, transport, device = owned
+    give_up, fired = bridge._give_up, []
+
+    def interrupted_give_up():
+        if not fired:
+            fired.append(True)
+            _thread.interrupt_main()    # Ctrl-C, handled at the give-up's first check
+        give_up()
+    bridge._give_up = interrupted_give_up
+    with ctrl_c_raises():
+        with pytest.raises(KeyboardInterrupt):
+            bridge.take(LINE, soon(0.05), None)        # no reply: the read times out, then gives up
+    assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
