@@ -458,38 +458,34 @@ class Bridge:
             As ``take``.
         """
         lock = self._lock
-        with lock:
-            # Input from before the request is no reply: what is buffered, what a read
-            # of the reactor under way holds, what waits in the socket (the reactor may
-            # not watch it, or be busy). In the usual case that costs one poll.
-            if (generation != self._readable or self._reactor_reading or self._data or self._paused
-                    or self._poller.poll(0)):
-                if generation != self._readable:
+        chunk = data = None
+        try:
+            with lock:
+                # Input from before the request is no reply: what is buffered, what a read
+                # of the reactor under way holds, what waits in the socket (the reactor may
+                # not watch it, or be busy). In the usual case that costs one poll.
+                if (generation != self._readable or self._reactor_reading or self._data or self._paused
+                        or self._poller.poll(0)):
+                    if generation != self._readable:
+                        return None
+                    if self._reactor_reading:
+                        self._await_read_done(deadline)  # its input lands in the buffer first
+                    self._drop_stale()
+                    if generation != self._readable:
+                        return None
+                sock = self._sock
+                try:
+                    sent = sock.send(request)
+                except OSError:  # full (BlockingIOError) or broken: nothing left
                     return None
-                if self._reactor_reading:
-                    self._await_read_done(deadline)  # its input lands in the buffer first
-                self._drop_stale()
-                if generation != self._readable:
-                    return None
-            sock = self._sock
-            try:
-                sent = sock.send(request)
-            except OSError:  # full (BlockingIOError) or broken: nothing left
-                return None
-            # The request is out: the input is this caller's until it is given up, whatever
-            # happens (a tap's code, Ctrl-C while waiting). What follows runs while the
-            # device answers.
-            self._owned = True
-            try:
+                # The request is out: the input is this caller's until it is given up, on
+                # every way out (see the handler below). What follows runs while the device
+                # answers.
+                self._owned = True
                 self.stats.bytes_out += sent
                 now = self._note_call()
                 poller = self._poller
                 tapped = tap.taps
-            except BaseException:
-                self._give_up()
-                raise
-        chunk = data = None
-        try:
             if tapped:
                 # Told once it left: this caller reads the reply, so it is told after this.
                 tap.notify_sent(self._link.address, request)
@@ -507,49 +503,70 @@ class Bridge:
                             self._read_failed(generation, exc)
                         else:
                             if chunk and not self._data:
-                                # The usual reply: whole, in one read. The input is given up at once.
-                                data = frame.whole(chunk)
-                            if data is not None:
-                                self._owned = False
-                                self._released_at = time.monotonic()
+                                data = frame.whole(chunk)  # the usual reply: whole, in one read
+                            if data is None:
+                                data = self._received(chunk, frame, generation, True)
+                            else:
                                 stats = self.stats
                                 stats.bytes_in += len(chunk)
                                 stats.queries += 1
+                            if data is not None and not tap.taps:
+                                # The input is given up at once: _gave_up's steps, inline on
+                                # the usual reply's path.
+                                self._owned = False
+                                self._released_at = time.monotonic()
                                 if self._reactor_stopped and (self._signal is not None
                                                               or self._reader is not None):
-                                    self.post(self._take_back, self._transport)  # see _give_up
-                            else:
-                                data = self._received(chunk, frame, generation, True)
-        except BaseException:
-            if self._owned:  # (only this caller sets it: callers take turns)
+                                    self.post(self._take_back, self._transport)
+                                return data
+            if chunk and tap.taps:
+                # A tap installed while the query waited; told while the input is still
+                # this caller's, so that nothing the reactor reads next comes before it.
+                tap.notify_received(self._link.address, chunk)
+            if data is not None:
                 with lock:
-                    self._give_up()
+                    self._owned = False
+                    self._gave_up()
+                return data
+            # Anything else (a reply in parts, a failure, no reply yet): read on.
+            return self._read_owned(frame, deadline, generation, sock, poller, True)
+        except BaseException:
+            # Ctrl-C, a tap's error, ...: the input must not stay owned, or the reactor
+            # would never read the link again. Cleared before any call: Python handles a
+            # pending signal on entry to a function. (Only this caller sets it: callers
+            # take turns.)
+            if self._owned:
+                with lock:
+                    self._owned = False
+                    self._gave_up()
             raise
-        if chunk and tap.taps:  # a tap installed while the query waited
-            tap.notify_received(self._link.address, chunk)
-        if data is not None:
-            return data
-        # Anything else (a reply in parts, a failure, no reply yet): read on.
-        return self._read_owned(frame, deadline, generation, sock, poller, True)
 
     def _take_owned(self, frame: Frame, deadline: float) -> bytes | None:
         """``take`` reading the socket itself; None: its input cannot be owned now (closing, a plain transport)."""
-        with self._lock:
-            data = self._extract(frame)
-            if data is not None:
-                return data
-            generation = self.generation
-            if generation == 0:
-                raise _fresh(self._error)
-            if self._reactor_reading:
-                return self._await_reactor_read(frame, deadline)
-            if generation != self._readable:
-                return None  # the reactor reads (and tells the connection's end)
-            sock = self._sock
-            poller = self._poller
-            self._owned = True
-            self._note_call()
-        return self._read_owned(frame, deadline, generation, sock, poller, False)
+        lock = self._lock
+        try:
+            with lock:
+                data = self._extract(frame)
+                if data is not None:
+                    return data
+                generation = self.generation
+                if generation == 0:
+                    raise _fresh(self._error)
+                if self._reactor_reading:
+                    return self._await_reactor_read(frame, deadline)
+                if generation != self._readable:
+                    return None  # the reactor reads (and tells the connection's end)
+                sock = self._sock
+                poller = self._poller
+                self._owned = True
+                self._note_call()
+            return self._read_owned(frame, deadline, generation, sock, poller, False)
+        except BaseException:
+            if self._owned:  # as in query
+                with lock:
+                    self._owned = False
+                    self._gave_up()
+            raise
 
     def _note_call(self) -> float:
         """A call takes the input over now (lock held): the usual pause between calls, a moving average.
@@ -578,6 +595,7 @@ class Bridge:
                     raise WriteFailed(*exc.args) from exc
             while True:
                 chunk = b''
+                data = None
                 with lock:
                     if self._readable != generation:
                         data = self._extract(frame)
@@ -601,20 +619,30 @@ class Bridge:
                             self._read_failed(generation, exc)
                         else:
                             data = self._received(chunk, frame, generation, query)
-                if chunk and tap.taps:  # told outside the lock: a tap is anybody's code
+                            if data is not None and not tap.taps:
+                                self._owned = False
+                                self._gave_up()
+                                return data
+                if chunk and tap.taps:
+                    # Told outside the lock (a tap is anybody's code) while the input is still
+                    # this caller's: nothing the reactor reads next can come before it.
                     tap.notify_received(self._link.address, chunk)
-                if chunk and not self._owned:
-                    return data  # type: ignore[return-value]  # the input was given up with the frame
+                if data is not None:
+                    with lock:
+                        self._owned = False
+                        self._gave_up()
+                    return data
         finally:
-            if self._owned:
+            if self._owned:  # as in query: cleared before any call
                 with lock:
-                    self._give_up()
+                    self._owned = False
+                    self._gave_up()
 
     def _received(self, chunk: bytes, frame: Frame, generation: Generation, query: bool) -> bytes | None:
-        """What a caller that owns the input read (lock held): a whole ``frame`` gives the input up.
+        """What a caller that owns the input read (lock held): the ``frame`` once complete, else None.
 
         ``chunk`` empty: the device closed the connection. ``query``: the frame
-        answers a query (counted).
+        answers a query (counted). The caller gives the input up.
         """
         if not chunk:
             self._lost_while_owned(generation, 'the device closed it')
@@ -625,10 +653,8 @@ class Bridge:
         if data is None:
             self._data += chunk
             data = self._extract(frame)  # also keeps the select signal in step
-        if data is not None:
-            if query:
-                self.stats.queries += 1
-            self._give_up()
+        if data is not None and query:
+            self.stats.queries += 1
         return data
 
     def _read_failed(self, generation: Generation, exc: OSError) -> None:
@@ -636,9 +662,8 @@ class Bridge:
         if not isinstance(exc, BlockingIOError):
             self._lost_while_owned(generation, f'read failed: {exc}')
 
-    def _give_up(self) -> None:
-        """The caller gives the input up (lock held)."""
-        self._owned = False
+    def _gave_up(self) -> None:
+        """The caller has just given the input up (lock held; it cleared ``_owned`` itself, first)."""
         self._released_at = time.monotonic()
         if self._reactor_stopped and (self._signal is not None or self._reader is not None):
             # Something waits for the reactor to read (select on comm, reactor code): at once.

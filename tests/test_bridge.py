@@ -988,7 +988,7 @@ def test_a_tap_hears_a_query_reply_before_what_the_reactor_reads_after_it(owned)
     from socs_tcp import _tap
     bridge, transport, device = owned
     lock = bridge._lock = _ReactorReadsOnGiveUp(bridge, transport, b'unsolicited\n')
-    tap = Told()
+    tap = RecordingTap()
     answering, lines = device_answers(device, b'reply\n')
     _tap.add_tap(tap)
     try:
@@ -1001,17 +1001,18 @@ def test_a_tap_hears_a_query_reply_before_what_the_reactor_reads_after_it(owned)
 
 
 def test_ctrl_c_as_a_timed_out_read_gives_the_input_up_still_gives_it_up(owned):
-    """A Ctrl-C handled on entry to the give-up (its first check) must not leave the input owned."""
+    """A Ctrl-C handled on entry to the give-up's bookkeeping (its first check) must not leave the input owned."""
     bridge, transport, device = owned
-    give_up, fired = bridge._give_up, []
+    gave_up, fired = bridge._gave_up, []
 
-    def interrupted_give_up():
+    def interrupted_gave_up():
         if not fired:
             fired.append(True)
-            _thread.interrupt_main()    # Ctrl-C, handled at the give-up's first check
-        give_up()
-    bridge._give_up = interrupted_give_up
+            _thread.interrupt_main()    # Ctrl-C, handled at the bookkeeping's first check
+        gave_up()
+    bridge._gave_up = interrupted_gave_up
     with ctrl_c_raises():
         with pytest.raises(KeyboardInterrupt):
             bridge.take(LINE, soon(0.05), None)        # no reply: the read times out, then gives up
+    assert fired
     assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
