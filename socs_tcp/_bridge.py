@@ -147,6 +147,14 @@ class Bridge:
         The link's counters, guarded by this bridge's lock.
     """
 
+    # One bridge per interface, and a process may hold a thousand: slots keep each small
+    # (an instance dict with this many attributes no longer shares its keys, ~1.5 KB).
+    __slots__ = ('_reactor', '_link', 'input_limit', '_lock', '_changed', 'stats', 'generation',
+                 '_sock', '_transport', '_poller', '_readable', '_owned', '_reactor_reading',
+                 '_reactor_stopped', '_hand_back', '_recheck', '_released_at', '_pause',
+                 '_ever_connected', '_error', '_closed', '_failures', '_state', '_delay', '_data',
+                 '_paused', '_waiting_frame', '_read_awaited', '_reader', '_signal')
+
     def __init__(self, reactor, link: Link, input_limit: int) -> None:
         self._reactor = reactor
         self._link = link

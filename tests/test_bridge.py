@@ -111,7 +111,6 @@ class FakeLink:
 def connected_bridge(posts, sock, input_limit=1 << 20) -> Bridge:
     link = FakeLink()
     bridge = Bridge(posts, link, input_limit)
-    bridge.link = link
     bridge.connection_up(1, sock)
     return bridge
 
@@ -218,7 +217,7 @@ def test_above_the_input_limit_the_reactor_is_told_to_pause_and_resume_once_drai
     assert posts.calls == []                       # 12 left: still above half the limit
     assert bridge.take(Exactly(8), soon(), None) == b'xxyyyyyz'
     posts.run()
-    assert bridge.link.resumed == [1] and not bridge.snapshot()['reading_paused']
+    assert bridge._link.resumed == [1] and not bridge.snapshot()['reading_paused']
 
 
 def test_a_frame_larger_than_the_limit_can_still_complete(posts, pair):
@@ -398,7 +397,7 @@ def test_a_caller_that_starts_waiting_resumes_reading_the_limit_paused(posts, pa
     assert bridge.feed(1, b'x' * 11) is True       # nobody reading: pause
     bridge._changed = ScriptedWaits(bridge, posts.run, lambda: bridge.feed(1, b'\n'))
     assert bridge.take(LINE, soon(), None) == b'x' * 11
-    assert bridge.link.resumed == [1]                   # the reply went on arriving
+    assert bridge._link.resumed == [1]                   # the reply went on arriving
 
 
 # -- frames' maximum length ------------------------------------------------------------
@@ -429,7 +428,7 @@ def test_a_reply_that_never_ends_drops_the_connection_naming_the_limit(posts, pa
     assert 'max_frame_length=100' in str(errors[0])
     assert len(bridge) == 0 and not bridge.connected
     posts.run()
-    assert [g for g, _ in bridge.link.reconnected] == [1]   # the reactor is told to abort it
+    assert [g for g, _ in bridge._link.reconnected] == [1]   # the reactor is told to abort it
     assert bridge.feed(1, b'x' * 30) is False and len(bridge) == 0  # the rest is refused
 
 
@@ -912,30 +911,30 @@ def test_ctrl_c_as_a_query_releases_the_lock_it_sent_under_gives_the_input_up(ow
     assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
 
 
-def test_ctrl_c_as_take_takes_the_input_over_gives_it_up(owned):
+def test_ctrl_c_as_take_takes_the_input_over_gives_it_up(owned, monkeypatch):
     """A Ctrl-C handled where take notes its call (the input just taken over) must give the input up."""
     bridge, transport, device = owned
-    note_call = bridge._note_call
+    note_call = Bridge._note_call
 
-    def interrupted_note_call():
+    def interrupted_note_call(self):
         _thread.interrupt_main()        # Ctrl-C, handled at the first check after the input was taken
-        return note_call()
-    bridge._note_call = interrupted_note_call
+        return note_call(self)
+    monkeypatch.setattr(Bridge, '_note_call', interrupted_note_call)
     with ctrl_c_raises():
         with pytest.raises(KeyboardInterrupt):
             bridge.take(LINE, soon(), None)
     assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
 
 
-def test_ctrl_c_as_a_query_reads_on_for_the_rest_of_its_reply_gives_the_input_up(owned):
+def test_ctrl_c_as_a_query_reads_on_for_the_rest_of_its_reply_gives_the_input_up(owned, monkeypatch):
     """A reply in parts: Ctrl-C handled on entry to the read that waits for the rest must give the input up."""
     bridge, transport, device = owned
-    read_owned = bridge._read_owned
+    read_owned = Bridge._read_owned
 
     def interrupted_read_owned(*args, **kwargs):
         _thread.interrupt_main()        # Ctrl-C, handled at the read's first check
         return read_owned(*args, **kwargs)
-    bridge._read_owned = interrupted_read_owned
+    monkeypatch.setattr(Bridge, '_read_owned', interrupted_read_owned)
 
     def device_sends_a_part():
         assert device.recv(100) == b'ask\n'
@@ -1000,17 +999,17 @@ def test_a_tap_hears_a_query_reply_before_what_the_reactor_reads_after_it(owned)
     assert [data for what, data in tap.told if what == 'received'] == [b'reply\n', b'unsolicited\n'], tap.told
 
 
-def test_ctrl_c_as_a_timed_out_read_gives_the_input_up_still_gives_it_up(owned):
+def test_ctrl_c_as_a_timed_out_read_gives_the_input_up_still_gives_it_up(owned, monkeypatch):
     """A Ctrl-C handled on entry to the give-up's bookkeeping (its first check) must not leave the input owned."""
     bridge, transport, device = owned
-    gave_up, fired = bridge._gave_up, []
+    gave_up, fired = Bridge._gave_up, []
 
-    def interrupted_gave_up():
+    def interrupted_gave_up(self):
         if not fired:
             fired.append(True)
             _thread.interrupt_main()    # Ctrl-C, handled at the bookkeeping's first check
-        gave_up()
-    bridge._gave_up = interrupted_gave_up
+        gave_up(self)
+    monkeypatch.setattr(Bridge, '_gave_up', interrupted_gave_up)
     with ctrl_c_raises():
         with pytest.raises(KeyboardInterrupt):
             bridge.take(LINE, soon(0.05), None)        # no reply: the read times out, then gives up
