@@ -481,7 +481,8 @@ class Bridge:
                     self._drop_stale()
                     if generation != self._readable:
                         return None
-                sock = self._sock
+                # Open while _readable names this connection (socket_closing clears both).
+                sock: socket.socket = self._sock  # type: ignore[assignment]
                 try:
                     sent = sock.send(request)
                 except OSError:  # full (BlockingIOError) or broken: nothing left
@@ -564,7 +565,7 @@ class Bridge:
                     return self._await_reactor_read(frame, deadline)
                 if generation != self._readable:
                     return None  # the reactor reads (and tells the connection's end)
-                sock = self._sock
+                sock: socket.socket = self._sock  # type: ignore[assignment]  # open: see query
                 poller = self._poller
                 self._owned = True
                 self._note_call()
