@@ -26,9 +26,9 @@ names the limit, and asks the reactor to drop the connection (as
 Callers use the connection's own socket, with no hop through the reactor
 thread. Writes go straight from the calling thread to the kernel. And while
 a call waits for its reply, the caller owns the connection's input and
-reads the socket itself (``take``: poll, then recv; a query's request and
-reply in one ``exchange``, with as little as possible run before the request
-leaves and after the reply arrives): the reactor stops
+reads the socket itself (``take``: poll, then recv; ``query``: a request and
+its reply, with as little as possible run before the request leaves and
+after the reply arrives): the reactor stops
 watching the socket when it finds input it does not own (see
 `socs_tcp._owned_transport`), and takes it back once no call owns it: at
 once when something needs the reactor to read (``select`` on ``comm``,
@@ -94,7 +94,7 @@ _POLL_IN = select.POLLIN | select.POLLPRI
 
 
 class WriteFailed(DeviceDisconnected):
-    """``exchange`` sent part of a request and could not write the rest: as any failed write.
+    """``query`` sent part of a request and could not write the rest: as any failed write.
 
     The connection is unusable and nothing of a reply was read: the caller
     may write the request once more on a new connection.
@@ -147,6 +147,14 @@ class Bridge:
         The link's counters, guarded by this bridge's lock.
     """
 
+    # One bridge per interface, and a process may hold a thousand: slots keep each small
+    # (an instance dict with this many attributes no longer shares its keys, ~1.5 KB).
+    __slots__ = ('_reactor', '_link', 'input_limit', '_lock', '_changed', 'stats', 'generation',
+                 '_sock', '_transport', '_poller', '_readable', '_owned', '_reactor_reading',
+                 '_reactor_stopped', '_hand_back', '_recheck', '_released_at', '_pause',
+                 '_ever_connected', '_error', '_closed', '_failures', '_state', '_delay', '_data',
+                 '_paused', '_waiting_frame', '_read_awaited', '_reader', '_signal')
+
     def __init__(self, reactor, link: Link, input_limit: int) -> None:
         self._reactor = reactor
         self._link = link
@@ -160,6 +168,9 @@ class Bridge:
         # and how it stands.
         self._transport: Any = None
         self._poller: Any = None                # select.poll on the socket (no descriptor of its own)
+        # The connection whose socket a caller may read itself (open, and its transport
+        # can give its input up), 0 if none: one attribute for a query to check.
+        self._readable: Generation = 0
         self._owned = False                     # a caller reads the socket itself now
         self._reactor_reading = False           # the reactor's read under way
         self._reactor_stopped = False           # the reactor stopped watching the socket
@@ -227,6 +238,9 @@ class Bridge:
                 self._transport = transport
                 self._poller = select.poll()
                 self._poller.register(sock.fileno(), _POLL_IN)
+                self._readable = generation
+            else:
+                self._readable = 0
             self.generation = generation
             self._ever_connected = True
             self.stats.stale_bytes_dropped += len(self._data)
@@ -397,7 +411,9 @@ class Bridge:
             The connection is gone (or never was) and no complete frame is buffered.
         """
         if pump is None and self._transport is not None:
-            return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
+            data = self._take_owned(frame, deadline)
+            if data is not None:
+                return data
         with self._lock:
             try:
                 while True:
@@ -417,25 +433,28 @@ class Bridge:
             finally:
                 self._waiting_frame = None
 
-    def exchange(self, frame: Frame, deadline: float, generation: Generation = 0,
-                 request: bytes | None = None) -> bytes | None:
-        """Send ``request`` (if any), then wait for ``frame`` owning the input: the caller reads its own reply.
+    def query(self, request: bytes, frame: Frame, deadline: float, generation: Generation) -> bytes | None:
+        """Write ``request`` on connection ``generation``, then read its reply (a ``frame``) owning the input.
 
-        For callers that do not turn the reactor themselves (``take`` without
-        ``pump``). With a ``request``, on connection ``generation``: input
-        waiting from before it is dropped, the request is written and the
-        input taken over under one hold of the lock, and the reply read
-        under a second one, which also gives the input up: nothing else runs
-        between a query's call and its request leaving, nor between its
-        reply and its return. A request answered is counted (``queries``).
+        The usual query, for a caller that does not turn the reactor itself.
+        Under one hold of the lock, input waiting from before the request is
+        dropped, the request written and the input taken over. A reply that
+        arrives whole in one read (the usual case) is read under a second
+        hold, which also gives the input up and counts the query
+        (``queries``); anything else reads on as ``take`` does. Little runs
+        between this call and its request leaving, and between its reply and
+        its return: an agent that polls a device every few milliseconds runs
+        this on cold caches, where each object touched shows in the
+        latency. The bookkeeping runs after the request has left, while the
+        device answers.
 
         Returns
         -------
         bytes or None
-            The frame. None only with a ``request`` that was not sent, not a
-            byte of it (the connection is not ``generation`` any more, its
-            transport cannot give its input up, or the socket refused the
-            data): the caller writes the general way (``write``, then ``take``).
+            The reply. None, with not a byte sent, when the connection is not
+            ``generation`` any more, its transport cannot give its input up,
+            or the socket refused the request: the caller then writes the
+            general way (``write``, then ``take``).
 
         Raises
         ------
@@ -447,33 +466,95 @@ class Bridge:
             As ``take``.
         """
         lock = self._lock
-        rest = None
-        with lock:
-            if request is not None:
-                if generation != self.generation or self._transport is None:
-                    return None
-                if self._reactor_reading:
-                    # What the reactor's read under way holds came before the request:
-                    # it must land in the buffer first, to be dropped with the rest.
-                    self._await_read_done(deadline)
-                    if generation != self.generation or self._transport is None:
+        chunk = data = None
+        try:
+            with lock:
+                # Input from before the request is no reply: what is buffered, what a read
+                # of the reactor under way holds, what waits in the socket (the reactor may
+                # not watch it, or be busy). In the usual case that costs one poll.
+                if (generation != self._readable or self._reactor_reading or self._data or self._paused
+                        or self._poller.poll(0)):
+                    if generation != self._readable:
                         return None
-                # Stale input: buffered, or waiting in the socket, whether or not the
-                # reactor watches it (a busy reactor may not have read it yet): it all
-                # came before the request. One poll, no recv, in the usual case.
-                if self._data or self._paused or self._poller.poll(0):
+                    if self._reactor_reading:
+                        self._await_read_done(deadline)  # its input lands in the buffer first
                     self._drop_stale()
-                sock = self._sock
-                if generation != self.generation or sock is None:
-                    return None
+                    if generation != self._readable:
+                        return None
+                # Open while _readable names this connection (socket_closing clears both).
+                sock: socket.socket = self._sock  # type: ignore[assignment]
                 try:
                     sent = sock.send(request)
                 except OSError:  # full (BlockingIOError) or broken: nothing left
                     return None
+                # The request is out: the input is this caller's until it is given up, on
+                # every way out (see the handler below). What follows runs while the device
+                # answers.
+                self._owned = True
                 self.stats.bytes_out += sent
-                if sent < len(request):
-                    rest = memoryview(request)[sent:]
-            else:
+                now = self._note_call()
+                poller = self._poller
+                tapped = tap.taps
+            if tapped:
+                # Told once it left: this caller reads the reply, so it is told after this.
+                tap.notify_sent(self._link.address, request)
+            if sent < len(request) or tapped:
+                rest = memoryview(request)[sent:] if sent < len(request) else None
+                return self._read_owned(frame, deadline, generation, sock, poller, True, rest)
+            remaining = deadline - now
+            if remaining > 0:
+                poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
+                with lock:
+                    if self._readable == generation:  # still this connection's, and open
+                        try:
+                            chunk = sock.recv(_RECV_SIZE)
+                        except OSError as exc:
+                            self._read_failed(generation, exc)
+                        else:
+                            if chunk and not self._data:
+                                data = frame.whole(chunk)  # the usual reply: whole, in one read
+                            if data is None:
+                                data = self._received(chunk, frame, generation, True)
+                            else:
+                                stats = self.stats
+                                stats.bytes_in += len(chunk)
+                                stats.queries += 1
+                            if data is not None and not tap.taps:
+                                # The input is given up at once: _gave_up's steps, inline on
+                                # the usual reply's path.
+                                self._owned = False
+                                self._released_at = time.monotonic()
+                                if self._reactor_stopped and (self._signal is not None
+                                                              or self._reader is not None):
+                                    self.post(self._take_back, self._transport)
+                                return data
+            if chunk and tap.taps:
+                # A tap installed while the query waited; told while the input is still
+                # this caller's, so that nothing the reactor reads next comes before it.
+                tap.notify_received(self._link.address, chunk)
+            if data is not None:
+                with lock:
+                    self._owned = False
+                    self._gave_up()
+                return data
+            # Anything else (a reply in parts, a failure, no reply yet): read on.
+            return self._read_owned(frame, deadline, generation, sock, poller, True)
+        except BaseException:
+            # Ctrl-C, a tap's error, ...: the input must not stay owned, or the reactor
+            # would never read the link again. Cleared before any call: Python handles a
+            # pending signal on entry to a function. (Only this caller sets it: callers
+            # take turns.)
+            if self._owned:
+                with lock:
+                    self._owned = False
+                    self._gave_up()
+            raise
+
+    def _take_owned(self, frame: Frame, deadline: float) -> bytes | None:
+        """``take`` reading the socket itself; None: its input cannot be owned now (closing, a plain transport)."""
+        lock = self._lock
+        try:
+            with lock:
                 data = self._extract(frame)
                 if data is not None:
                     return data
@@ -482,13 +563,37 @@ class Bridge:
                     raise _fresh(self._error)
                 if self._reactor_reading:
                     return self._await_reactor_read(frame, deadline)
-            self._owned = True
-            now = time.monotonic()
-            # The usual pause between calls, a moving average of pauses (each at most the cap).
-            self._pause += (min(now - self._released_at, _HAND_BACK_MAX) - self._pause) / 8
-            poller = self._poller
-            remaining = deadline - now
-        owned = True
+                if generation != self._readable:
+                    return None  # the reactor reads (and tells the connection's end)
+                sock: socket.socket = self._sock  # type: ignore[assignment]  # open: see query
+                poller = self._poller
+                self._owned = True
+                self._note_call()
+            return self._read_owned(frame, deadline, generation, sock, poller, False)
+        except BaseException:
+            if self._owned:  # as in query
+                with lock:
+                    self._owned = False
+                    self._gave_up()
+            raise
+
+    def _note_call(self) -> float:
+        """A call takes the input over now (lock held): the usual pause between calls, a moving average.
+
+        Returns the time now.
+        """
+        now = time.monotonic()
+        self._pause += (min(now - self._released_at, _HAND_BACK_MAX) - self._pause) / 8
+        return now
+
+    def _read_owned(self, frame: Frame, deadline: float, generation: Generation, sock: socket.socket,
+                    poller: Any, query: bool, rest: memoryview | None = None) -> bytes:
+        """Read ``frame`` from ``sock`` with the input taken over (lock not held), then give the input up.
+
+        ``query``: the frame answers a query (counted). ``rest``: the part of
+        its request still to be written first. Input already read is buffered.
+        """
+        lock = self._lock
         try:
             if rest is not None:
                 try:
@@ -497,45 +602,11 @@ class Bridge:
                     raise
                 except DeviceDisconnected as exc:
                     raise WriteFailed(*exc.args) from exc
-                remaining = deadline - time.monotonic()
             while True:
-                if remaining <= 0:
-                    raise DeviceTimeout(f'no complete reply within the timeout '
-                                        f'({len(self._data)} bytes buffered)')
-                poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
                 chunk = b''
+                data = None
                 with lock:
-                    sock = self._sock
-                    if self.generation == generation and sock is not None:
-                        try:
-                            chunk = sock.recv(_RECV_SIZE)
-                        except BlockingIOError:
-                            pass
-                        except OSError as exc:
-                            self._lost_while_owned(generation, f'read failed: {exc}')
-                        else:
-                            if not chunk:
-                                self._lost_while_owned(generation, 'the device closed it')
-                            else:
-                                self.stats.bytes_in += len(chunk)
-                                # A reply that arrives whole into an empty buffer skips the buffer.
-                                data = None if self._data else frame.whole(chunk)
-                                if data is None:
-                                    self._data += chunk
-                                    data = self._extract(frame)  # also keeps the select signal in step
-                                if data is not None:  # the reply: the input is given up here, at once
-                                    if request is not None:
-                                        self.stats.queries += 1
-                                    owned = False
-                                    self._owned = False
-                                    self._released_at = time.monotonic()
-                                    if self._reactor_stopped and (self._signal is not None
-                                                                  or self._reader is not None):
-                                        # Something waits for the reactor to read: at once.
-                                        self.post(self._take_back, self._transport)
-                                    if not tap.taps:
-                                        return data
-                    if owned and (self.generation != generation or self._sock is None):
+                    if self._readable != generation:
                         data = self._extract(frame)
                         if data is not None:
                             return data
@@ -545,17 +616,67 @@ class Bridge:
                                 raise DeviceTimeout('no complete reply within the timeout (closing)')
                         raise _fresh(self._error)
                     remaining = deadline - time.monotonic()
-                if chunk and tap.taps:  # told outside the lock: a tap is anybody's code
+                    if remaining <= 0:
+                        raise DeviceTimeout(f'no complete reply within the timeout '
+                                            f'({len(self._data)} bytes buffered)')
+                poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
+                with lock:
+                    if self._readable == generation:
+                        try:
+                            chunk = sock.recv(_RECV_SIZE)
+                        except OSError as exc:
+                            self._read_failed(generation, exc)
+                        else:
+                            data = self._received(chunk, frame, generation, query)
+                            if data is not None and not tap.taps:
+                                self._owned = False
+                                self._gave_up()
+                                return data
+                if chunk and tap.taps:
+                    # Told outside the lock (a tap is anybody's code) while the input is still
+                    # this caller's: nothing the reactor reads next can come before it.
                     tap.notify_received(self._link.address, chunk)
-                if not owned:
+                if data is not None:
+                    with lock:
+                        self._owned = False
+                        self._gave_up()
                     return data
         finally:
-            if owned:
+            if self._owned:  # as in query: cleared before any call
                 with lock:
                     self._owned = False
-                    self._released_at = time.monotonic()
-                    if self._reactor_stopped and (self._signal is not None or self._reader is not None):
-                        self.post(self._take_back, self._transport)  # as above
+                    self._gave_up()
+
+    def _received(self, chunk: bytes, frame: Frame, generation: Generation, query: bool) -> bytes | None:
+        """What a caller that owns the input read (lock held): the ``frame`` once complete, else None.
+
+        ``chunk`` empty: the device closed the connection. ``query``: the frame
+        answers a query (counted). The caller gives the input up.
+        """
+        if not chunk:
+            self._lost_while_owned(generation, 'the device closed it')
+            return None
+        self.stats.bytes_in += len(chunk)
+        # A reply that arrives whole into an empty buffer skips the buffer.
+        data = None if self._data else frame.whole(chunk)
+        if data is None:
+            self._data += chunk
+            data = self._extract(frame)  # also keeps the select signal in step
+        if data is not None and query:
+            self.stats.queries += 1
+        return data
+
+    def _read_failed(self, generation: Generation, exc: OSError) -> None:
+        """A caller's recv failed (lock held): nothing to read yet, or the connection is lost."""
+        if not isinstance(exc, BlockingIOError):
+            self._lost_while_owned(generation, f'read failed: {exc}')
+
+    def _gave_up(self) -> None:
+        """The caller has just given the input up (lock held; it cleared ``_owned`` itself, first)."""
+        self._released_at = time.monotonic()
+        if self._reactor_stopped and (self._signal is not None or self._reader is not None):
+            # Something waits for the reactor to read (select on comm, reactor code): at once.
+            self.post(self._take_back, self._transport)
 
     def _await_reactor_read(self, frame: Frame, deadline: float) -> bytes:
         """A caller wants the input while the reactor's read is under way (lock held).
@@ -566,7 +687,7 @@ class Bridge:
         self._await_read_done(deadline, frame)
         self._lock.release()
         try:
-            return self.exchange(frame, deadline)  # type: ignore[return-value]  # None only with a request
+            return self.take(frame, deadline, None)
         finally:
             self._lock.acquire()
 
@@ -644,6 +765,7 @@ class Bridge:
         with self._lock:
             if transport is self._transport and self._sock is not None:
                 sock, self._sock = self._sock, None
+                self._readable = 0
                 if self._owned:
                     _shutdown(sock)
                 self._changed.notify_all()
@@ -861,6 +983,7 @@ class Bridge:
         if sock is not None and self._owned:
             _shutdown(sock)
         self.generation = 0
+        self._readable = 0
         self._transport = None
         self._poller = None
         self._reactor_stopped = False

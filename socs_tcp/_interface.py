@@ -6,6 +6,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from twisted.logger import Logger
@@ -266,7 +267,7 @@ class TCPInterface(VisaHabits):
         if type(msg) is bytes and terminator is _DEFAULT and size is None and timeout is None \
                 and not self._closed:
             return self._channel.query(msg + self.write_termination, self._reply_frame,
-                                       time.monotonic() + self._timeout)
+                                       monotonic() + self._timeout)
         data = self._encode(msg, 'msg') + self.write_termination
         if terminator is _DEFAULT and size is None:
             frame = self._reply_frame

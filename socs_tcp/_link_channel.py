@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from threading import get_ident
 
 from twisted.logger import Logger
 from twisted.python import threadable
@@ -115,6 +116,11 @@ class LinkChannel:
         # The connection on which the last read timed out: its reply may still
         # come, so the next request starts on a fresh connection instead.
         self._overdue_on: Generation = 0
+        # The connection a query may use at once (on_connect run on it, no read
+        # overdue on it, the reactor running), 0 if none, and the reactor's thread
+        # then: what the usual query checks, on this object only.
+        self._ready: Generation = 0
+        self._reactor_thread: int | None = None
         self.socket_like: object | None = None
 
     # -- state ---------------------------------------------------------------
@@ -200,40 +206,44 @@ class LinkChannel:
         if not lock.acquire(False):
             call = self._enter('query', deadline)  # waits for the channel, or is on_connect's
         try:
-            reply = None
-            attempts: tuple[int, ...] = (1, 2)  # the general way's writes
-            generation = self._bridge.generation
-            if (generation == self._hooked and generation and generation != self._overdue_on
-                    and (call is None or call.holds_lock and call.pump is None)
-                    and not tap.taps and self._reactor.running
-                    and threadable.ioThread != threading.get_ident()):
-                # The usual query, on a connection ready for it, from a worker thread:
-                # the bridge sends the request and reads the reply under one hold of
-                # its lock, so nothing runs between this call and its request leaving.
-                # Agents polling a device every few ms run on cold caches, where every
-                # step before the request and after the reply shows in the latency.
+            ready = self._ready
+            if (ready and (call is None or call.holds_lock and call.pump is None)
+                    and get_ident() != self._reactor_thread):
+                # The usual query, on a connection ready for it, from a worker thread: the
+                # bridge writes the request and reads the reply itself. An agent polling a
+                # device every few ms runs this on cold caches, where each object or module
+                # touched before the request leaves shows in the latency.
                 try:
-                    reply = self._bridge.exchange(frame, deadline, generation, data)
+                    reply = self._bridge.query(data, frame, deadline, ready)
                 except WriteFailed as exc:  # the request left in part only: as a failed write
-                    self._reconnect(generation, f'write failed: {exc}')
+                    self._reconnect(ready, f'write failed: {exc}')
                     log.info('{address}: write failed ({error}); reconnecting to write once more',
                              address=self.address, error=str(exc))
-                    attempts = (2,)
+                    attempts: tuple[int, ...] = (2,)
                 except DeviceTimeout as exc:
-                    raise self._no_reply(generation, data, exc) from None
+                    raise self._no_reply(ready, data, exc) from None
                 except KeyboardInterrupt:
-                    self._interrupted(generation)
+                    self._interrupted(ready)
                     raise
-            if reply is None:  # anything else, or nothing could be sent: the general way
-                if call is None:
-                    call = self._held_call('query', deadline)
-                reply = self._query(call, data, frame, attempts)
+                else:
+                    if reply is not None:
+                        if self._trace:
+                            self._log_query(data, reply)
+                        return reply
+                    attempts = (1, 2)  # nothing was sent
+            else:
+                attempts = (1, 2)
+            # Anything else, or nothing could be sent: the general way.
+            reply = self._query(call or self._held_call('query', deadline), data, frame, attempts)
         finally:
             if call is None or call.holds_lock:
                 lock.release()
         if self._trace:
-            log.debug('{address} > {data!r} < {reply!r}', address=self.address, data=data, reply=reply)
+            self._log_query(data, reply)
         return reply
+
+    def _log_query(self, data: bytes, reply: bytes) -> None:
+        log.debug('{address} > {data!r} < {reply!r}', address=self.address, data=data, reply=reply)
 
     def _query(self, call: _Call, data: bytes, frame: Frame, attempts: tuple[int, ...] = (1, 2)) -> bytes:
         """``query``'s general way: a connection made if needed, ``on_connect`` run, the write retried once.
@@ -248,7 +258,9 @@ class LinkChannel:
         except KeyboardInterrupt:
             self._interrupted(generation)
             raise
-        self._stats.count_query()  # (the bridge's exchange counts the queries it answers)
+        self._stats.count_query()  # (the bridge's query counts the queries it answers)
+        if not self._ready:
+            self._update_ready()  # the reactor may have started since on_connect ran (pumped before)
         return reply
 
     def _no_reply(self, generation: Generation, data: bytes, exc: DeviceTimeout) -> DeviceTimeout:
@@ -349,10 +361,10 @@ class LinkChannel:
             data = self._bridge.take(frame, call.deadline, call.pump)
         except (DeviceTimeout, KeyboardInterrupt):   # Ctrl-C too: what it waited for may still come
             if not call.bound:
-                self._overdue_on = generation
+                self._set_overdue(generation)
             raise
-        if not call.bound:
-            self._overdue_on = 0
+        if not call.bound and self._overdue_on:
+            self._set_overdue(0)
         return data
 
     def _write(self, call: _Call, data: bytes, clear_stale: bool,
@@ -401,7 +413,8 @@ class LinkChannel:
             # waited for may still come and would answer this request.
             self._reconnect(generation, 'the last read timed out; its reply may still come')
             generation = 0
-        self._overdue_on = 0
+        if self._overdue_on:
+            self._set_overdue(0)
         if not generation:
             failures = bridge.failures()  # before asking: a failure after this ends the wait
             bridge.post(self._factory.connect_now)
@@ -415,6 +428,7 @@ class LinkChannel:
         if self._hooked == generation or not generation:
             return
         self._hooked = generation
+        self._update_ready()
         if self._on_connect is None:
             return
         token = _hook_call.set((self, _Call(call.deadline, call.pump, generation, False)))
@@ -430,6 +444,20 @@ class LinkChannel:
             raise DeviceDisconnected(f'on_connect failed on {self.address}: {exc!r}') from exc
         finally:
             _hook_call.reset(token)
+
+    def _set_overdue(self, generation: Generation) -> None:
+        """A read timed out on connection ``generation`` (0: none is overdue now)."""
+        self._overdue_on = generation
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        """Which connection a query may use at once, now that on_connect ran or a read timed out."""
+        hooked = self._hooked
+        if hooked != self._overdue_on and self._reactor.running:
+            self._ready = hooked
+            self._reactor_thread = threadable.ioThread  # set while the reactor runs
+        else:
+            self._ready = 0
 
     def _reconnect(self, generation: Generation, why: str) -> None:
         """Stop using connection ``generation`` now (its late input is dropped); the reactor replaces it."""

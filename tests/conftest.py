@@ -28,3 +28,27 @@ def line_device():
     server.start()
     yield server
     pytest_twisted.blockon(server.stop())
+
+
+class RecordingTap:
+    """A tap (``socs_tcp._tap``) that keeps every event it is told, in order."""
+
+    def __init__(self):
+        self.events: list = []
+
+    def opened(self, link):
+        self.events.append(('opened', link))
+
+    def sent(self, link, data):
+        self.events.append(('sent', link, data))
+
+    def received(self, link, data):
+        self.events.append(('received', link, data))
+
+    def closed(self, link, reason):
+        self.events.append(('closed', link, reason))
+
+    @property
+    def told(self) -> list:
+        """The bytes it was told, as ``('sent' or 'received', data)``, in order."""
+        return [(event[0], event[2]) for event in self.events if event[0] in ('sent', 'received')]

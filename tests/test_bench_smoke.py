@@ -91,3 +91,31 @@ def test_query_path_counts_the_three_phases_of_each_client():
     for kind, (before, _during, after) in rows.items():
         assert before > 0 and after > 0, (kind, rows)
     assert 'socs_tcp, before the request: ' in done.stdout   # and the functions it ran are named
+
+
+def _can_trace() -> bool:
+    import shutil
+    if shutil.which('perf') is None:
+        return False
+    probe = subprocess.run(['perf', 'trace', '-o', '/dev/null', 'true'], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_query_phases_times_each_clients_phases_with_perf_trace():
+    if not _can_trace():
+        pytest.skip('perf trace is not available here (perf missing, or no rights to trace)')
+    done = subprocess.run([sys.executable, str(BENCH / 'query_phases.py'), '--queries', '5'],
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0]: [float(n) for n in line.split()[1:]]
+            for line in done.stdout.splitlines() if line.split()[:1] in (['raw'], ['socs.tcp'], ['socs_tcp'])}
+    assert set(rows) == {'raw', 'socs.tcp', 'socs_tcp'}, done.stdout
+    for kind, (to_request, after_first, device, after_reply) in rows.items():
+        assert 0 < to_request and 0 <= after_first <= to_request and device > 0 and after_reply > 0, (kind, rows)
+
+
+def test_query_phases_refuses_a_bad_count():
+    done = subprocess.run([sys.executable, str(BENCH / 'query_phases.py'), '--queries', '0'],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and '--queries must be at least 1, got 0' in done.stderr

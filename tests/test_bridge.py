@@ -9,17 +9,21 @@ thread switch could put it, and then reports a timeout.
 
 from __future__ import annotations
 
+import _thread
 import os
 import select
+import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
 from socs_tcp._bridge import Bridge
 from socs_tcp._errors import DeviceDisconnected, DeviceTimeout, NotConnected
 from socs_tcp._framing import Chunk, Exactly, Terminated
+from tests.conftest import RecordingTap
 
 LINE = Terminated(b'\n', strip=True)
 
@@ -107,7 +111,6 @@ class FakeLink:
 def connected_bridge(posts, sock, input_limit=1 << 20) -> Bridge:
     link = FakeLink()
     bridge = Bridge(posts, link, input_limit)
-    bridge.link = link
     bridge.connection_up(1, sock)
     return bridge
 
@@ -214,7 +217,7 @@ def test_above_the_input_limit_the_reactor_is_told_to_pause_and_resume_once_drai
     assert posts.calls == []                       # 12 left: still above half the limit
     assert bridge.take(Exactly(8), soon(), None) == b'xxyyyyyz'
     posts.run()
-    assert bridge.link.resumed == [1] and not bridge.snapshot()['reading_paused']
+    assert bridge._link.resumed == [1] and not bridge.snapshot()['reading_paused']
 
 
 def test_a_frame_larger_than_the_limit_can_still_complete(posts, pair):
@@ -394,7 +397,7 @@ def test_a_caller_that_starts_waiting_resumes_reading_the_limit_paused(posts, pa
     assert bridge.feed(1, b'x' * 11) is True       # nobody reading: pause
     bridge._changed = ScriptedWaits(bridge, posts.run, lambda: bridge.feed(1, b'\n'))
     assert bridge.take(LINE, soon(), None) == b'x' * 11
-    assert bridge.link.resumed == [1]                   # the reply went on arriving
+    assert bridge._link.resumed == [1]                   # the reply went on arriving
 
 
 # -- frames' maximum length ------------------------------------------------------------
@@ -425,7 +428,7 @@ def test_a_reply_that_never_ends_drops_the_connection_naming_the_limit(posts, pa
     assert 'max_frame_length=100' in str(errors[0])
     assert len(bridge) == 0 and not bridge.connected
     posts.run()
-    assert [g for g, _ in bridge.link.reconnected] == [1]   # the reactor is told to abort it
+    assert [g for g, _ in bridge._link.reconnected] == [1]   # the reactor is told to abort it
     assert bridge.feed(1, b'x' * 30) is False and len(bridge) == 0  # the rest is refused
 
 
@@ -534,7 +537,7 @@ def test_the_reactor_stops_reading_while_a_caller_owns_the_input_and_takes_it_ba
     device.sendall(b'mine\n')
     thread.join(2)
     assert got == [b'mine'] and transport.resumed == 0
-    bridge._released_at -= 10                           # the link has been idle long enough
+    bridge._released_at -= 10                          # the link has been idle long enough
     posts.run_timers()
     assert transport.resumed == 1 and not bridge._reactor_stopped
 
@@ -634,7 +637,7 @@ def test_select_on_comm_or_a_reactor_reader_takes_the_input_back_at_once(posts, 
     assert transport.resumed == 1
 
 
-# -- a query's request and reply in one exchange --------------------------------------
+# -- a query's request and reply, read by the caller --------------------------------------
 
 def device_answers(device, reply: bytes):
     """Start a device thread that reads one line and sends ``reply``; return (thread, lines read)."""
@@ -658,16 +661,16 @@ def nothing_arrives(device, seconds: float = 0.05) -> bool:
     return select.select([device], [], [], seconds)[0] == []
 
 
-def test_an_exchange_sends_the_request_and_reads_its_reply(owned):
+def test_a_query_sends_the_request_and_reads_its_reply(owned):
     bridge, transport, device = owned
     thread, lines = device_answers(device, b'reply\n')
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     thread.join(2)
     assert lines == [b'ask\n']
     assert bridge.stats.bytes_out == 4 and bridge.stats.bytes_in == 6 and not bridge._owned
 
 
-def test_an_exchange_drops_what_waits_unwatched_in_the_socket_before_its_request(posts, owned):
+def test_a_query_drops_what_waits_unwatched_in_the_socket_before_its_request(posts, owned):
     """Between calls the reactor may not watch the socket: what came meanwhile is no reply."""
     bridge, transport, device = owned
     thread, got = take_in_thread(bridge, LINE)
@@ -679,22 +682,22 @@ def test_an_exchange_drops_what_waits_unwatched_in_the_socket_before_its_request
     device.sendall(b'unsolicited\n')                    # between calls, in the kernel only
     wait_for(lambda: select.select([pair_fd(bridge)], [], [], 0)[0], 'the input to arrive')
     thread, lines = device_answers(device, b'reply\n')
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     assert bridge.stats.stale_bytes_dropped == len(b'unsolicited\n')
 
 
-def test_an_exchange_drops_buffered_input_before_its_request(owned):
+def test_a_query_drops_buffered_input_before_its_request(owned):
     bridge, transport, device = owned
     assert bridge.reactor_may_read(transport)
     bridge.feed(1, b'late reply\n')                     # the reactor read it between calls
     bridge.reactor_read_done()
     thread, lines = device_answers(device, b'reply\n')
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     assert bridge.stats.stale_bytes_dropped == len(b'late reply\n')
 
 
 @pytest.mark.parametrize('why', ['a replaced connection', 'a plain transport'])
-def test_an_exchange_that_cannot_start_sends_nothing_and_says_so(posts, pair, why):
+def test_a_query_that_cannot_start_sends_nothing_and_says_so(posts, pair, why):
     """None, and not a byte sent: the caller then writes the general way (which reconnects)."""
     bridge = Bridge(posts, FakeLink(), 1 << 20)
     transport = FakeTransport()
@@ -703,48 +706,48 @@ def test_an_exchange_that_cannot_start_sends_nothing_and_says_so(posts, pair, wh
     else:
         bridge.connection_up(1, pair[0], transport)
     generation = 2 if why == 'a replaced connection' else 1
-    assert bridge.exchange(LINE, soon(), generation, b'ask\n') is None
+    assert bridge.query(b'ask\n', LINE, soon(), generation) is None
     assert nothing_arrives(pair[1]) and bridge.stats.bytes_out == 0 and not bridge._owned
 
 
-def test_an_exchange_on_a_socket_that_refuses_the_request_sends_nothing(posts, owned):
+def test_a_query_on_a_socket_that_refuses_the_request_sends_nothing(posts, owned):
     bridge, transport, device = owned
     device.close()                                      # the device is gone: send fails (EPIPE)
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') is None
+    assert bridge.query(b'ask\n', LINE, soon(), 1) is None
     assert bridge.stats.bytes_out == 0 and not bridge._owned
 
 
-def test_an_exchange_whose_request_the_socket_takes_in_part_writes_the_rest(owned):
+def test_a_query_whose_request_the_socket_takes_in_part_writes_the_rest(owned):
     bridge, transport, device = owned
     request = b'x' * (8 << 20) + b'\n'                  # far more than the socket buffers hold
     thread, lines = device_answers(device, b'got it\n')
-    assert bridge.exchange(LINE, soon(5), 1, request) == b'got it'
+    assert bridge.query(request, LINE, soon(5), 1) == b'got it'
     thread.join(5)
     assert lines == [request] and bridge.stats.bytes_out == len(request)
 
 
-def test_an_exchange_that_times_out_gives_the_input_up(owned):
+def test_a_query_that_times_out_gives_the_input_up(owned):
     bridge, transport, device = owned
     with pytest.raises(DeviceTimeout):
-        bridge.exchange(LINE, time.monotonic() + 0.05, 1, b'ask\n')
+        bridge.query(b'ask\n', LINE, time.monotonic() + 0.05, 1)
     assert not bridge._owned and device.recv(100) == b'ask\n'
 
 
-def test_an_exchange_whose_read_holds_more_than_its_reply_keeps_the_rest(owned):
+def test_a_query_whose_read_holds_more_than_its_reply_keeps_the_rest(owned):
     bridge, transport, device = owned
     thread, lines = device_answers(device, b'reply\nmore\n')   # one read brings both
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     assert len(bridge) == len(b'more\n') and bridge.take(LINE, soon(), None) == b'more'
 
 
-def test_an_exchange_lets_the_reactors_read_under_way_land_then_drops_it_before_its_request(owned):
+def test_a_query_lets_the_reactors_read_under_way_land_then_drops_it_before_its_request(owned):
     """What that read holds came before the request: it is no reply, and goes before the request leaves."""
     bridge, transport, device = owned
     assert bridge.reactor_may_read(transport)           # the reactor's recv is under way
     outcome: list = []
-    thread = threading.Thread(target=lambda: outcome.append(bridge.exchange(LINE, soon(), 1, b'ask\n')))
+    thread = threading.Thread(target=lambda: outcome.append(bridge.query(b'ask\n', LINE, soon(), 1)))
     thread.start()
-    wait_for(lambda: bridge._read_awaited, 'the exchange to wait for that read')
+    wait_for(lambda: bridge._read_awaited, 'the query to wait for that read')
     assert nothing_arrives(device, 0.01)                # nothing sent meanwhile
     answering, lines = device_answers(device, b'reply\n')
     bridge.feed(1, b'stale\n')                          # what that recv returned
@@ -754,12 +757,261 @@ def test_an_exchange_lets_the_reactors_read_under_way_land_then_drops_it_before_
     assert bridge.stats.stale_bytes_dropped == len(b'stale\n')
 
 
-def test_an_exchange_drops_what_waits_in_the_socket_while_the_reactor_watches_it(owned):
+def test_a_query_drops_what_waits_in_the_socket_while_the_reactor_watches_it(owned):
     """The reactor watches the socket but has not read yet (busy): that input came before the request."""
     bridge, transport, device = owned
     device.sendall(b'unsolicited\n')
     wait_for(lambda: select.select([pair_fd(bridge)], [], [], 0)[0], 'the input to arrive')
     assert not bridge._reactor_stopped
     answering, lines = device_answers(device, b'reply\n')
-    assert bridge.exchange(LINE, soon(), 1, b'ask\n') == b'reply'
+    assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
     assert bridge.stats.stale_bytes_dropped == len(b'unsolicited\n')
+
+
+
+def test_select_on_comm_takes_the_input_back_once_a_query_has_its_whole_reply(posts, owned):
+    """The usual query's own read (a whole reply at once) hands the input back too, without waiting idle."""
+    bridge, transport, device = owned
+    go = threading.Event()
+
+    def device_side():
+        assert device.recv(100) == b'ask\n'
+        assert go.wait(2)
+        device.sendall(b'reply\n')
+    thread = threading.Thread(target=device_side, daemon=True)
+    thread.start()
+    outcome: list = []
+    caller = threading.Thread(target=lambda: outcome.append(bridge.query(b'ask\n', LINE, soon(), 1)))
+    caller.start()
+    wait_for(lambda: bridge._owned, 'the query to own the input')
+    assert not bridge.reactor_may_read(transport)
+    bridge.fileno()                                    # a driver selects on comm meanwhile
+    go.set()
+    caller.join(2)
+    assert outcome == [b'reply']
+    posts.run()
+    assert transport.resumed == 1
+
+# -- Ctrl-C while a query waits (the main thread of a plain script or the shell) -----------
+
+@contextmanager
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in the main thread meanwhile (Python's default handler).
+
+    Set inside the test body: the test session's reactor installs its own handler when it starts.
+    """
+    assert threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def query_interrupted(bridge, device_side) -> None:
+    """``bridge.query`` in the main thread while ``device_side`` runs in another; it must end in Ctrl-C."""
+    with ctrl_c_raises():
+        thread = threading.Thread(target=device_side, daemon=True)
+        thread.start()
+        with pytest.raises(KeyboardInterrupt):
+            bridge.query(b'ask\n', LINE, soon(), 1)
+        thread.join(2)
+
+
+def test_ctrl_c_while_a_query_waits_for_its_reply_gives_the_input_up(owned):
+    """Else the reactor never reads the link again: select on comm, reactor code and a peer close go unseen."""
+    bridge, transport, device = owned
+
+    def user():
+        assert device.recv(100) == b'ask\n'
+        time.sleep(0.05)                               # the caller waits in poll for its reply
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)   # Ctrl-C
+    query_interrupted(bridge, user)
+    assert not bridge._owned
+
+
+def test_ctrl_c_as_a_query_takes_the_lock_back_leaves_the_lock_free(owned):
+    """An interrupt that lands as the lock is granted (the reactor held it) must not keep the lock."""
+    bridge, transport, device = owned
+
+    def reactor_busy():
+        assert device.recv(100) == b'ask\n'
+        with bridge._lock:                             # the reactor thread in a bridge call
+            device.sendall(b'reply\n')                 # the caller's poll returns; it waits for the lock
+            time.sleep(0.1)
+            _thread.interrupt_main()                   # Ctrl-C, pending when the lock is granted
+    query_interrupted(bridge, reactor_busy)
+    free = bridge._lock.acquire(timeout=1)
+    if free:
+        bridge._lock.release()
+    assert free, 'the bridge lock stayed held: every later call and the reactor thread would hang'
+
+
+# -- a tap installed while a query waits ---------------------------------------------------
+
+def test_a_tap_installed_while_a_query_waits_hears_every_byte_read_after(owned):
+    """Tracing switched on while an agent polls: the reply read after it must reach the tap whole, not a tail."""
+    from socs_tcp import _tap
+    bridge, transport, device = owned
+    tap = RecordingTap()
+
+    def device_side():
+        assert device.recv(100) == b'ask\n'
+        _tap.add_tap(tap)                              # the user starts tracing now
+        device.sendall(b'rep')
+        time.sleep(0.1)                                # the caller read that part
+        device.sendall(b'ly\n')
+    thread = threading.Thread(target=device_side, daemon=True)
+    thread.start()
+    try:
+        assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
+    finally:
+        thread.join(2)
+        _tap.remove_tap(tap)
+    assert b''.join(data for what, data in tap.told if what == 'received') == b'reply\n', tap.told
+
+
+class _CtrlCOnRelease:
+    """The bridge's lock, with a Ctrl-C that arrives as it is released while a caller owns the input.
+
+    Python runs a signal's handler where it next checks for one: after the
+    call that releases a ``with`` block's lock is such a place. A Ctrl-C that
+    comes during the last steps of that block (or the release itself) is
+    raised there, after the block and before whatever follows it.
+    """
+
+    def __init__(self, bridge: Bridge) -> None:
+        self._real, self._bridge, self.fired = bridge._lock, bridge, False
+
+    def acquire(self, *args, **kwargs) -> bool:
+        return self._real.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self._real.release()
+
+    def __enter__(self) -> None:
+        self._real.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self._real.release()
+        if not self.fired and self._bridge._owned:
+            self.fired = True
+            _thread.interrupt_main()    # Ctrl-C: its handler runs at the next check, here
+        return False
+
+
+def test_ctrl_c_as_a_query_releases_the_lock_it_sent_under_gives_the_input_up(owned):
+    """The request is out and the input owned when the first lock is released: the input must be given up."""
+    bridge, transport, device = owned
+    lock = bridge._lock = _CtrlCOnRelease(bridge)
+    with ctrl_c_raises():
+        with pytest.raises(KeyboardInterrupt):
+            bridge.query(b'ask\n', LINE, soon(), 1)
+    assert lock.fired
+    assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
+
+
+def test_ctrl_c_as_take_takes_the_input_over_gives_it_up(owned, monkeypatch):
+    """A Ctrl-C handled where take notes its call (the input just taken over) must give the input up."""
+    bridge, transport, device = owned
+    note_call = Bridge._note_call
+
+    def interrupted_note_call(self):
+        _thread.interrupt_main()        # Ctrl-C, handled at the first check after the input was taken
+        return note_call(self)
+    monkeypatch.setattr(Bridge, '_note_call', interrupted_note_call)
+    with ctrl_c_raises():
+        with pytest.raises(KeyboardInterrupt):
+            bridge.take(LINE, soon(), None)
+    assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
+
+
+def test_ctrl_c_as_a_query_reads_on_for_the_rest_of_its_reply_gives_the_input_up(owned, monkeypatch):
+    """A reply in parts: Ctrl-C handled on entry to the read that waits for the rest must give the input up."""
+    bridge, transport, device = owned
+    read_owned = Bridge._read_owned
+
+    def interrupted_read_owned(*args, **kwargs):
+        _thread.interrupt_main()        # Ctrl-C, handled at the read's first check
+        return read_owned(*args, **kwargs)
+    monkeypatch.setattr(Bridge, '_read_owned', interrupted_read_owned)
+
+    def device_sends_a_part():
+        assert device.recv(100) == b'ask\n'
+        device.sendall(b'rep')                         # the query reads on for the rest
+    thread = threading.Thread(target=device_sends_a_part, daemon=True)
+    with ctrl_c_raises():
+        thread.start()
+        with pytest.raises(KeyboardInterrupt):
+            bridge.query(b'ask\n', LINE, soon(), 1)
+        thread.join(2)
+    assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'
+
+
+class _ReactorReadsOnGiveUp:
+    """The bridge's lock; as it is released with the input just given up, the reactor reads (once).
+
+    A thread switch may come there: the reactor, still watching the socket,
+    reads what followed the reply and tells the taps (as ``dataReceived``
+    does) before the caller tells them the reply it read.
+    """
+
+    def __init__(self, bridge: Bridge, transport, data: bytes) -> None:
+        self._real, self._bridge, self._transport, self._data = bridge._lock, bridge, transport, data
+        self.read = False
+
+    def acquire(self, *args, **kwargs) -> bool:
+        return self._real.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self._real.release()
+
+    def __enter__(self) -> None:
+        self._real.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self._real.release()
+        bridge = self._bridge
+        if not self.read and not bridge._owned and bridge.stats.bytes_in:
+            from socs_tcp import _tap
+            self.read = True
+            assert bridge.reactor_may_read(self._transport)
+            _tap.notify_received('device:1', self._data)
+            bridge.feed(1, self._data)
+            bridge.reactor_read_done()
+        return False
+
+
+def test_a_tap_hears_a_query_reply_before_what_the_reactor_reads_after_it(owned):
+    """A trace must show the link's input in the order it came: the reply, then what followed it."""
+    from socs_tcp import _tap
+    bridge, transport, device = owned
+    lock = bridge._lock = _ReactorReadsOnGiveUp(bridge, transport, b'unsolicited\n')
+    tap = RecordingTap()
+    answering, lines = device_answers(device, b'reply\n')
+    _tap.add_tap(tap)
+    try:
+        assert bridge.query(b'ask\n', LINE, soon(), 1) == b'reply'
+    finally:
+        answering.join(2)
+        _tap.remove_tap(tap)
+    assert lock.read
+    assert [data for what, data in tap.told if what == 'received'] == [b'reply\n', b'unsolicited\n'], tap.told
+
+
+def test_ctrl_c_as_a_timed_out_read_gives_the_input_up_still_gives_it_up(owned, monkeypatch):
+    """A Ctrl-C handled on entry to the give-up's bookkeeping (its first check) must not leave the input owned."""
+    bridge, transport, device = owned
+    gave_up, fired = Bridge._gave_up, []
+
+    def interrupted_gave_up(self):
+        if not fired:
+            fired.append(True)
+            _thread.interrupt_main()    # Ctrl-C, handled at the bookkeeping's first check
+        gave_up(self)
+    monkeypatch.setattr(Bridge, '_gave_up', interrupted_gave_up)
+    with ctrl_c_raises():
+        with pytest.raises(KeyboardInterrupt):
+            bridge.take(LINE, soon(0.05), None)        # no reply: the read times out, then gives up
+    assert fired
+    assert not bridge._owned, 'the input stays owned: the reactor never reads the link again'

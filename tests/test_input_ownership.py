@@ -19,8 +19,8 @@ import psutil
 import pytest
 import pytest_twisted
 
-from socs_tcp import DeviceClientFactory, DeviceDisconnected, TCPInterface
-from tests.conftest import in_worker
+from socs_tcp import DeviceClientFactory, DeviceDisconnected, DeviceTimeout, TCPInterface
+from tests.conftest import RecordingTap, in_worker
 
 
 @pytest.fixture
@@ -207,7 +207,7 @@ def test_input_the_reactor_buffered_is_read_before_what_waits_in_the_socket(list
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_query_on_a_ready_connection_is_one_exchange_on_the_bridge(listener, monkeypatch):
+def test_a_query_on_a_ready_connection_is_the_bridges_query(listener, monkeypatch):
     """The usual query writes and reads under the bridge's lock, without the general write path."""
     from socs_tcp._bridge import Bridge
     writes: list = []
@@ -223,8 +223,32 @@ def test_a_query_on_a_ready_connection_is_one_exchange_on_the_bridge(listener, m
             for n in range(3):
                 answer_on(peer, b'%d\n' % n)
                 assert dev.query(f'q{n}') == str(n).encode()
-            assert writes == []          # each one exchange (the interface connected when made)
+            assert writes == []          # each the bridge's query (the interface connected when made)
             assert dev.stats['queries'] == 3
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_tap_is_told_a_usual_querys_request_then_its_reply(listener, monkeypatch):
+    """With a tap installed the usual query stays the bridge's own, and the tap hears both ways, in order."""
+    from socs_tcp import _tap
+    from socs_tcp._bridge import Bridge
+    general: list = []
+    monkeypatch.setattr(Bridge, 'write', lambda self, *args, **kwargs: general.append(args))
+    tap = RecordingTap()
+
+    def body():
+        with line_link(listener, 2) as (dev, peer):
+            _tap.add_tap(tap)
+            try:
+                for n in range(2):
+                    answer_on(peer, b'%d\n' % n)
+                    assert dev.query(f'q{n}') == str(n).encode()
+            finally:
+                _tap.remove_tap(tap)
+            assert general == []
+            assert tap.told == [('sent', b'q0\n'), ('received', b'0\n'),
+                                ('sent', b'q1\n'), ('received', b'1\n')]
     yield in_worker(body)
 
 
@@ -275,28 +299,19 @@ def test_a_device_that_reset_the_connection_between_calls_gets_the_next_query_on
     yield in_worker(body)
 
 
-class Tapped:
-    """A tap that keeps nothing: with one installed, a query takes the general way."""
+@pytest.fixture(params=['usual', 'usual with a tap', 'general way'])
+def query_way(request, monkeypatch):
+    """Which way a query goes: the bridge's query (with a tap installed, or not), or the general way.
 
-    def opened(self, link):
-        pass
-
-    def sent(self, link, data):
-        pass
-
-    def received(self, link, data):
-        pass
-
-    def closed(self, link, reason):
-        pass
-
-
-@pytest.fixture(params=['exchange', 'general way'])
-def query_way(request):
-    """Which way a query goes: the exchange, or the general way (taken while a tap is installed)."""
+    The general way is forced by a bridge whose query declines, as it does when
+    it cannot start (a replaced connection, a refused send).
+    """
     from socs_tcp import _tap
+    from socs_tcp._bridge import Bridge
     if request.param == 'general way':
-        tap = Tapped()
+        monkeypatch.setattr(Bridge, 'query', lambda *args: None)
+    if request.param == 'usual with a tap':
+        tap = RecordingTap()
         _tap.add_tap(tap)
         yield request.param
         _tap.remove_tap(tap)
@@ -383,4 +398,46 @@ def test_a_query_whose_request_fails_part_way_is_written_once_more_on_a_new_conn
             threading.Thread(target=device, daemon=True).start()
             assert dev.query(request) == b'on a new one'
             assert dev.stats['connects'] == 2
+    yield in_worker(body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_query_after_a_read_timed_out_does_not_take_the_usual_way_on_that_connection(listener):
+    """Its late reply may still come: the next query goes on a fresh connection, never gets that reply."""
+    accepted, peers = accept_in_thread(listener)
+
+    def reply_late(peer):
+        line = b''
+        while not line.endswith(b'\n'):
+            line += peer.recv(100)
+        select.select([peer], [], [], 0.3)             # the next request, if it comes here
+        try:
+            peer.sendall(b'slow reply\n')
+        except OSError:
+            pass                                       # the connection was dropped: as it should be
+
+    def body():
+        dev = TCPInterface('127.0.0.1', listener.getsockname()[1], 0.15, read_termination=b'\n',
+                           write_termination=b'\n')
+        try:
+            assert accepted.wait(5)
+            for n in range(2):                         # the usual way is ready on this connection
+                answer_on(peers[0], b'%d\n' % n)
+                assert dev.query(f'q{n}') == str(n).encode()
+            dev.send(b'slow\n')
+            with pytest.raises(DeviceTimeout):
+                dev.recv()
+            # The late reply comes on the old connection after the next request left (if it
+            # left there), or a moment later.
+            late = threading.Thread(target=reply_late, args=(peers[0],), daemon=True)
+            late.start()
+            second, more = accept_in_thread(listener)
+            threading.Thread(target=lambda: second.wait(5) and answer(more[0], b'second reply\n'),
+                             daemon=True).start()
+            assert dev.query('second', timeout=2) == b'second reply'
+            late.join(2)
+        finally:
+            dev.close()
+            for peer in peers:
+                peer.close()
     yield in_worker(body)

@@ -110,7 +110,11 @@ OCS_AGENT = """
                 print('device down:', type(exc).__name__, 'bounded', time.monotonic() - start < 1.5)
 
         def acq(self):  # what OCS runs in a worker thread
-            return self.dev.stats['connects'], self.dev.query('from a worker')
+            got = self.dev.stats['connects'], self.dev.query('from a worker')
+            # The connection was made before the reactor ran: now that it runs, the
+            # usual query takes the bridge's own path.
+            print('ready for the usual query:', self.dev._link._ready != 0)
+            return got
 
         def in_reactor(self):
             try:
@@ -143,6 +147,7 @@ def test_device_io_before_the_agents_reactor_runs_works_and_the_link_then_belong
     assert 'device down: NotConnected bounded True' in out
     assert 'blocking in the running reactor thread refused: True' in out
     assert "worker got (1, b'from a worker')" in out  # the same connection, now the reactor's
+    assert 'ready for the usual query: True' in out
 
 
 DECLARED_BACKGROUND = """

@@ -1,23 +1,7 @@
 """The tap registry: every installed tap sees each event in order; a failing tap is removed, not fatal."""
 
 from socs_tcp import _tap
-
-
-class Recording:
-    def __init__(self):
-        self.events = []
-
-    def opened(self, link):
-        self.events.append(('opened', link))
-
-    def sent(self, link, data):
-        self.events.append(('sent', link, data))
-
-    def received(self, link, data):
-        self.events.append(('received', link, data))
-
-    def closed(self, link, reason):
-        self.events.append(('closed', link, reason))
+from tests.conftest import RecordingTap as Recording
 
 
 class Broken(Recording):
