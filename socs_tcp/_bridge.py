@@ -438,15 +438,13 @@ class Bridge:
 
         The usual query, for a caller that does not turn the reactor itself.
         Under one hold of the lock, input waiting from before the request is
-        dropped, the request written and the input taken over. A reply that
-        arrives whole in one read (the usual case) is read under a second
-        hold, which also gives the input up and counts the query
-        (``queries``); anything else reads on as ``take`` does. Little runs
-        between this call and its request leaving, and between its reply and
-        its return: an agent that polls a device every few milliseconds runs
-        this on cold caches, where each object touched shows in the
-        latency. The bookkeeping runs after the request has left, while the
-        device answers.
+        dropped, the request written and the input taken over; then the reply
+        is read as ``take`` reads a frame, and the query counted
+        (``queries``). Little runs between this call and its request leaving:
+        an agent that polls a device every few milliseconds runs this on cold
+        caches, where each object touched shows in the latency. The
+        bookkeeping runs after the request has left, while the device
+        answers.
 
         Returns
         -------
@@ -466,7 +464,6 @@ class Bridge:
             As ``take``.
         """
         lock = self._lock
-        chunk = data = None
         try:
             with lock:
                 # Input from before the request is no reply: what is buffered, what a read
@@ -492,53 +489,14 @@ class Bridge:
                 # answers.
                 self._owned = True
                 self.stats.bytes_out += sent
-                now = self._note_call()
+                self._note_call()
                 poller = self._poller
                 tapped = tap.taps
             if tapped:
                 # Told once it left: this caller reads the reply, so it is told after this.
                 tap.notify_sent(self._link.address, request)
-            if sent < len(request) or tapped:
-                rest = memoryview(request)[sent:] if sent < len(request) else None
-                return self._read_owned(frame, deadline, generation, sock, poller, True, rest)
-            remaining = deadline - now
-            if remaining > 0:
-                poller.poll(remaining * 1000.0 + 1.0)  # ms, rounded up: never wake before the deadline
-                with lock:
-                    if self._readable == generation:  # still this connection's, and open
-                        try:
-                            chunk = sock.recv(_RECV_SIZE)
-                        except OSError as exc:
-                            self._read_failed(generation, exc)
-                        else:
-                            if chunk and not self._data:
-                                data = frame.whole(chunk)  # the usual reply: whole, in one read
-                            if data is None:
-                                data = self._received(chunk, frame, generation, True)
-                            else:
-                                stats = self.stats
-                                stats.bytes_in += len(chunk)
-                                stats.queries += 1
-                            if data is not None and not tap.taps:
-                                # The input is given up at once: _gave_up's steps, inline on
-                                # the usual reply's path.
-                                self._owned = False
-                                self._released_at = time.monotonic()
-                                if self._reactor_stopped and (self._signal is not None
-                                                              or self._reader is not None):
-                                    self.post(self._take_back, self._transport)
-                                return data
-            if chunk and tap.taps:
-                # A tap installed while the query waited; told while the input is still
-                # this caller's, so that nothing the reactor reads next comes before it.
-                tap.notify_received(self._link.address, chunk)
-            if data is not None:
-                with lock:
-                    self._owned = False
-                    self._gave_up()
-                return data
-            # Anything else (a reply in parts, a failure, no reply yet): read on.
-            return self._read_owned(frame, deadline, generation, sock, poller, True)
+            rest = memoryview(request)[sent:] if sent < len(request) else None
+            return self._read_owned(frame, deadline, generation, sock, poller, True, rest)
         except BaseException:
             # Ctrl-C, a tap's error, ...: the input must not stay owned, or the reactor
             # would never read the link again. Cleared before any call: Python handles a
@@ -577,14 +535,9 @@ class Bridge:
                     self._gave_up()
             raise
 
-    def _note_call(self) -> float:
-        """A call takes the input over now (lock held): the usual pause between calls, a moving average.
-
-        Returns the time now.
-        """
-        now = time.monotonic()
-        self._pause += (min(now - self._released_at, _HAND_BACK_MAX) - self._pause) / 8
-        return now
+    def _note_call(self) -> None:
+        """A call takes the input over now (lock held): the usual pause between calls, a moving average."""
+        self._pause += (min(time.monotonic() - self._released_at, _HAND_BACK_MAX) - self._pause) / 8
 
     def _read_owned(self, frame: Frame, deadline: float, generation: Generation, sock: socket.socket,
                     poller: Any, query: bool, rest: memoryview | None = None) -> bytes:

@@ -6,7 +6,6 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
-from time import monotonic
 from typing import Any
 
 from twisted.logger import Logger
@@ -267,7 +266,7 @@ class TCPInterface(VisaHabits):
         if type(msg) is bytes and terminator is _DEFAULT and size is None and timeout is None \
                 and not self._closed:
             return self._channel.query(msg + self.write_termination, self._reply_frame,
-                                       monotonic() + self._timeout)
+                                       time.monotonic() + self._timeout)
         data = self._encode(msg, 'msg') + self.write_termination
         if terminator is _DEFAULT and size is None:
             frame = self._reply_frame

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from threading import get_ident
 
 from twisted.logger import Logger
 from twisted.python import threadable
@@ -206,9 +205,11 @@ class LinkChannel:
         if not lock.acquire(False):
             call = self._enter('query', deadline)  # waits for the channel, or is on_connect's
         try:
+            reply = None
+            attempts: tuple[int, ...] = (1, 2)  # the general way's writes
             ready = self._ready
             if (ready and (call is None or call.holds_lock and call.pump is None)
-                    and get_ident() != self._reactor_thread):
+                    and threading.get_ident() != self._reactor_thread):
                 # The usual query, on a connection ready for it, from a worker thread: the
                 # bridge writes the request and reads the reply itself. An agent polling a
                 # device every few ms runs this on cold caches, where each object or module
@@ -219,31 +220,20 @@ class LinkChannel:
                     self._reconnect(ready, f'write failed: {exc}')
                     log.info('{address}: write failed ({error}); reconnecting to write once more',
                              address=self.address, error=str(exc))
-                    attempts: tuple[int, ...] = (2,)
+                    attempts = (2,)
                 except DeviceTimeout as exc:
                     raise self._no_reply(ready, data, exc) from None
                 except KeyboardInterrupt:
                     self._interrupted(ready)
                     raise
-                else:
-                    if reply is not None:
-                        if self._trace:
-                            self._log_query(data, reply)
-                        return reply
-                    attempts = (1, 2)  # nothing was sent
-            else:
-                attempts = (1, 2)
-            # Anything else, or nothing could be sent: the general way.
-            reply = self._query(call or self._held_call('query', deadline), data, frame, attempts)
+            if reply is None:  # anything else, or nothing could be sent: the general way
+                reply = self._query(call or self._held_call('query', deadline), data, frame, attempts)
         finally:
             if call is None or call.holds_lock:
                 lock.release()
         if self._trace:
-            self._log_query(data, reply)
+            log.debug('{address} > {data!r} < {reply!r}', address=self.address, data=data, reply=reply)
         return reply
-
-    def _log_query(self, data: bytes, reply: bytes) -> None:
-        log.debug('{address} > {data!r} < {reply!r}', address=self.address, data=data, reply=reply)
 
     def _query(self, call: _Call, data: bytes, frame: Frame, attempts: tuple[int, ...] = (1, 2)) -> bytes:
         """``query``'s general way: a connection made if needed, ``on_connect`` run, the write retried once.
